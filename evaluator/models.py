@@ -1,0 +1,78 @@
+"""Tables owned by the control plane: grades and escalation events. Costs USD, times UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from router.db import UTCDateTime, utcnow
+
+
+class Grade(SQLModel, table=True):
+    """The reference model's verdict on one sample.
+
+    ``verdict``: ``agree`` | ``disagree`` | ``invalid`` | ``refused``; only agree and disagree
+    enter the disagreement rate. ``raw_output`` is the judge's (or reference model's) text;
+    ``cost_usd`` is NULL when the reference model is unpriced.
+    """
+
+    __tablename__ = "grade"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "verdict IN ('agree', 'disagree', 'invalid', 'refused')", name="ck_grade_verdict"
+        ),
+        sa.Index("ix_grade_class_model_decided", "task_class", "model", "decided_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="sample.decision_id", max_length=64, unique=True)
+    task_class: str = Field(max_length=200)
+    model: str = Field(max_length=128)
+    reference_model: str = Field(max_length=128)
+    grader: str = Field(max_length=32)
+    verdict: str = Field(max_length=16)
+    score: float | None = None
+    parse_status: str = Field(max_length=32)
+    raw_output: str = Field(default="", sa_type=sa.Text)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    decided_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class EscalationEvent(SQLModel, table=True):
+    """A routing-table change for a class, with its evidence.
+
+    ``n`` graded samples (agree + disagree), ``k`` disagreements, ``rate`` = k/n, and the
+    ``confidence`` Wilson interval [``ci_low``, ``ci_high``]; ``rule`` names the rule and its
+    parameters. ``window_start`` is the start of the evidence window (the class's last change);
+    (task_class, window_start, to_status) is unique so a duplicated job run cannot write twice.
+    """
+
+    __tablename__ = "escalation_event"
+    __table_args__ = (
+        sa.UniqueConstraint("task_class", "window_start", "to_status", name="uq_escalation_window"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_class: str = Field(max_length=200, index=True)
+    from_model: str = Field(max_length=128)
+    to_model: str = Field(max_length=128)
+    from_status: str = Field(max_length=16)
+    to_status: str = Field(max_length=16)
+    actor: str = Field(max_length=64)
+    reason: str = Field(sa_type=sa.Text)
+    rule: str = Field(max_length=200)
+    n: int
+    k: int
+    rate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    threshold: float
+    confidence: float
+    table_version: int
+    window_start: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,153 @@
+"""Tables owned by the data plane (``table=True``): catalog, policy, routing table, decisions,
+outcomes and the samples queued for grading. API schemas live in ``router.schemas``.
+
+Prices are USD per 1M tokens (``*_usd_per_mtok``); costs are USD; latencies ms; timestamps UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from router.db import UTCDateTime, utcnow
+
+
+def _ts(*, index: bool = False) -> Any:
+    """A non-null UTC timestamp column defaulting to now."""
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+class Model(SQLModel, table=True):
+    """Model catalog row: one priced model. Prices are USD per 1M tokens.
+
+    ``cached_input_usd_per_mtok`` / ``cache_write_usd_per_mtok`` default to the input price when
+    NULL. ``batch_discount`` is the fraction taken off by the provider's batch API (0.5 for OpenAI
+    Batch and Anthropic Message Batches, per their pricing pages).
+    """
+
+    __tablename__ = "model"
+    __table_args__ = (
+        sa.CheckConstraint("input_usd_per_mtok >= 0", name="ck_model_input_price"),
+        sa.CheckConstraint("output_usd_per_mtok >= 0", name="ck_model_output_price"),
+        sa.CheckConstraint("batch_discount >= 0 AND batch_discount < 1", name="ck_model_batch"),
+    )
+
+    name: str = Field(primary_key=True, max_length=128)
+    provider: str = Field(max_length=64)
+    input_usd_per_mtok: float
+    cached_input_usd_per_mtok: float | None = None
+    cache_write_usd_per_mtok: float | None = None
+    output_usd_per_mtok: float
+    batch_discount: float = 0.5
+    updated_at: datetime = _ts()
+
+
+class Policy(SQLModel, table=True):
+    """Every routing policy ever applied, newest last; the body is the policy file's TOML text."""
+
+    __tablename__ = "policy"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    body: str = Field(sa_type=sa.Text)
+    table_version: int
+    applied_at: datetime = _ts()
+
+
+class RoutingState(SQLModel, table=True):
+    """Single row (id = 1) holding the routing table version; every table change bumps it."""
+
+    __tablename__ = "routing_state"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0
+    updated_at: datetime = _ts()
+
+
+class RoutingEntry(SQLModel, table=True):
+    """One task class in the routing table: its current model, tier and status.
+
+    ``version`` is the table version at which the entry last changed; ``changed_at`` starts the
+    window over which the class's disagreement rate is measured.
+    """
+
+    __tablename__ = "routing_entry"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('baseline', 'escalated', 'probation', 'pinned')", name="ck_entry_status"
+        ),
+    )
+
+    task_class: str = Field(primary_key=True, max_length=200)
+    tier: str = Field(max_length=32)
+    model: str = Field(foreign_key="model.name", max_length=128)
+    status: str = Field(default="baseline", max_length=16)
+    version: int
+    changed_at: datetime = _ts()
+
+
+class Decision(SQLModel, table=True):
+    """A route call's answer, written in batches off the hot path."""
+
+    __tablename__ = "decision"
+
+    id: str = Field(primary_key=True, max_length=64)
+    task_type: str = Field(max_length=200)
+    task_class: str = Field(max_length=200, index=True)
+    tier: str = Field(max_length=32)
+    model: str = Field(max_length=128)
+    provider: str = Field(max_length=64)
+    table_version: int
+    sampled: bool
+    input_tokens: int
+    has_tool_calls: bool
+    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts(index=True)
+
+
+class Outcome(SQLModel, table=True):
+    """What the caller reported after calling the model; one per decision (idempotent).
+
+    Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
+    model has no price row ("unpriced", field case U4), never 0.
+    """
+
+    __tablename__ = "outcome"
+
+    decision_id: str = Field(primary_key=True, foreign_key="decision.id", max_length=64)
+    task_class: str = Field(max_length=200, index=True)
+    served_model: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    latency_ms: float | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    usage_raw: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = _ts(index=True)
+
+
+class Sample(SQLModel, table=True):
+    """A sampled outcome's text, queued for grading.
+
+    ``status``: ``queued`` -> ``claimed`` (lease until ``lease_until``) -> ``graded`` | ``failed``.
+    """
+
+    __tablename__ = "sample"
+
+    decision_id: str = Field(primary_key=True, foreign_key="decision.id", max_length=64)
+    task_class: str = Field(max_length=200, index=True)
+    model: str = Field(max_length=128)
+    input_messages: list[dict[str, Any]] = Field(sa_type=sa.JSON)
+    output_text: str = Field(sa_type=sa.Text)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    status: str = Field(default="queued", max_length=16, index=True)
+    attempts: int = 0
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    decided_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = _ts()

@@ -1,0 +1,247 @@
+"""Routing policy: the declarative rules, as a file, from (task type, input tokens, tool use) to a
+tier and a task class, from tier to model, plus per-class grading settings.
+
+A policy is TOML (see ``router/policies/default.toml`` for the annotated reference). Loading
+validates everything up front and names the offending field, so a bad file never reaches the
+routing table. Matching is pure and allocation-light: it runs on every route call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router.errors import PolicyError
+
+TIERS: tuple[str, ...] = ("trivial", "standard", "complex", "critical")
+Grader = Literal["judge_single", "numeric", "recorded_correctness"]
+
+# A price below this many USD per 1M tokens is almost surely a per-token price typed into a
+# per-million column (field case U4: 2.5e-6 instead of 2.5). The cheapest public API price we know
+# (llama-3.1-8b class models, ~0.02-0.06 USD per 1M) is well above it.
+MIN_NONZERO_PRICE_PER_MTOK = 0.001
+MAX_PRICE_PER_MTOK = 1000.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelPrice(_Strict):
+    """A catalog entry. Prices are USD per 1M tokens; NULL cached/cache-write = input price."""
+
+    name: str = Field(min_length=1, max_length=128)
+    provider: str = Field(min_length=1, max_length=64)
+    input_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    output_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    cached_input_usd_per_mtok: float | None = Field(
+        default=None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False
+    )
+    cache_write_usd_per_mtok: float | None = Field(
+        default=None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False
+    )
+    batch_discount: float = Field(default=0.5, ge=0, lt=1)
+
+    @field_validator(
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "cache_write_usd_per_mtok",
+    )
+    @classmethod
+    def _per_million(cls, v: float | None) -> float | None:
+        if v is not None and 0 < v < MIN_NONZERO_PRICE_PER_MTOK:
+            raise ValueError(
+                f"{v} USD per 1M tokens looks like a per-token price; prices are per 1M tokens"
+            )
+        return v
+
+
+class Rule(_Strict):
+    """First matching rule wins. ``input_tokens_below`` is exclusive; ``tools`` None = either."""
+
+    task_types: list[str] = Field(min_length=1)
+    tier: str
+    input_tokens_below: int | None = Field(default=None, gt=0)
+    tools: bool | None = None
+    class_suffix: str = ""
+
+
+class ClassSettings(_Strict):
+    """Per-class grading and escalation settings (defaults, or an override matched by glob)."""
+
+    sample_rate: float = Field(default=0.05, ge=0, le=1)
+    threshold: float = Field(default=0.03, gt=0, lt=1)
+    min_samples: int = Field(default=30, ge=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    grader: Grader = "judge_single"
+    pass_mark: float = Field(default=7.0, ge=1, le=10)
+    reference_model: str | None = None
+
+
+class ClassOverride(_Strict):
+    """Settings for the task classes matching ``match`` (a shell glob, e.g. ``mt_bench.*``)."""
+
+    match: str = Field(min_length=1)
+    sample_rate: float | None = Field(default=None, ge=0, le=1)
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+    min_samples: int | None = Field(default=None, ge=1)
+    confidence: float | None = Field(default=None, gt=0.5, lt=1)
+    grader: Grader | None = None
+    pass_mark: float | None = Field(default=None, ge=1, le=10)
+    reference_model: str | None = None
+
+
+class PolicyFile(_Strict):
+    """The whole policy file, validated."""
+
+    name: str = Field(min_length=1)
+    default_tier: str = "standard"
+    premium_model: str
+    tier_models: dict[str, str]
+    ladder: list[str] = Field(min_length=1)
+    models: list[ModelPrice] = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    defaults: ClassSettings = Field(default_factory=ClassSettings)
+    classes: list[ClassOverride] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyFile:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("models: duplicate model name")
+        known = set(names)
+        for tier in TIERS:
+            if tier not in self.tier_models:
+                raise ValueError(f"tier_models: missing tier '{tier}'")
+        for tier, model in self.tier_models.items():
+            if tier not in TIERS:
+                raise ValueError(f"tier_models.{tier}: unknown tier (tiers: {', '.join(TIERS)})")
+            if model not in known:
+                raise ValueError(f"tier_models.{tier}: model '{model}' is not in models")
+        if self.default_tier not in TIERS:
+            raise ValueError(f"default_tier: unknown tier '{self.default_tier}'")
+        for i, rule in enumerate(self.rules):
+            if rule.tier not in TIERS:
+                raise ValueError(f"rules[{i}].tier: unknown tier '{rule.tier}'")
+        for i, model in enumerate(self.ladder):
+            if model not in known:
+                raise ValueError(f"ladder[{i}]: model '{model}' is not in models")
+        if self.premium_model not in known:
+            raise ValueError(f"premium_model: model '{self.premium_model}' is not in models")
+        refs = [self.defaults.reference_model] + [c.reference_model for c in self.classes]
+        for ref in refs:
+            if ref is not None and ref not in known:
+                raise ValueError(f"reference_model: model '{ref}' is not in models")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Result of matching a request against the policy."""
+
+    task_class: str
+    tier: str
+    reason: str
+
+
+class Policy:
+    """A loaded, validated policy with matching helpers. Immutable after construction."""
+
+    def __init__(self, spec: PolicyFile, body: str) -> None:
+        self.spec = spec
+        self.body = body
+        self._by_type: dict[str, list[tuple[int, Rule]]] = {}
+        for i, rule in enumerate(spec.rules):
+            for task_type in rule.task_types:
+                self._by_type.setdefault(task_type, []).append((i, rule))
+        self._settings_cache: dict[str, ClassSettings] = {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def prices(self) -> dict[str, ModelPrice]:
+        return {m.name: m for m in self.spec.models}
+
+    def match(self, task_type: str, input_tokens: int, has_tool_calls: bool) -> Match:
+        """Map a request to (task class, tier, reason). First matching rule wins."""
+        for i, rule in self._by_type.get(task_type, ()):
+            if rule.input_tokens_below is not None and input_tokens >= rule.input_tokens_below:
+                continue
+            if rule.tools is not None and rule.tools != has_tool_calls:
+                continue
+            return Match(task_type + rule.class_suffix, rule.tier, f"rules[{i}]")
+        return Match(task_type, self.spec.default_tier, "default_tier")
+
+    def model_for_tier(self, tier: str) -> str:
+        return self.spec.tier_models[tier]
+
+    def settings_for(self, task_class: str) -> ClassSettings:
+        """Defaults overlaid with every matching ``[[classes]]`` override, in file order."""
+        cached = self._settings_cache.get(task_class)
+        if cached is not None:
+            return cached
+        merged: dict[str, Any] = self.spec.defaults.model_dump()
+        for override in self.spec.classes:
+            if fnmatch.fnmatchcase(task_class, override.match):
+                merged.update(override.model_dump(exclude={"match"}, exclude_none=True))
+        settings = ClassSettings(**merged)
+        if len(self._settings_cache) < 100_000:
+            self._settings_cache[task_class] = settings
+        return settings
+
+    def reference_model(self, task_class: str) -> str:
+        """The class's reference model: its setting, else the premium model."""
+        return self.settings_for(task_class).reference_model or self.spec.premium_model
+
+    def next_model(self, model: str) -> str | None:
+        """The next stronger model on the ladder, or None at the top / off the ladder."""
+        ladder = self.spec.ladder
+        if model not in ladder:
+            return None
+        i = ladder.index(model)
+        return ladder[i + 1] if i + 1 < len(ladder) else None
+
+
+def parse_policy(body: str, *, source: str = "<policy>") -> Policy:
+    """Parse and validate TOML policy text.
+
+    Raises:
+        PolicyError: TOML syntax error, or a field fails validation; ``field`` names it
+            (e.g. ``rules.2.tier``).
+    """
+    try:
+        raw = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        spec = PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"{loc}: " if loc else ""
+        raise PolicyError(f"{source}: {where}{err['msg']}", field=loc or None) from exc
+    return Policy(spec, body)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file. Raises PolicyError (also for a missing file)."""
+    p = Path(path)
+    try:
+        body = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {p}: {exc.strerror}") from exc
+    return parse_policy(body, source=str(p))
+
+
+def builtin_policy_path(name: str) -> Path:
+    """Path of a policy shipped with tierwise (``default`` or ``replay``)."""
+    return Path(__file__).parent / "policies" / f"{name}.toml"

@@ -1,0 +1,148 @@
+"""Usage normalisation and pricing: provider-native usage in, USD out.
+
+Prices are USD per 1M tokens. The two providers count cache tokens differently:
+
+- OpenAI Chat Completions: ``prompt_tokens`` *includes* ``prompt_tokens_details.cached_tokens``;
+  ``completion_tokens`` *includes* ``completion_tokens_details.reasoning_tokens``
+  (OpenAI API reference, "The chat completion object" / usage).
+- Anthropic Messages: ``input_tokens`` *excludes* ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens``; all three are billed (Anthropic docs, "Prompt caching",
+  tracking cache performance).
+
+Field cases U1-U4 (``shared/cases/field-cases.md``) are the tests of this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from router.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Normalised token counts of one call.
+
+    ``input_tokens`` are uncached input tokens billed at the input price; ``cached_input_tokens``
+    are read from a prompt cache; ``cache_write_tokens`` are written to one; ``output_tokens``
+    include ``reasoning_tokens`` (which are informational, never billed twice).
+    """
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Every input token, cached or not."""
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+
+class Priced(Protocol):
+    """Anything with the catalog's price columns (``router.models.Model`` or a snapshot row)."""
+
+    input_usd_per_mtok: float
+    cached_input_usd_per_mtok: float | None
+    cache_write_usd_per_mtok: float | None
+    output_usd_per_mtok: float
+
+
+def _count(obj: Mapping[str, Any] | None, key: str, field: str) -> int:
+    """A non-negative integer count; missing or null counts as 0 (field case U3)."""
+    if obj is None:
+        return 0
+    value = obj.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{field} must be a whole number of tokens", field=field)
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise InvalidInput(f"{field} must be a whole number of tokens >= 0", field=field)
+    return int(value)
+
+
+def _details(usage: Mapping[str, Any], key: str, field: str) -> Mapping[str, Any] | None:
+    value = usage.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{field}.{key} must be an object or null", field=f"{field}.{key}")
+    return value
+
+
+def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") -> Usage:
+    """Map a provider-native usage object to :class:`Usage`.
+
+    Accepts the OpenAI shape (``prompt_tokens``/``completion_tokens`` with optional details), the
+    Anthropic shape (``input_tokens``/``output_tokens``/``cache_*_input_tokens``), or tierwise's
+    own normalised shape (the Anthropic keys plus ``cached_input_tokens``). Null detail objects and
+    null counts are 0. Cached tokens above ``prompt_tokens`` are clamped and logged (U1).
+
+    Raises:
+        InvalidInput: a count is negative, fractional, non-numeric, or the object is not a mapping.
+    """
+    if usage is None:
+        return Usage()
+    if not isinstance(usage, Mapping):
+        raise InvalidInput(f"{field} must be an object", field=field)
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        prompt = _count(usage, "prompt_tokens", f"{field}.prompt_tokens")
+        completion = _count(usage, "completion_tokens", f"{field}.completion_tokens")
+        pdet = _details(usage, "prompt_tokens_details", field)
+        cdet = _details(usage, "completion_tokens_details", field)
+        cached = _count(pdet, "cached_tokens", f"{field}.prompt_tokens_details.cached_tokens")
+        reasoning = _count(
+            cdet, "reasoning_tokens", f"{field}.completion_tokens_details.reasoning_tokens"
+        )
+        if cached > prompt:
+            log.warning("cached_tokens %d > prompt_tokens %d; clamping uncached to 0", cached, prompt)
+            cached = prompt
+        return Usage(
+            input_tokens=prompt - cached,
+            cached_input_tokens=cached,
+            output_tokens=completion,
+            reasoning_tokens=min(reasoning, completion),
+        )
+    cached = _count(usage, "cache_read_input_tokens", f"{field}.cache_read_input_tokens")
+    cached += _count(usage, "cached_input_tokens", f"{field}.cached_input_tokens")
+    return Usage(
+        input_tokens=_count(usage, "input_tokens", f"{field}.input_tokens"),
+        cached_input_tokens=cached,
+        cache_write_tokens=_count(
+            usage, "cache_creation_input_tokens", f"{field}.cache_creation_input_tokens"
+        ),
+        output_tokens=_count(usage, "output_tokens", f"{field}.output_tokens"),
+        reasoning_tokens=_count(usage, "reasoning_tokens", f"{field}.reasoning_tokens"),
+    )
+
+
+def cost_usd(usage: Usage, price: Priced | None, *, discount: float = 0.0) -> float | None:
+    """Cost of ``usage`` in USD at ``price`` (USD per 1M tokens), less ``discount`` (0..1).
+
+    Returns None when ``price`` is None: an unpriced model is reported as unpriced, never as
+    free (field case U4). Cached reads and cache writes fall back to the input price when the
+    catalog has no specific price. Example (U1): 86 uncached x 2.50 + 1920 cached x 1.25 +
+    300 output x 10, per million = 0.005615.
+    """
+    if price is None:
+        return None
+    cached_price = price.cached_input_usd_per_mtok
+    write_price = price.cache_write_usd_per_mtok
+    total = (
+        usage.input_tokens * price.input_usd_per_mtok
+        + usage.cached_input_tokens
+        * (price.input_usd_per_mtok if cached_price is None else cached_price)
+        + usage.cache_write_tokens * (price.input_usd_per_mtok if write_price is None else write_price)
+        + usage.output_tokens * price.output_usd_per_mtok
+    ) / PER_MILLION
+    return total * (1.0 - discount)

@@ -1,0 +1,44 @@
+"""All configuration, in one pydantic-settings class. No other module reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tierwise settings; every field can be set as ``TIERWISE_<FIELD>`` (or in ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./tierwise.db",
+        description="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
+    )
+    db_statement_cache_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="asyncpg prepared-statement cache; 0 behind PgBouncer in transaction mode",
+    )
+    policy_file: Path | None = Field(
+        default=None, description="policy applied at start-up when the table is empty"
+    )
+    snapshot_poll_s: float = Field(default=1.0, gt=0, description="routing snapshot poll, s")
+    decision_flush_s: float = Field(default=0.2, gt=0, description="decision batch writer, s")
+    grading_interval_s: float = Field(default=30.0, gt=0)
+    escalation_interval_s: float = Field(default=3600.0, gt=0)
+    grading_batch_size: int = Field(default=200, ge=1)
+    grading_concurrency: int = Field(default=8, ge=1, description="reference calls in flight")
+    grading_lease_s: float = Field(default=600.0, gt=0, description="claim lease on a sample, s")
+    run_scheduler: bool = Field(default=True, description="run grading/escalation jobs here")
+    datasets_dir: Path = Field(default=Path("datasets"))
+    reference_provider: str = Field(
+        default="replay", description="replay | openai | anthropic: who answers grading calls"
+    )
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    log_level: str = "INFO"
