@@ -41,7 +41,9 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
     else:
         assert body.messages is not None
         tokens = estimate_message_tokens(m.model_dump() for m in body.messages)
-    d = router.route(body.task_type, tokens, body.has_tool_calls, body.metadata)
+    d = router.route(
+        body.task_type, tokens, body.has_tool_calls, body.metadata, decision_id=body.request_id
+    )
     return RouteResponse(
         decision_id=d.decision_id,
         task_class=d.task_class,

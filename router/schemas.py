@@ -28,6 +28,14 @@ class RouteRequest(BaseModel):
     messages: list[Message] | None = Field(default=None, min_length=1)
     has_tool_calls: bool = False
     metadata: dict[str, Any] | None = None
+    request_id: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="Caller's unique id for this request; becomes the decision id, so a retried "
+        "route call gets the same sampling answer. Default: a random UUID.",
+    )
 
     @model_validator(mode="after")
     def _tokens_or_messages(self) -> RouteRequest:

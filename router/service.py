@@ -169,11 +169,28 @@ class Router:
         return True
 
     # ---- decisions ------------------------------------------------------------------------
+    @property
+    def table_version(self) -> int | None:
+        """Version of the serving snapshot; None before any policy was applied."""
+        return None if self._snapshot is None else self._snapshot.version
+
     def route(
-        self, task_type: str, input_tokens: int, has_tool_calls: bool, meta: dict[str, Any] | None
+        self,
+        task_type: str,
+        input_tokens: int,
+        has_tool_calls: bool,
+        meta: dict[str, Any] | None,
+        *,
+        decision_id: str | None = None,
     ) -> RouteDecision:
-        """Decide and buffer the decision for the batch writer. No I/O."""
-        decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, uuid.uuid4().hex)
+        """Decide and buffer the decision for the batch writer. No I/O.
+
+        ``decision_id`` defaults to a random UUID; a caller-given id makes sampling repeatable.
+        A repeated id keeps the first decision stored (the insert ignores conflicts).
+        """
+        decision = decide(
+            self.snapshot, task_type, input_tokens, has_tool_calls, decision_id or uuid.uuid4().hex
+        )
         self._buffer.append(
             {
                 "id": decision.decision_id,

@@ -1,0 +1,72 @@
+"""The replay provider: answers reference calls from recorded outputs in held-out sets.
+
+This is how tierwise runs offline. It is content-addressed, like a cache in front of a real
+model: an answer call is looked up by (model, input messages); a judge call by the exact judge
+prompt text, which the graders rebuild from the recorded template (MT-Bench's judge prompts), so
+a recorded verdict is returned only for the very prompt the recorded judge saw. Usage is
+estimated from the text (``router.tokens``); providers' real usage is not in the recordings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from evaluator.datasets import HeldOutSet
+from evaluator.providers.base import ChatRequest, ChatResponse, Provider, ReplayMiss
+from router.pricing import Usage
+from router.tokens import estimate_message_tokens, estimate_text_tokens, text_of
+
+
+def _key(*parts: Any) -> str:
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _canonical(messages: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(str(m.get("role")), text_of(m.get("content"))) for m in messages]
+
+
+class ReplayProvider(Provider):
+    """Answers from recordings; raises ReplayMiss for anything it has not seen."""
+
+    name = "replay"
+
+    def __init__(self, sets: Iterable[HeldOutSet]) -> None:
+        self._answers: dict[str, str] = {}
+        self._judgments: dict[str, str] = {}
+        for held_out in sets:
+            for item in held_out.items:
+                for model, out in item.outputs.items():
+                    if out.text is not None:
+                        self._answers[_key("answer", model, _canonical(item.messages))] = out.text
+                    if out.judge is not None:
+                        self._judgments[_key("judge", out.judge.user_prompt)] = out.judge.judgment
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(recorded answers, recorded judgments)."""
+        return len(self._answers), len(self._judgments)
+
+    def lookup(self, request: ChatRequest) -> str | None:
+        """The recorded reply to ``request``: a judgment for its last user message's exact text,
+        else the recorded answer of ``request.model`` to these messages."""
+        if request.messages:
+            judged = self._judgments.get(_key("judge", text_of(request.messages[-1].get("content"))))
+            if judged is not None:
+                return judged
+        return self._answers.get(_key("answer", request.model, _canonical(request.messages)))
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        text = self.lookup(request)
+        if text is None:
+            raise ReplayMiss(f"no recorded reply of {request.model} to this prompt")
+        prompt = list(request.messages)
+        if request.system:
+            prompt = [{"role": "system", "content": request.system}, *prompt]
+        usage = Usage(
+            input_tokens=estimate_message_tokens(prompt), output_tokens=estimate_text_tokens(text)
+        )
+        return ChatResponse(text=text, model=request.model, finish_reason="stop", usage=usage)

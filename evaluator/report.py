@@ -1,0 +1,138 @@
+"""Reports over what the service recorded: per-class quality and the books.
+
+The books (all USD): serving cost = sum of priced outcomes; grading spend = sum of grade costs;
+premium cost = every outcome's tokens priced at the policy's premium model (the "send everything
+to the premium model" counterfactual, same token counts); savings = premium - serving - grading.
+Unpriced outcomes are counted, never summed as 0 (field case U4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from evaluator.jobs import ClassState, class_states
+from evaluator.models import EscalationEvent, Grade
+from router.models import Decision, Outcome
+from router.pricing import Usage, cost_usd
+from router.table import latest_policy
+
+
+@dataclass(frozen=True, slots=True)
+class ClassReport:
+    """One task class: traffic, graded evidence in the current window, status, model now."""
+
+    task_class: str
+    routed: int
+    graded_total: int
+    state: ClassState
+    last_escalation: EscalationEvent | None
+
+    @property
+    def label(self) -> str:
+        """``escalated`` / ``baseline`` / ``not yet conclusive`` (too few, or above the threshold
+        but not proven) / ``pinned`` / ``probation``."""
+        if self.state.status != "baseline":
+            return self.state.status
+        if self.state.decision.action in ("too_few", "not_conclusive"):
+            return "not yet conclusive"
+        return "baseline"
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """Spend in USD, and counts of what could not be priced."""
+
+    outcomes: int
+    unpriced_outcomes: int
+    serving_usd: float
+    grading_usd: float
+    unpriced_grades: int
+    premium_model: str
+    premium_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        return self.serving_usd + self.grading_usd
+
+    @property
+    def savings_usd(self) -> float:
+        return self.premium_usd - self.total_usd
+
+
+async def class_reports(session: AsyncSession) -> list[ClassReport]:
+    """A report per class, sorted by class name."""
+    routed = dict(
+        (
+            await session.exec(
+                select(Decision.task_class, func.count()).group_by(col(Decision.task_class))
+            )
+        ).all()
+    )
+    graded = dict(
+        (
+            await session.exec(
+                select(Grade.task_class, func.count())
+                .where(col(Grade.verdict).in_(("agree", "disagree")))
+                .group_by(col(Grade.task_class))
+            )
+        ).all()
+    )
+    events: dict[str, EscalationEvent] = {}
+    for event in (
+        await session.exec(select(EscalationEvent).order_by(col(EscalationEvent.id)))
+    ).all():
+        events[event.task_class] = event
+    return [
+        ClassReport(
+            task_class=s.task_class,
+            routed=int(routed.get(s.task_class, 0)),
+            graded_total=int(graded.get(s.task_class, 0)),
+            state=s,
+            last_escalation=events.get(s.task_class),
+        )
+        for s in await class_states(session)
+    ]
+
+
+async def books(session: AsyncSession) -> Books:
+    """The books over every outcome and grade recorded."""
+    policy = await latest_policy(session)
+    if policy is None:
+        return Books(0, 0, 0.0, 0.0, 0, "", 0.0)
+    premium = policy.prices.get(policy.spec.premium_model)
+    out = (
+        await session.exec(
+            select(
+                func.count(),
+                func.count(col(Outcome.cost_usd)),
+                func.coalesce(func.sum(Outcome.cost_usd), 0.0),
+                func.coalesce(func.sum(Outcome.input_tokens), 0),
+                func.coalesce(func.sum(Outcome.cached_input_tokens), 0),
+                func.coalesce(func.sum(Outcome.cache_write_tokens), 0),
+                func.coalesce(func.sum(Outcome.output_tokens), 0),
+            )
+        )
+    ).one()
+    grades = (
+        await session.exec(
+            select(
+                func.count(),
+                func.count(col(Grade.cost_usd)),
+                func.coalesce(func.sum(Grade.cost_usd), 0.0),
+            )
+        )
+    ).one()
+    n, priced, serving, tin, tcached, twrite, tout = out
+    all_input = Usage(input_tokens=int(tin) + int(tcached) + int(twrite), output_tokens=int(tout))
+    return Books(
+        outcomes=int(n),
+        unpriced_outcomes=int(n) - int(priced),
+        serving_usd=float(serving),
+        grading_usd=float(grades[2]),
+        unpriced_grades=int(grades[0]) - int(grades[1]),
+        premium_model=policy.spec.premium_model,
+        premium_usd=cost_usd(all_input, premium) or 0.0,
+    )

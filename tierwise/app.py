@@ -1,0 +1,118 @@
+"""The app factory: builds engine, planes and scheduler in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import evaluator.api
+import router.api
+from evaluator.graders import GraderEnv
+from evaluator.service import Evaluator, default_replay_env
+from router.db import make_engine, session_factory
+from router.errors import TierwiseError
+from router.service import Router
+from tierwise.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"error": {
+        "code": name, "message": "...", "field": "..."}}}}}
+    for code, text, name in (
+        (404, "Unknown decision id, task class or model", "not_found"),
+        (422, "Invalid input; `field` names the offending field", "invalid_input"),
+        (503, "No routing policy applied yet", "no_policy"),
+    )
+}
+
+
+def _field_of(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def create_app(
+    settings: Settings | None = None, *, env_factory: Callable[[], GraderEnv] | None = None
+) -> FastAPI:
+    """The tierwise service. ``env_factory`` overrides how grading reaches a reference model
+    (default: replay from the recorded data sets in ``settings.datasets_dir``)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url, statement_cache_size=settings.db_statement_cache_size
+        )
+        sessions = session_factory(engine)
+        data_plane = Router(
+            sessions,
+            poll_interval_s=settings.snapshot_poll_s,
+            flush_interval_s=settings.decision_flush_s,
+        )
+        control_plane = Evaluator(
+            sessions,
+            env_factory or (lambda: default_replay_env(settings.datasets_dir)),
+            batch_size=settings.grading_batch_size,
+            concurrency=settings.grading_concurrency,
+            lease_s=settings.grading_lease_s,
+        )
+        await data_plane.start()
+        if settings.run_scheduler:
+            control_plane.start_scheduler(
+                grading_interval_s=settings.grading_interval_s,
+                escalation_interval_s=settings.escalation_interval_s,
+            )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = sessions
+        app.state.router = data_plane
+        app.state.evaluator = control_plane
+        try:
+            yield
+        finally:
+            control_plane.stop_scheduler()
+            await data_plane.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="tierwise",
+        version="0.1.0",
+        summary="Routing decisions, sampled grading and escalation for LLM traffic",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+
+    @app.exception_handler(TierwiseError)
+    async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        body = {
+            "code": "invalid_input",
+            "message": f"{field}: {first.get('msg')}",
+            "field": field,
+            "errors": [
+                {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg")}
+                for e in errors
+            ],
+        }
+        return JSONResponse({"error": body}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> dict[str, object]:
+        """Liveness, with the serving snapshot's table version (null before any policy)."""
+        return {"status": "ok", "table_version": request.app.state.router.table_version}
+
+    app.include_router(router.api.api)
+    app.include_router(evaluator.api.api)
+    return app

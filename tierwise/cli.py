@@ -1,0 +1,281 @@
+"""The ``tierwise`` command line (typer). Composition only: every command wires settings, the
+database and the planes, then calls into ``router`` / ``evaluator``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+from sqlmodel import func, select
+
+from evaluator import replay as replay_mod
+from evaluator.datasets import load_held_out
+from evaluator.report import Books, ClassReport, books, class_reports
+from evaluator.service import replay_env
+from router.db import make_engine, session_factory
+from router.errors import TierwiseError
+from router.models import Decision
+from router.policy import builtin_policy_path, load_policy
+from router.table import apply_policy, load_snapshot
+from tierwise import migrate
+from tierwise.app import create_app
+from tierwise.settings import Settings
+
+app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
+policy_app = typer.Typer(help="Routing policies.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+console = Console(width=None if Console().is_terminal else 130)
+
+DbOption = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides TIERWISE_DATABASE_URL.")
+]
+
+
+def _settings(database_url: str | None, **overrides: object) -> Settings:
+    settings = Settings()
+    update: dict[str, object] = dict(overrides)
+    if database_url:
+        update["database_url"] = database_url
+    return settings.model_copy(update=update)
+
+
+def _fail(exc: TierwiseError) -> None:
+    console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOption = None) -> None:
+    """Create or migrate the schema (alembic upgrade head)."""
+    settings = _settings(database_url)
+    migrate.upgrade(settings.database_url)
+    console.print(f"schema at head on {settings.database_url}")
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: Annotated[Path, typer.Argument(help="Policy TOML file.")],
+    database_url: DbOption = None,
+) -> None:
+    """Validate a policy file and load it into the routing table (bumps the table version)."""
+    settings = _settings(database_url)
+    try:
+        policy = load_policy(file)
+    except TierwiseError as exc:
+        _fail(exc)
+        return
+    migrate.upgrade(settings.database_url)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                result = await apply_policy(session, policy)
+                await session.commit()
+        finally:
+            await engine.dispose()
+        console.print(
+            f"applied policy '{policy.name}': table version {result.version}; "
+            f"{len(result.created)} classes created, {len(result.updated)} updated, "
+            f"{len(result.kept)} kept (escalated/pinned/probation)"
+        )
+
+    asyncio.run(main())
+
+
+@policy_app.command("check")
+def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]) -> None:
+    """Validate a policy file without applying it."""
+    try:
+        policy = load_policy(file)
+    except TierwiseError as exc:
+        _fail(exc)
+        return
+    console.print(f"policy '{policy.name}' is valid: {len(policy.spec.rules)} rules")
+
+
+@app.command("routing-table")
+def routing_table(database_url: DbOption = None) -> None:
+    """Print the routing table."""
+    settings = _settings(database_url)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                snap = await load_snapshot(session)
+        finally:
+            await engine.dispose()
+        if snap is None:
+            console.print("no policy applied yet: run `tierwise policy apply FILE`")
+            return
+        table = Table(title=f"routing table v{snap.version} (policy {snap.policy.name})")
+        for col in ("task class", "tier", "model", "status", "version"):
+            table.add_column(col)
+        for e in sorted(snap.entries.values(), key=lambda e: e.task_class):
+            table.add_row(e.task_class, e.tier, e.model, e.status, str(e.version))
+        console.print(table)
+
+    asyncio.run(main())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+    database_url: DbOption = None,
+) -> None:
+    """Run the service (data plane and, unless TIERWISE_RUN_SCHEDULER=false, the jobs)."""
+    import uvicorn
+
+    settings = _settings(database_url)
+    migrate.upgrade(settings.database_url)
+    logging.basicConfig(level=settings.log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def render_classes(reports: list[ClassReport]) -> Table:
+    """Per-class table: traffic, graded samples, the evidence window (for an escalated class the
+    escalation's evidence, else the current window), status and model now."""
+    table = Table(title="task classes", title_justify="left")
+    for col, justify in (
+        ("task class", "left"), ("routed", "right"), ("graded", "right"),
+        ("evidence k/n", "right"), ("rate", "right"), ("95% interval", "left"),
+        ("status", "left"), ("model now", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in reports:
+        ev = r.last_escalation
+        if r.state.status == "escalated" and ev is not None:
+            n, k, rate, lo, hi = ev.n, ev.k, ev.rate, ev.ci_low, ev.ci_high
+        else:
+            est = r.state.decision.estimate
+            n, k, rate, lo, hi = est.n, est.k, est.rate, est.ci_low, est.ci_high
+        interval = "-" if lo is None else f"{lo:.1%} .. {_pct(hi)}"
+        table.add_row(
+            r.task_class, str(r.routed), str(r.graded_total), f"{k}/{n}", _pct(rate), interval,
+            r.label,
+            r.state.model,
+        )
+    return table
+
+
+def render_books(b: Books, requests: int) -> str:
+    saved = 0.0 if b.premium_usd == 0 else b.savings_usd / b.premium_usd
+    lines = [
+        f"requests: {requests}   outcomes priced: {b.outcomes - b.unpriced_outcomes}"
+        f" (unpriced: {b.unpriced_outcomes})",
+        f"serving cost:  ${b.serving_usd:,.4f}",
+        f"grading spend: ${b.grading_usd:,.4f}" + (
+            f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else ""),
+        f"total:         ${b.total_usd:,.4f}",
+        f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
+        f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
+    ]
+    return "\n".join(lines)
+
+
+@app.command()
+def replay(
+    datasets: Annotated[list[Path], typer.Argument(help="Held-out JSONL files from datasets/.")],
+    per_class: Annotated[int, typer.Option(help="Requests drawn per task class.", min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the decision ids.")] = 7,
+    tick: Annotated[int, typer.Option(help="Run the jobs every N requests.", min=1)] = 500,
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file (default: built-in replay).")
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option(help="Drop and rebuild every tierwise table first.")
+    ] = False,
+    database_url: DbOption = None,
+) -> None:
+    """Drive the service with recorded traffic: route, outcomes, sampling, grading, escalation;
+    then print per-class results and the books."""
+    settings = _settings(database_url, run_scheduler=False)
+    try:
+        policy = load_policy(policy_file or builtin_policy_path("replay"))
+        sets = [load_held_out(p) for p in datasets]
+    except TierwiseError as exc:
+        _fail(exc)
+        return
+    if reset:
+        migrate.reset(settings.database_url)
+    else:
+        migrate.upgrade(settings.database_url)
+    datasets_dir = datasets[0].parent
+    started = time.perf_counter()
+
+    async def main() -> None:
+        service = create_app(settings, env_factory=lambda: replay_env(sets, datasets_dir))
+        async with service.router.lifespan_context(service):
+            sessions = service.state.sessions
+            async with sessions() as session:
+                existing = (await session.exec(select(func.count()).select_from(Decision))).one()
+                if existing:
+                    raise TierwiseError(
+                        f"the database already holds {existing} decisions; "
+                        "pass --reset to start the replay from an empty one"
+                    )
+                await apply_policy(session, policy)
+                await session.commit()
+            await service.state.router.refresh(force=True)
+            the_plan = replay_mod.plan(sets, per_class=per_class, seed=seed)
+            transport = httpx.ASGITransport(app=service)
+            async with httpx.AsyncClient(transport=transport, base_url="http://tierwise") as client:
+                with Progress(
+                    "[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                ) as progress:
+                    task = progress.add_task("replaying", total=len(the_plan.items))
+                    sent = await replay_mod.run(
+                        client, service.state.router, service.state.evaluator, the_plan,
+                        tick=tick, on_progress=lambda n: progress.advance(task, n),
+                    )
+            async with sessions() as session:
+                reports = await class_reports(session)
+                the_books = await books(session)
+        console.print(render_classes(reports))
+        console.print(render_books(the_books, sent))
+        console.print(f"done in {time.perf_counter() - started:.1f} s")
+
+    try:
+        asyncio.run(main())
+    except TierwiseError as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(database_url: DbOption = None) -> None:
+    """Per-class quality and the books of what the database holds."""
+    settings = _settings(database_url)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                reports = await class_reports(session)
+                the_books = await books(session)
+        finally:
+            await engine.dispose()
+        console.print(render_classes(reports))
+        console.print(render_books(the_books, the_books.outcomes))
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
