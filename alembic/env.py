@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from logging.config import fileConfig
 
 from sqlalchemy.engine import Connection
@@ -50,7 +51,18 @@ async def _run_async() -> None:
     await engine.dispose()
 
 
+def run_migrations_online() -> None:
+    """Run on a fresh event loop; in a worker thread when the caller already runs one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_run_async())
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _run_async()).result()
+
+
 if context.is_offline_mode():
     run_migrations_offline()
 else:
-    asyncio.run(_run_async())
+    run_migrations_online()
