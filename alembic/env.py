@@ -1,4 +1,4 @@
-"""Alembic environment: one migration history for SQLite and PostgreSQL, run over the async engine."""
+"""Alembic environment: one migration history for SQLite and PostgreSQL, over the async engine."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import asyncio
 import concurrent.futures
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import evaluator.models  # noqa: F401  (registers the control plane's tables)
 import router.models  # noqa: F401  (registers the data plane's tables)
-from alembic import context
 from router.db import make_engine
 
 config = context.config
@@ -31,8 +31,9 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
-                      literal_binds=True)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, render_as_batch=True, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -108,7 +108,9 @@ def parse_item(obj: Any, where: str) -> HeldOutItem:
     outputs = _req(obj, "outputs", dict, where)
     messages = _req(obj, "messages", list, where)
     if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise InvalidInput(f"{where}: messages must be a non-empty list of messages", field="messages")
+        raise InvalidInput(
+            f"{where}: messages must be a non-empty list of messages", field="messages"
+        )
     return HeldOutItem(
         id=_req(obj, "id", str, where),
         dataset=_req(obj, "dataset", str, where),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -103,9 +104,10 @@ async def books(session: AsyncSession) -> Books:
     if policy is None:
         return Books(0, 0, 0.0, 0.0, 0, "", 0.0)
     premium = policy.prices.get(policy.spec.premium_model)
+    conn = await session.connection()
     out = (
-        await session.exec(
-            select(
+        await conn.execute(
+            sa.select(
                 func.count(),
                 func.count(col(Outcome.cost_usd)),
                 func.coalesce(func.sum(Outcome.cost_usd), 0.0),
@@ -117,8 +119,8 @@ async def books(session: AsyncSession) -> Books:
         )
     ).one()
     grades = (
-        await session.exec(
-            select(
+        await conn.execute(
+            sa.select(
                 func.count(),
                 func.count(col(Grade.cost_usd)),
                 func.coalesce(func.sum(Grade.cost_usd), 0.0),
@@ -130,8 +132,8 @@ async def books(session: AsyncSession) -> Books:
     return Books(
         outcomes=int(n),
         unpriced_outcomes=int(n) - int(priced),
-        serving_usd=float(serving),
-        grading_usd=float(grades[2]),
+        serving_usd=float(serving or 0.0),
+        grading_usd=float(grades[2] or 0.0),
         unpriced_grades=int(grades[0]) - int(grades[1]),
         premium_model=policy.spec.premium_model,
         premium_usd=cost_usd(all_input, premium) or 0.0,

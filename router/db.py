@@ -48,7 +48,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def make_engine(url: str, *, statement_cache_size: int | None = None, echo: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str, *, statement_cache_size: int | None = None, echo: bool = False
+) -> AsyncEngine:
     """Build the async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache, which collides behind
@@ -78,6 +80,14 @@ def make_engine(url: str, *, statement_cache_size: int | None = None, echo: bool
             cur.close()
 
     return engine
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the dialect a session talks to."""
+    bind = session.bind
+    if bind is None:
+        raise RuntimeError("session is not bound to an engine")
+    return str(bind.dialect.name)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -51,10 +51,14 @@ class Usage:
 class Priced(Protocol):
     """Anything with the catalog's price columns (``router.models.Model`` or a snapshot row)."""
 
-    input_usd_per_mtok: float
-    cached_input_usd_per_mtok: float | None
-    cache_write_usd_per_mtok: float | None
-    output_usd_per_mtok: float
+    @property
+    def input_usd_per_mtok(self) -> float: ...
+    @property
+    def cached_input_usd_per_mtok(self) -> float | None: ...
+    @property
+    def cache_write_usd_per_mtok(self) -> float | None: ...
+    @property
+    def output_usd_per_mtok(self) -> float: ...
 
 
 def _count(obj: Mapping[str, Any] | None, key: str, field: str) -> int:
@@ -105,7 +109,9 @@ def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") ->
             cdet, "reasoning_tokens", f"{field}.completion_tokens_details.reasoning_tokens"
         )
         if cached > prompt:
-            log.warning("cached_tokens %d > prompt_tokens %d; clamping uncached to 0", cached, prompt)
+            log.warning(
+                "cached_tokens %d > prompt_tokens %d; clamping uncached to 0", cached, prompt
+            )
             cached = prompt
         return Usage(
             input_tokens=prompt - cached,
@@ -142,7 +148,8 @@ def cost_usd(usage: Usage, price: Priced | None, *, discount: float = 0.0) -> fl
         usage.input_tokens * price.input_usd_per_mtok
         + usage.cached_input_tokens
         * (price.input_usd_per_mtok if cached_price is None else cached_price)
-        + usage.cache_write_tokens * (price.input_usd_per_mtok if write_price is None else write_price)
+        + usage.cache_write_tokens
+        * (price.input_usd_per_mtok if write_price is None else write_price)
         + usage.output_tokens * price.output_usd_per_mtok
     ) / PER_MILLION
     return total * (1.0 - discount)

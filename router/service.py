@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.db import utcnow
+from router.db import dialect_of, utcnow
 from router.errors import NotFound, TierwiseError
 from router.models import Decision, Outcome, Sample
 from router.pricing import cost_usd, normalize_usage
@@ -76,7 +75,9 @@ def decide(
         reason = f"{match.reason} -> tier {tier} -> {model} (class not in table: policy default)"
     else:
         tier, model, status = entry.tier, entry.model, entry.status
-        reason = f"{match.reason} -> class {entry.task_class} is {status} on {model} (v{entry.version})"
+        reason = (
+            f"{match.reason} -> class {entry.task_class} is {status} on {model} (v{entry.version})"
+        )
     settings = policy.settings_for(match.task_class)
     reference = settings.reference_model or policy.spec.premium_model
     sampled = (
@@ -158,9 +159,11 @@ class Router:
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload the snapshot if the table version moved (or ``force``). True if reloaded."""
         async with self._sessions() as session:
-            if not force and self._snapshot is not None:
-                if await current_version(session) == self._snapshot.version:
-                    return False
+            current = self._snapshot
+            if not force and current is not None and (
+                await current_version(session) == current.version
+            ):
+                return False
             snapshot = await load_snapshot(session)
         if snapshot is None:
             return False
@@ -219,7 +222,7 @@ class Router:
                 return 0
             try:
                 async with self._sessions() as session:
-                    await session.exec(_insert(session.bind.dialect.name, Decision), params=batch)
+                    await session.exec(_insert(dialect_of(session), Decision), params=batch)
                     await session.commit()
             except Exception:
                 self._buffer[:0] = batch  # keep them for the next try; nothing is lost
@@ -243,7 +246,9 @@ class Router:
         async with self._sessions() as session:
             decisions = {
                 d.id: d
-                for d in (await session.exec(select(Decision).where(col(Decision.id).in_(ids)))).all()
+                for d in (
+                    await session.exec(select(Decision).where(col(Decision.id).in_(ids)))
+                ).all()
             }
             for i, report in enumerate(reports):
                 if report.decision_id not in decisions:
@@ -258,14 +263,16 @@ class Router:
                 ).all()
             )
             catalog = self.snapshot.catalog
-            dialect = session.bind.dialect.name
+            dialect = dialect_of(session)
             results: list[OutcomeResult] = []
             now = utcnow()
             seen: set[str] = set()
             for report, usage in zip(reports, usages, strict=True):
                 decision = decisions[report.decision_id]
                 if report.decision_id in done or report.decision_id in seen:
-                    results.append(OutcomeResult(report.decision_id, False, None, False, "duplicate"))
+                    results.append(
+                        OutcomeResult(report.decision_id, False, None, False, "duplicate")
+                    )
                     continue
                 seen.add(report.decision_id)
                 price = catalog.get(report.served_model)
@@ -340,5 +347,3 @@ class Router:
                 await fn()
             except Exception:
                 log.exception("background %s failed; retrying in %.1f s", fn.__name__, interval)
-
-

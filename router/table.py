@@ -17,7 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from router.db import utcnow
 from router.errors import NotFound, PolicyError
 from router.models import Model, Policy, RoutingEntry, RoutingState
-from router.policy import ModelPrice, Policy as LoadedPolicy, parse_policy
+from router.policy import ModelPrice, parse_policy
+from router.policy import Policy as LoadedPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ async def _bump_version(session: AsyncSession) -> int:
         sa.update(RoutingState)
         .where(col(RoutingState.id) == 1)
         .values(version=RoutingState.version + 1, updated_at=now)
-        .returning(RoutingState.version)
+        .returning(col(RoutingState.version))
     )
     version = result.scalar_one_or_none()
     if version is None:

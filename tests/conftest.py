@@ -26,8 +26,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
-from router.service import Router
 from router.policy import Policy, builtin_policy_path, load_policy
+from router.service import Router
 from router.table import apply_policy
 from tierwise import migrate
 from tierwise.app import create_app
@@ -38,8 +38,15 @@ DATASETS = ROOT / "datasets"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN = os.environ.get("TIERWISE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = (
-    "escalation_event", "grade", "sample", "outcome", "decision", "routing_entry", "policy",
-    "model", "routing_state",
+    "escalation_event",
+    "grade",
+    "sample",
+    "outcome",
+    "decision",
+    "routing_entry",
+    "policy",
+    "model",
+    "routing_state",
 )
 
 

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.asyncio
         ("route_intent", 10, True, "route_intent", "trivial", "gpt-4o-mini"),
         ("summarize", 1999, False, "summarize", "standard", "claude-3-5-haiku"),
         ("summarize", 1999, True, "summarize:large_or_tools", "standard", "claude-3-5-haiku"),
-        ("qa_retrieval", 2000, False, "qa_retrieval:large_or_tools", "standard",
-         "claude-3-5-haiku"),
+        (
+            "qa_retrieval",
+            2000,
+            False,
+            "qa_retrieval:large_or_tools",
+            "standard",
+            "claude-3-5-haiku",
+        ),
         ("code_generation", 50, False, "code_generation", "complex", "claude-3-5-sonnet"),
         ("synthesis", 90_000, True, "synthesis", "complex", "claude-3-5-sonnet"),
         ("legal_review", 1, False, "legal_review", "critical", "claude-3-5-sonnet"),
@@ -27,7 +33,12 @@ pytestmark = pytest.mark.asyncio
     ],
 )
 async def test_default_policy_rules(
-    service: Service, task_type: str, tokens: int, tools: bool, task_class: str, tier: str,
+    service: Service,
+    task_type: str,
+    tokens: int,
+    tools: bool,
+    task_class: str,
+    tier: str,
     model: str,
 ) -> None:
     resp = await service.client.post(
@@ -50,7 +61,9 @@ async def test_messages_are_estimated_offline(service: Service) -> None:
         {"role": "system", "content": "x" * 400},
         {"role": "user", "content": [{"type": "text", "text": "y" * 1600}]},
     ]
-    resp = await service.client.post("/v1/route", json={"task_type": "classify", "messages": messages})
+    resp = await service.client.post(
+        "/v1/route", json={"task_type": "classify", "messages": messages}
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["input_tokens"] == 509
     assert resp.json()["task_class"] == "classify:large"
@@ -78,13 +91,17 @@ async def test_bad_route_input_names_the_field(
 
 
 async def test_snapshot_follows_table_changes(service: Service) -> None:
-    first = (await service.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 5})).json()
+    first = (
+        await service.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 5})
+    ).json()
     assert first["model"] == "gpt-4o-mini"
     async with service.sessions() as session:
         await change_class(session, "classify", model="claude-3-5-haiku", status="escalated")
         await session.commit()
     await service.router.refresh()
-    after = (await service.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 5})).json()
+    after = (
+        await service.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 5})
+    ).json()
     assert after["model"] == "claude-3-5-haiku"
     assert after["table_version"] == first["table_version"] + 1
     table = (await service.client.get("/v1/routing-table")).json()

@@ -54,7 +54,9 @@ class ReplayProvider(Provider):
         """The recorded reply to ``request``: a judgment for its last user message's exact text,
         else the recorded answer of ``request.model`` to these messages."""
         if request.messages:
-            judged = self._judgments.get(_key("judge", text_of(request.messages[-1].get("content"))))
+            judged = self._judgments.get(
+                _key("judge", text_of(request.messages[-1].get("content")))
+            )
             if judged is not None:
                 return judged
         return self._answers.get(_key("answer", request.model, _canonical(request.messages)))

@@ -1,0 +1,129 @@
+"""The README's main job: `tierwise replay` over recorded MT-Bench and GSM8K traffic.
+
+The per-class evidence printed must equal a computation straight from the recorded upstream
+files (RouteLLM's judgements.jsonl and gsm8k_responses.csv in ../shared/data) over exactly the
+items that were sampled and graded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+from typer.testing import CliRunner
+
+from evaluator.models import EscalationEvent, Grade
+from evaluator.parsing import final_number, numbers_match
+from router.db import make_engine, session_factory
+from router.models import Sample
+from tests.conftest import DATASETS, SHARED_DATA
+from tierwise.cli import app
+
+RECORDED = SHARED_DATA / "routellm" / "routellm" / "evals"
+MIXTRAL_UPSTREAM = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+ESCALATED = {
+    "mt_bench.coding",
+    "mt_bench.extraction",
+    "mt_bench.math",
+    "mt_bench.reasoning",
+    "gsm8k",
+}
+BASELINE = {"mt_bench.humanities", "mt_bench.roleplay", "mt_bench.stem", "mt_bench.writing"}
+
+
+def recorded_mt_bench_scores() -> dict[str, float]:
+    """Mixtral's GPT-4 judge score per item id, read from the upstream file."""
+    scores = {}
+    with (RECORDED / "mt_bench" / "judgements.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["model"] == MIXTRAL_UPSTREAM:
+                scores[f"mt_bench/{row['question_id']}/{row['turn']}"] = float(row["score"])
+    return scores
+
+
+def recorded_gsm8k_agreement() -> dict[str, bool]:
+    """Whether Mixtral's and GPT-4's final numbers agree, per item id, from the upstream CSV."""
+    csv.field_size_limit(1 << 30)
+    out = {}
+    with (RECORDED / "gsm8k" / "gsm8k_responses.csv").open(encoding="utf-8", newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            mine = final_number(row[f"{MIXTRAL_UPSTREAM}_response"])
+            ref = final_number(row["gpt-4-1106-preview_response"])
+            assert ref is not None
+            out[f"gsm8k/{i}"] = mine is not None and numbers_match(mine, ref)
+    return out
+
+
+async def graded(url: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, EscalationEvent]]:
+    engine = make_engine(url)
+    async with session_factory(engine)() as session:
+        rows = (
+            await session.exec(
+                select(Grade.task_class, Grade.verdict, Sample.meta)
+                .join(Sample, col(Sample.decision_id) == col(Grade.decision_id))
+                .where(col(Grade.model) == "mixtral-8x7b-instruct")
+            )
+        ).all()
+        events = {e.task_class: e for e in (await session.exec(select(EscalationEvent))).all()}
+    await engine.dispose()
+    by_class: dict[str, list[tuple[str, str]]] = {}
+    for task_class, verdict, meta in rows:
+        by_class.setdefault(task_class, []).append((meta["item_id"], verdict))
+    return by_class, events
+
+
+def test_replay_escalates_what_the_recordings_imply(tmp_path: Path) -> None:
+    if not RECORDED.exists():
+        pytest.fail(f"recorded upstream data not found at {RECORDED} (shared/data beside the repo)")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(DATASETS / "mt_bench.jsonl"),
+            str(DATASETS / "gsm8k.jsonl"),
+            "--database-url",
+            url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    printed = {
+        m.group(1): (int(m.group(2)), int(m.group(3)), m.group(4))
+        for m in re.finditer(
+            r"│ (\S+)\s+│\s+\d+ │\s+\d+ │\s+(\d+)/(\d+) │.*?│ "
+            r"(escalated|baseline|not yet conclusive)",
+            result.output,
+        )
+    }
+    assert set(printed) == ESCALATED | BASELINE, result.output
+    assert {c for c, (_, _, s) in printed.items() if s == "escalated"} == ESCALATED
+    assert {c for c, (_, _, s) in printed.items() if s == "baseline"} == BASELINE
+
+    by_class, events = asyncio.run(graded(url))
+    scores, agreement = recorded_mt_bench_scores(), recorded_gsm8k_agreement()
+    for task_class, (k, n, _status) in printed.items():
+        items = by_class[task_class]
+        if task_class == "gsm8k":
+            expected_k = sum(not agreement[item] for item, _ in items)
+        else:
+            expected_k = sum(scores[item] < 7 for item, _ in items)
+        assert (k, n) == (expected_k, len(items)), task_class
+        if task_class in ESCALATED:
+            assert (events[task_class].k, events[task_class].n) == (k, n)
+    assert "all on gpt-4-1106-preview" in result.output and "saved:" in result.output
+
+
+def test_replay_refuses_a_used_database_without_reset(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+    args = ["replay", str(DATASETS / "mt_bench.jsonl"), "--per-class", "20", "--database-url", url]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2
+    assert "--reset" in again.output
+    assert CliRunner().invoke(app, [*args, "--reset"]).exit_code == 0
