@@ -8,7 +8,8 @@ Unpriced outcomes are counted, never summed as 0 (field case U4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlmodel import col, func, select
@@ -30,6 +31,26 @@ class ClassReport:
     graded_total: int
     state: ClassState
     last_escalation: EscalationEvent | None
+    # Grades without a verdict (invalid/refused, field case J2) by parse status (their reason),
+    # and pairwise grades whose two orders disagreed (position flips, J3); all time.
+    no_verdict: Mapping[str, int] = field(default_factory=dict)
+    position_flips: int = 0
+
+    @property
+    def invalid_total(self) -> int:
+        """Grades without a verdict (invalid + refused)."""
+        return sum(self.no_verdict.values())
+
+    @property
+    def invalid_rate(self) -> float | None:
+        """invalid / all grades of the class; None before any grade."""
+        total = self.graded_total + self.invalid_total
+        return self.invalid_total / total if total else None
+
+    @property
+    def flip_rate(self) -> float | None:
+        """Position flips / graded (agree + disagree); only judge_pairwise grades can flip."""
+        return self.position_flips / self.graded_total if self.graded_total else None
 
     @property
     def label(self) -> str:
@@ -81,6 +102,24 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
             )
         ).all()
     )
+    no_verdict: dict[str, dict[str, int]] = {}
+    for task_class, status, count in (
+        await session.exec(
+            select(Grade.task_class, Grade.parse_status, func.count())
+            .where(col(Grade.verdict).in_(("invalid", "refused")))
+            .group_by(col(Grade.task_class), col(Grade.parse_status))
+        )
+    ).all():
+        no_verdict.setdefault(task_class, {})[status] = int(count)
+    flips = dict(
+        (
+            await session.exec(
+                select(Grade.task_class, func.count())
+                .where(col(Grade.parse_status) == "position_flip")
+                .group_by(col(Grade.task_class))
+            )
+        ).all()
+    )
     events: dict[str, EscalationEvent] = {}
     for event in (
         await session.exec(select(EscalationEvent).order_by(col(EscalationEvent.id)))
@@ -93,6 +132,8 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
             graded_total=int(graded.get(s.task_class, 0)),
             state=s,
             last_escalation=events.get(s.task_class),
+            no_verdict=no_verdict.get(s.task_class, {}),
+            position_flips=int(flips.get(s.task_class, 0)),
         )
         for s in await class_states(session)
     ]

@@ -38,9 +38,10 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
     """Which model for this request? Answered from the in-memory routing snapshot."""
     if body.input_tokens is not None:
         tokens = body.input_tokens
-    else:
-        assert body.messages is not None
+    elif body.messages is not None:
         tokens = estimate_message_tokens(m.model_dump() for m in body.messages)
+    else:
+        raise InvalidInput("input_tokens: give input_tokens or messages", field="input_tokens")
     d = router.route(
         body.task_type, tokens, body.has_tool_calls, body.metadata, decision_id=body.request_id
     )

@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from router.errors import PolicyError
 
 TIERS: tuple[str, ...] = ("trivial", "standard", "complex", "critical")
-Grader = Literal["judge_single", "numeric", "recorded_correctness"]
+Grader = Literal[
+    "judge_single", "judge_pairwise", "numeric", "recorded_correctness", "exact", "label",
+    "json_fields", "choice", "reference_answer",
+]
+# How ``reference_answer`` compares the reference model's own answer with the graded one.
+Compare = Literal["exact", "label", "json_fields", "numeric", "choice"]
+# Per-field comparison of ``json_fields`` (see evaluator.graders).
+JsonFieldMode = Literal["auto", "exact", "numeric", "raw", "unordered"]
 
 # A price below this many USD per 1M tokens is almost surely a per-token price typed into a
 # per-million column (field case U4: 2.5e-6 instead of 2.5). The cheapest public API price we know
@@ -83,6 +90,22 @@ class ClassSettings(_Strict):
     grader: Grader = "judge_single"
     pass_mark: float = Field(default=7.0, ge=1, le=10)
     reference_model: str | None = None
+    # Grader settings (evaluator.graders): the comparison of ``reference_answer``; numeric
+    # tolerances (relative, absolute); the class's labels (whole-token label matching) and
+    # synonyms ``{canonical: [variant, ...]}``; the JSON fields compared (dotted paths, ``*`` for
+    # every list element; None = every field of the reference's JSON); multiple-choice letters.
+    compare: Compare = "exact"
+    numeric_tolerance: float = Field(default=1e-6, ge=0, lt=1, allow_inf_nan=False)
+    numeric_abs_tolerance: float = Field(default=1e-9, ge=0, allow_inf_nan=False)
+    labels: list[str] | None = None
+    synonyms: dict[str, list[str]] = Field(default_factory=dict)
+    json_fields: dict[str, JsonFieldMode] | None = None
+    choice_letters: str = Field(default="ABCD", pattern=r"^[A-Z]{2,26}$")
+    # The judge's measured Cohen's kappa against human labels (``tierwise eval judge``) and the
+    # floor below which a judge-graded class grades but cannot escalate
+    # (evaluator.calibration.may_escalate).
+    judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    min_judge_kappa: float = Field(default=0.6, ge=-1, le=1, allow_inf_nan=False)
 
 
 class ClassOverride(_Strict):
@@ -96,6 +119,15 @@ class ClassOverride(_Strict):
     grader: Grader | None = None
     pass_mark: float | None = Field(default=None, ge=1, le=10)
     reference_model: str | None = None
+    compare: Compare | None = None
+    numeric_tolerance: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
+    numeric_abs_tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    labels: list[str] | None = None
+    synonyms: dict[str, list[str]] | None = None
+    json_fields: dict[str, JsonFieldMode] | None = None
+    choice_letters: str | None = Field(default=None, pattern=r"^[A-Z]{2,26}$")
+    judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    min_judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
 
 
 class PolicyFile(_Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
@@ -36,12 +36,6 @@ class RouteRequest(BaseModel):
         description="Caller's unique id for this request; becomes the decision id, so a retried "
         "route call gets the same sampling answer. Default: a random UUID.",
     )
-
-    @model_validator(mode="after")
-    def _tokens_or_messages(self) -> RouteRequest:
-        if self.input_tokens is None and self.messages is None:
-            raise ValueError("give input_tokens or messages")
-        return self
 
 
 class RouteResponse(BaseModel):

@@ -116,3 +116,25 @@ async def test_route_before_any_policy_is_a_clear_503(database_url: str) -> None
         resp = await svc.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 1})
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "no_policy"
+
+
+async def test_body_that_is_not_json_is_a_422_on_body(service: Service) -> None:
+    for path in ("/v1/route", "/v1/outcomes"):
+        resp = await service.client.post(
+            path, content=b"garbage", headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 422
+        assert resp.json()["error"]["field"] == "body"
+
+
+async def test_policy_file_setting_applies_a_policy_on_first_start(database_url: str) -> None:
+    from router.policy import builtin_policy_path
+    from tests.conftest import running_service
+
+    path = builtin_policy_path("default")
+    async with running_service(database_url, policy=None, policy_file=path) as svc:
+        resp = await svc.client.post("/v1/route", json={"task_type": "classify", "input_tokens": 1})
+        assert resp.json()["table_version"] == 1
+    # A second start does not apply it again.
+    async with running_service(database_url, policy=None, policy_file=path) as svc:
+        assert (await svc.client.get("/healthz")).json()["table_version"] == 1

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
-from evaluator.service import Evaluator, default_replay_env
+from evaluator.providers import Provider, provider_from_settings
+from evaluator.service import Evaluator, default_replay_env, provider_env
 from router.db import make_engine, session_factory
+from router.policy import load_policy
+from router.table import apply_policy, latest_policy
 from router.errors import TierwiseError
 from router.service import Router
 from tierwise.settings import Settings
@@ -22,8 +29,14 @@ from tierwise.settings import Settings
 log = logging.getLogger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"description": text, "content": {"application/json": {"example": {"error": {
-        "code": name, "message": "...", "field": "..."}}}}}
+    code: {
+        "description": text,
+        "content": {
+            "application/json": {
+                "example": {"error": {"code": name, "message": "...", "field": "..."}}
+            }
+        },
+    }
     for code, text, name in (
         (404, "Unknown decision id, task class or model", "not_found"),
         (422, "Invalid input; `field` names the offending field", "invalid_input"),
@@ -32,20 +45,43 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def _field_of(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+def _field_of(error: Mapping[str, Any]) -> str:
+    """Dotted field name of a validation error; ``body`` for a body that is not JSON."""
+    if error.get("type") == "json_invalid":
+        return "body"
+    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
+
+
+async def _apply_initial_policy(
+    sessions: async_sessionmaker[AsyncSession], path: Path
+) -> None:
+    """Apply ``path`` when no policy was ever applied (first start of a fresh database).
+
+    Raises:
+        PolicyError: the file is missing or invalid: the service refuses to start on it.
+    """
+    policy = load_policy(path)
+    async with sessions() as session:
+        if await latest_policy(session) is None:
+            result = await apply_policy(session, policy)
+            await session.commit()
+            log.info("applied policy %s at start-up: table version %d", path, result.version)
 
 
 def create_app(
     settings: Settings | None = None, *, env_factory: Callable[[], GraderEnv] | None = None
 ) -> FastAPI:
     """The tierwise service. ``env_factory`` overrides how grading reaches a reference model
-    (default: replay from the recorded data sets in ``settings.datasets_dir``)."""
+    (default: ``settings.reference_provider``: replay from the recorded data sets in
+    ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live: Provider | None = None
+        if env_factory is None and settings.reference_provider != "replay":
+            live = provider_from_settings(settings)  # InvalidInput: unknown name, no key
         engine = make_engine(
             settings.database_url, statement_cache_size=settings.db_statement_cache_size
         )
@@ -57,11 +93,18 @@ def create_app(
         )
         control_plane = Evaluator(
             sessions,
-            env_factory or (lambda: default_replay_env(settings.datasets_dir)),
+            env_factory
+            or (
+                (lambda: default_replay_env(settings.datasets_dir))
+                if live is None
+                else (lambda: provider_env(live, settings.datasets_dir))
+            ),
             batch_size=settings.grading_batch_size,
             concurrency=settings.grading_concurrency,
             lease_s=settings.grading_lease_s,
         )
+        if settings.policy_file is not None:
+            await _apply_initial_policy(sessions, settings.policy_file)
         await data_plane.start()
         if settings.run_scheduler:
             control_plane.start_scheduler(
@@ -79,6 +122,8 @@ def create_app(
             control_plane.stop_scheduler()
             await data_plane.stop()
             await engine.dispose()
+            if live is not None:
+                await live.aclose()
 
     app = FastAPI(
         title="tierwise",
@@ -96,13 +141,13 @@ def create_app(
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _field_of(tuple(first.get("loc", ())))
+        field = _field_of(first)
         body = {
             "code": "invalid_input",
             "message": f"{field}: {first.get('msg')}",
             "field": field,
             "errors": [
-                {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg")}
+                {"field": _field_of(e), "message": e.get("msg")}
                 for e in errors
             ],
         }

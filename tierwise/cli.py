@@ -27,6 +27,7 @@ from router.policy import builtin_policy_path, load_policy
 from router.table import apply_policy, load_snapshot
 from tierwise import migrate
 from tierwise.app import create_app
+from tierwise.eval_cli import eval_app
 from tierwise.settings import Settings
 
 app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
@@ -34,6 +35,7 @@ policy_app = typer.Typer(help="Routing policies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
+app.add_typer(eval_app, name="eval")
 console = Console(width=None if Console().is_terminal else 130)
 
 DbOption = Annotated[
@@ -150,12 +152,13 @@ def _pct(x: float | None) -> str:
 
 def render_classes(reports: list[ClassReport]) -> Table:
     """Per-class table: traffic, graded samples, the evidence window (for an escalated class the
-    escalation's evidence, else the current window), status and model now."""
+    escalation's evidence, else the current window), status, model now, and the grades without
+    a verdict (invalid + refused, field case J2) with their share of all grades."""
     table = Table(title="task classes", title_justify="left")
     for col, justify in (
         ("task class", "left"), ("routed", "right"), ("graded", "right"),
         ("evidence k/n", "right"), ("rate", "right"), ("95% interval", "left"),
-        ("status", "left"), ("model now", "left"),
+        ("status", "left"), ("model now", "left"), ("no verdict", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in reports:
@@ -170,6 +173,7 @@ def render_classes(reports: list[ClassReport]) -> Table:
             r.task_class, str(r.routed), str(r.graded_total), f"{k}/{n}", _pct(rate), interval,
             r.label,
             r.state.model,
+            f"{r.invalid_total} ({_pct(r.invalid_rate)})",
         )
     return table
 

@@ -41,4 +41,18 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
+    openai_concurrency: int = Field(default=8, ge=1, description="OpenAI calls in flight")
+    anthropic_concurrency: int = Field(default=8, ge=1, description="Anthropic calls in flight")
+    provider_max_retries: int = Field(
+        default=2, ge=0, description="retries the provider SDK makes (its own loop, none of ours)"
+    )
+    provider_timeout_s: float = Field(
+        default=120.0, gt=0, description="SDK timeout of one HTTP attempt, s"
+    )
+    grading_budget_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="longest one reference call may wait on rate-limit hints, s; a longer "
+        "retry-after defers the sample to the next grading run",
+    )
     log_level: str = "INFO"

@@ -10,7 +10,14 @@ Exception tree (all are ``router.errors.TierwiseError``)::
 from __future__ import annotations
 
 import abc
+import email.utils
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from router.errors import TierwiseError
@@ -81,3 +88,124 @@ class Provider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+# ---- retry hints and the wait budget (field case P1) -----------------------------------------
+
+# Statuses both SDKs retry after sleeping (openai/anthropic ``_base_client._should_retry``).
+_RETRIED_STATUSES = frozenset({408, 409, 429})
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The wait a response asks for, in seconds, or None when it names none.
+
+    ``retry-after-ms`` (milliseconds; non-standard, sent by OpenAI and Anthropic) wins over
+    ``retry-after``, which is seconds or an HTTP-date (RFC 9110 section 10.2.3). The same order
+    the openai and anthropic SDKs read them in (``_parse_retry_after_header``). Negative,
+    non-finite or unreadable values count as absent; a date in the past is 0.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    budget: WaitBudget
+    key: str
+    deadline: float
+
+
+_CURRENT_CALL: ContextVar[_Call | None] = ContextVar("tierwise_provider_call", default=None)
+
+
+class WaitBudget:
+    """How long one provider call may wait on servers' retry hints before it is deferred.
+
+    The SDKs do the retrying: they sleep exactly the ``retry-after-ms`` / ``retry-after`` a
+    429 or 5xx asks for, then try again (up to ``max_retries``). An adapter wraps each call in
+    :meth:`call` and runs :meth:`check` on every HTTP response *before* the SDK sleeps on it.
+    A hint longer than what is left of ``budget_s`` (counted from the start of the call) raises
+    :class:`Deferred` at once instead of sleeping (field case P1); shorter hints are left to the
+    SDK. After a deferral the key (a model) is on hold until the hinted time: calls for it raise
+    Deferred without a request while the hold outlasts the budget, so a job does not keep
+    knocking on a provider that asked it to wait.
+
+    ``budget_s`` is in seconds; ``clock`` returns seconds (``time.monotonic``).
+    """
+
+    def __init__(self, budget_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if not budget_s > 0:
+            raise ValueError("budget_s must be > 0")
+        self.budget_s = budget_s
+        self._clock = clock
+        self._hold_until: dict[str, float] = {}
+
+    @contextmanager
+    def call(self, key: str) -> Iterator[None]:
+        """Scope one provider call for ``key``; responses checked inside it share its deadline.
+
+        Raises:
+            Deferred: ``key`` is on hold for longer than the budget.
+        """
+        now = self._clock()
+        held = self._hold_until.get(key, now) - now
+        if held > self.budget_s:
+            raise Deferred(
+                f"{key} is rate-limited for {held:.1f} s more (budget {self.budget_s:g} s)",
+                retry_after_s=held,
+            )
+        token = _CURRENT_CALL.set(_Call(self, key, now + self.budget_s))
+        try:
+            yield
+        finally:
+            _CURRENT_CALL.reset(token)
+
+    def check(self, status: int, headers: Mapping[str, str]) -> None:
+        """Look at one HTTP response before the SDK decides to sleep on it.
+
+        Only statuses the SDKs retry (408, 409, 429, 5xx) and not ``x-should-retry: false``.
+
+        Raises:
+            Deferred: the response asks for a wait (s) longer than what is left of the budget.
+        """
+        if status not in _RETRIED_STATUSES and status < 500:
+            return
+        if headers.get("x-should-retry") == "false":
+            return
+        hint = retry_after_s(headers)
+        if hint is None:
+            return
+        now = self._clock()
+        call = _CURRENT_CALL.get()
+        if call is not None and call.budget is not self:
+            call = None
+        left = (call.deadline if call is not None else now + self.budget_s) - now
+        if hint <= left:
+            return
+        if call is not None:
+            self._hold_until[call.key] = max(self._hold_until.get(call.key, 0.0), now + hint)
+        raise Deferred(
+            f"HTTP {status} asks to retry in {hint:g} s; {max(left, 0.0):.1f} s left of the "
+            f"{self.budget_s:g} s budget",
+            retry_after_s=hint,
+        )

@@ -1,0 +1,194 @@
+"""Anthropic Messages adapter on the official SDK (``anthropic.AsyncAnthropic``).
+
+Retries are the SDK's own: it retries connection errors, timeouts, 408, 409, 429 and 5xx
+(529 "overloaded" included) up to ``max_retries`` times, sleeping the ``retry-after-ms`` /
+``retry-after`` the server asks for, however long, else an exponential backoff from 0.5 s capped
+at 8 s (anthropic-sdk-python ``_base_client.py``: ``_should_retry``,
+``_calculate_retry_timeout``). There is no retry loop here. The wait budget of field case P1 is
+SDK middleware (Anthropic docs, "SDK middleware"): the chain runs once per HTTP attempt inside
+the SDK's retry loop and sees every response, 4xx/5xx included, before the SDK sleeps; an
+exception a middleware raises that is not one of the SDK's retryable types propagates to the
+caller as is (``_should_retry_exception``). So :meth:`WaitBudget.check` raising
+:class:`Deferred` there ends the call without a sleep. An httpx response hook would not do
+here: this SDK wraps foreign exceptions from sending in ``APIConnectionError`` and retries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, cast
+
+import anthropic
+from anthropic.types import TextBlock
+from pydantic import SecretStr
+
+from evaluator.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    Provider,
+    ProviderError,
+    WaitBudget,
+)
+from router.errors import InvalidInput
+from router.pricing import normalize_usage
+from router.tokens import text_of
+
+if TYPE_CHECKING:
+    from anthropic.types import Message, MessageParam
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+# Anthropic API reference, Messages "stop_reason": end_turn | max_tokens | stop_sequence |
+# tool_use | pause_turn | refusal | model_context_window_exceeded.
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "refusal",
+}
+
+
+def finish_reason_of(stop_reason: str | None) -> FinishReason:
+    """Our finish reason for an Anthropic ``stop_reason``.
+
+    ``max_tokens`` and ``model_context_window_exceeded`` (the reply was cut off) are
+    ``length``; ``refusal`` is ``refusal``; ``end_turn`` and ``stop_sequence`` are ``stop``;
+    ``tool_use``, ``pause_turn`` and null are ``other``.
+    """
+    return _FINISH.get(stop_reason or "", "other")
+
+
+def map_error(exc: anthropic.AnthropicError, *, timeout_s: float) -> ProviderError:
+    """A :class:`ProviderError` for an SDK error, after the SDK's own retries.
+
+    Transient: timeouts, connection errors and status 408, 409, 429 and 5xx (529 overloaded
+    included), the ones the SDK itself retries. Anything else (400, 401, 403, 404, 413, 422,
+    a reply the SDK cannot read, missing credentials) is permanent.
+    """
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError(f"anthropic: no reply within {timeout_s:g} s", transient=True)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderError(f"anthropic: connection failed: {exc}", transient=True)
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        transient = status in (408, 409, 429) or status >= 500
+        return ProviderError(f"anthropic: HTTP {status}: {exc.message}", transient=transient)
+    return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", transient=False)
+
+
+class _BudgetMiddleware(anthropic.Middleware):
+    """Runs the wait budget on every attempt's response, before the SDK sleeps on it."""
+
+    def __init__(self, budget: WaitBudget) -> None:
+        self._budget = budget
+
+    async def handle_async(
+        self, request: anthropic.APIRequest, call_next: anthropic.AsyncCallNext
+    ) -> anthropic.AsyncAPIResponse[Any]:
+        response = await call_next(request)
+        self._budget.check(response.status_code, response.headers)
+        return response
+
+
+def _split_system(request: ChatRequest) -> tuple[str | None, list[dict[str, Any]]]:
+    """Anthropic takes the system prompt as a top-level ``system`` string, not a message:
+    ``request.system`` and any ``system``-role messages are joined (blank line between)."""
+    systems = [request.system] if request.system else []
+    messages: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.get("role") == "system":
+            systems.append(text_of(message.get("content")))
+        else:
+            messages.append({"role": message.get("role"), "content": message.get("content")})
+    return ("\n\n".join(systems) if systems else None), messages
+
+
+class AnthropicProvider(Provider):
+    """Reference calls over Anthropic Messages (``POST {base_url}/v1/messages``).
+
+    Args:
+        api_key: the API key (``SecretStr``; revealed only to the SDK).
+        base_url: ``https://api.anthropic.com`` or a compatible server (without ``/v1``).
+        concurrency: calls in flight at once (an ``asyncio.Semaphore``), >= 1.
+        max_retries: the SDK's retries per call, >= 0.
+        timeout_s: the SDK's timeout for one HTTP attempt, s.
+        budget_s: the longest a call may wait on retry hints, s (:class:`WaitBudget`).
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        base_url: str = DEFAULT_BASE_URL,
+        concurrency: int = 8,
+        max_retries: int = 2,
+        timeout_s: float = 120.0,
+        budget_s: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1", field="anthropic_concurrency")
+        self.budget = WaitBudget(budget_s)
+        self.concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._gate = asyncio.Semaphore(concurrency)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key.get_secret_value(),
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout_s,
+            middleware=[_BudgetMiddleware(self.budget)],
+        )
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """One Messages call (non-streaming). The system prompt goes in ``system``
+        (:func:`_split_system`); ``max_tokens`` as given. ``request.temperature`` is not sent:
+        API version 2026-10-21, which SDK 2.x sends, answers 400 to any ``temperature``,
+        ``top_p`` or ``top_k`` and the SDK no longer has them.
+
+        Returns the text (every ``text`` content block, joined), the finish reason
+        (:func:`finish_reason_of`) and usage in tokens via :func:`router.pricing.normalize_usage`
+        (``input_tokens`` excludes ``cache_read_input_tokens`` and
+        ``cache_creation_input_tokens``; all three are billed: Anthropic docs, "Prompt caching",
+        tracking cache performance).
+
+        Raises:
+            Deferred: a retry hint exceeds the wait budget (no sleep happened).
+            ProviderError: the call failed after the SDK's retries (:func:`map_error`), or the
+                usage object is unreadable (permanent).
+        """
+        system, messages = _split_system(request)
+        async with self._gate:
+            with self.budget.call(request.model):
+                try:
+                    message = await self._client.messages.create(
+                        model=request.model,
+                        messages=cast("list[MessageParam]", messages),
+                        max_tokens=request.max_tokens,
+                        system=system if system else anthropic.omit,
+                    )
+                except anthropic.AnthropicError as exc:
+                    raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return self._response(message)
+
+    def _response(self, message: Message) -> ChatResponse:
+        usage_raw = message.usage.model_dump(mode="json") if message.usage else None
+        try:
+            usage = normalize_usage(usage_raw)
+        except InvalidInput as exc:
+            raise ProviderError(f"anthropic: unreadable usage: {exc.message}") from exc
+        text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        return ChatResponse(
+            text=text,
+            model=message.model,
+            finish_reason=finish_reason_of(message.stop_reason),
+            usage=usage,
+            raw={"id": message.id, "stop_reason": message.stop_reason, "usage": usage_raw},
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK client and its connections."""
+        await self._client.close()

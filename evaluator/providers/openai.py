@@ -1,0 +1,183 @@
+"""OpenAI Chat Completions adapter on the official SDK (``openai.AsyncOpenAI``).
+
+Any OpenAI-compatible server (vLLM, llama.cpp, Ollama, a gateway) works through ``base_url``.
+
+Retries are the SDK's own: it retries connection errors, timeouts, 408, 409, 429 and 5xx up to
+``max_retries`` times, sleeping the ``retry-after-ms`` / ``retry-after`` the server asks for when
+it is at most 120 s, else an exponential backoff from 0.5 s capped at 8 s (openai-python
+``_base_client.py``: ``_should_retry``, ``_calculate_retry_timeout``; "Retries" in its README).
+There is no retry loop here. What this adapter adds is the wait budget of field case P1: an
+httpx response hook on the SDK's HTTP client runs :meth:`WaitBudget.check` on every response
+before the SDK sleeps, and raises :class:`Deferred` when the hint exceeds what is left of the
+budget. The SDK lets any exception that is not an httpx transport error or an ``OpenAIError``
+propagate from sending unchanged and unretried, so the Deferred reaches the caller as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx2
+import openai
+from pydantic import SecretStr
+
+from evaluator.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    Provider,
+    ProviderError,
+    WaitBudget,
+)
+from router.errors import InvalidInput
+from router.pricing import normalize_usage
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# OpenAI API reference, "The chat completion object": choices[].finish_reason is one of
+# stop | length | tool_calls | content_filter | function_call.
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "refusal",
+}
+
+
+def finish_reason_of(native: str | None, refusal: str | None) -> FinishReason:
+    """Our finish reason for an OpenAI choice.
+
+    A non-null ``message.refusal`` (OpenAI "Refusals" guide) or ``content_filter`` is
+    ``refusal``; ``length`` (the ``max_completion_tokens`` cap) is ``length``; ``stop`` is
+    ``stop``; anything else (``tool_calls``, ``function_call``, null) is ``other``.
+    """
+    if refusal:
+        return "refusal"
+    return _FINISH.get(native or "", "other")
+
+
+def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
+    """A :class:`ProviderError` for an SDK error, after the SDK's own retries.
+
+    Transient: timeouts (``APITimeoutError``), connection errors (``APIConnectionError``) and
+    status 408, 409, 429 and 5xx, the ones the SDK itself retries. Anything else (400, 401, 403,
+    404, 422, a reply the SDK cannot read) is permanent.
+    """
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(f"openai: no reply within {timeout_s:g} s", transient=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(f"openai: connection failed: {exc}", transient=True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        transient = status in (408, 409, 429) or status >= 500
+        return ProviderError(f"openai: HTTP {status}: {exc.message}", transient=transient)
+    return ProviderError(f"openai: {type(exc).__name__}: {exc}", transient=False)
+
+
+class OpenAIProvider(Provider):
+    """Reference calls over OpenAI Chat Completions (``POST {base_url}/chat/completions``).
+
+    Args:
+        api_key: the API key (``SecretStr``; revealed only to the SDK).
+        base_url: ``https://api.openai.com/v1`` or any OpenAI-compatible server's ``/v1``.
+        concurrency: calls in flight at once (an ``asyncio.Semaphore``), >= 1.
+        max_retries: the SDK's retries per call, >= 0.
+        timeout_s: the SDK's timeout for one HTTP attempt, s.
+        budget_s: the longest a call may wait on retry hints, s (:class:`WaitBudget`).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        base_url: str = DEFAULT_BASE_URL,
+        concurrency: int = 8,
+        max_retries: int = 2,
+        timeout_s: float = 120.0,
+        budget_s: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1", field="openai_concurrency")
+        self.budget = WaitBudget(budget_s)
+        self.concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._gate = asyncio.Semaphore(concurrency)
+        # The SDK's DefaultAsyncHttpxClient keeps its connection limits and redirects; the only
+        # addition is the response hook that enforces the wait budget before the SDK sleeps.
+        http_client = openai.DefaultAsyncHttpxClient(
+            event_hooks={"response": [self._check_response]}
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key.get_secret_value(),
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout_s,
+            http_client=http_client,
+        )
+
+    async def _check_response(self, response: httpx2.Response) -> None:
+        self.budget.check(response.status_code, response.headers)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """One Chat Completions call: ``request.system`` (if any) is sent as the first message
+        with role ``system``, then ``request.messages`` as given; ``max_tokens`` is sent as
+        ``max_completion_tokens`` (the current name; ``max_tokens`` is deprecated for it).
+
+        Returns text (``message.content``, else ``message.refusal``, else ""), the finish reason
+        (:func:`finish_reason_of`) and usage in tokens via :func:`router.pricing.normalize_usage`
+        (``prompt_tokens`` includes ``cached_tokens``; ``completion_tokens`` includes
+        ``reasoning_tokens``: OpenAI API reference, chat completion ``usage``).
+
+        Raises:
+            Deferred: a retry hint exceeds the wait budget (no sleep happened).
+            ProviderError: the call failed after the SDK's retries (:func:`map_error`), or the
+                reply has no choice or an unreadable usage object (permanent).
+        """
+        messages: list[dict[str, Any]] = list(request.messages)
+        if request.system:
+            messages.insert(0, {"role": "system", "content": request.system})
+        async with self._gate:
+            with self.budget.call(request.model):
+                try:
+                    completion = await self._client.chat.completions.create(
+                        model=request.model,
+                        messages=cast("list[ChatCompletionMessageParam]", messages),
+                        max_completion_tokens=request.max_tokens,
+                        temperature=request.temperature,
+                    )
+                except openai.OpenAIError as exc:
+                    raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return self._response(completion)
+
+    def _response(self, completion: ChatCompletion) -> ChatResponse:
+        if not completion.choices:
+            raise ProviderError("openai: reply has no choices", transient=False)
+        choice = completion.choices[0]
+        message = choice.message
+        refusal = getattr(message, "refusal", None)
+        usage_raw = completion.usage.model_dump(mode="json") if completion.usage else None
+        try:
+            usage = normalize_usage(usage_raw)
+        except InvalidInput as exc:
+            raise ProviderError(f"openai: unreadable usage: {exc.message}") from exc
+        return ChatResponse(
+            text=message.content or refusal or "",
+            model=completion.model,
+            finish_reason=finish_reason_of(choice.finish_reason, refusal),
+            usage=usage,
+            raw={
+                "id": completion.id,
+                "finish_reason": choice.finish_reason,
+                "refusal": refusal,
+                "usage": usage_raw,
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK client and its connections."""
+        await self._client.close()

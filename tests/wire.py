@@ -1,0 +1,339 @@
+"""A scriptable HTTP server on 127.0.0.1 that speaks the OpenAI Chat Completions and Anthropic
+Messages wire formats, for testing the provider adapters through the real SDKs.
+
+It is a Starlette app served by uvicorn in a background thread on a random free port. Each
+path (:data:`OPENAI_PATH`, :data:`ANTHROPIC_PATH`) has a FIFO queue of :class:`Reply` (status,
+headers, JSON body, delay in s); when a queue is empty the path's responder, if any, answers
+(a function of the request), else a 418 says nothing was scripted. Every request is recorded
+as a :class:`Hit` with its arrival time (``time.monotonic()``, s) taken on the server, so tests
+can measure how long a client waited between attempts.
+
+Body shapes follow the providers' API references: OpenAI "The chat completion object" and
+error object; Anthropic Messages response and "Errors" (``{"type": "error", "error": ...}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted HTTP response: ``body`` is JSON-encoded; ``delay_s`` is slept first."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request as the server saw it; ``at`` is ``time.monotonic()`` on arrival, s."""
+
+    path: str
+    at: float
+    headers: dict[str, str]
+    body: Any
+
+
+Responder = Callable[[Hit], Reply]
+
+
+# ---- bodies ----------------------------------------------------------------------------------
+
+
+def openai_usage(
+    prompt: int, completion: int, *, cached: int | None = 0, reasoning: int | None = 0
+) -> dict[str, Any]:
+    """An OpenAI ``usage`` object; ``cached`` / ``reasoning`` None send null detail objects."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": None if cached is None else {"cached_tokens": cached},
+        "completion_tokens_details": None if reasoning is None else {"reasoning_tokens": reasoning},
+    }
+    return usage
+
+
+def openai_chat(
+    text: str | None,
+    *,
+    finish_reason: str = "stop",
+    usage: Mapping[str, Any] | None = None,
+    refusal: str | None = None,
+    model: str = "gpt-4o",
+) -> dict[str, Any]:
+    """A Chat Completions response body with one choice."""
+    return {
+        "id": "chatcmpl-wire",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": refusal},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": dict(usage) if usage is not None else openai_usage(100, 20),
+    }
+
+
+def openai_error(status: int, message: str, *, kind: str = "server_error") -> dict[str, Any]:
+    """An OpenAI error body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def anthropic_usage(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read: int | None = 0,
+    cache_write: int | None = 0,
+    thinking: int | None = None,
+) -> dict[str, Any]:
+    """An Anthropic ``usage`` object; None sends null counts / a null details object."""
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": cache_read,
+        "cache_creation_input_tokens": cache_write,
+        "output_tokens_details": None if thinking is None else {"thinking_tokens": thinking},
+    }
+
+
+def anthropic_message(
+    text: str | None,
+    *,
+    stop_reason: str = "end_turn",
+    usage: Mapping[str, Any] | None = None,
+    model: str = "claude-3-5-sonnet",
+) -> dict[str, Any]:
+    """A Messages response body; ``text`` None sends no content blocks."""
+    return {
+        "id": "msg_wire",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [] if text is None else [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": dict(usage) if usage is not None else anthropic_usage(100, 20),
+    }
+
+
+def anthropic_error(message: str, *, kind: str = "api_error") -> dict[str, Any]:
+    """An Anthropic error body (``rate_limit_error``, ``overloaded_error``, ...)."""
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_reply(path: str, status: int, *, headers: Mapping[str, str] | None = None) -> Reply:
+    """An error response in the wire format of ``path``."""
+    if path == ANTHROPIC_PATH:
+        kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        body = anthropic_error(f"wire {status}", kind=kind)
+    else:
+        body = openai_error(status, f"wire {status}", kind="rate_limit_exceeded"
+                            if status == 429 else "server_error")
+    return Reply(status=status, body=body, headers=dict(headers or {}))
+
+
+# ---- server ----------------------------------------------------------------------------------
+
+
+class WireServer:
+    """The server. ``start()`` / ``stop()``, or use it as a context manager."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, collections.deque[Reply]] = {
+            OPENAI_PATH: collections.deque(),
+            ANTHROPIC_PATH: collections.deque(),
+        }
+        self._responders: dict[str, Responder] = {}
+        self._hits: list[Hit] = []
+        self._in_flight = 0
+        self.max_in_flight = 0
+        """Most requests the server was handling at once."""
+        # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+        # proto says TCP; with proto 0 every reply waits ~40 ms on the client's delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        app = Starlette(
+            routes=[
+                Route(OPENAI_PATH, self._handle, methods=["POST"]),
+                Route(ANTHROPIC_PATH, self._handle, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            http="h11",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """What ``AsyncOpenAI(base_url=...)`` takes (the SDK appends ``/chat/completions``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """What ``AsyncAnthropic(base_url=...)`` takes (the SDK appends ``/v1/messages``)."""
+        return self.url
+
+    def start(self) -> WireServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("wire server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> WireServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- scripting --
+
+    def enqueue(self, path: str, *replies: Reply) -> None:
+        """Answer the next requests on ``path`` with ``replies``, in order."""
+        with self._lock:
+            self._queues[path].extend(replies)
+
+    def respond(self, path: str, responder: Responder | None) -> None:
+        """Answer requests on ``path`` with ``responder`` once its queue is empty."""
+        with self._lock:
+            if responder is None:
+                self._responders.pop(path, None)
+            else:
+                self._responders[path] = responder
+
+    def hits(self, path: str | None = None) -> list[Hit]:
+        """Requests received so far (on ``path``, or all), in arrival order."""
+        with self._lock:
+            return [h for h in self._hits if path is None or h.path == path]
+
+    def pending(self, path: str) -> int:
+        """Scripted replies not yet used on ``path``."""
+        with self._lock:
+            return len(self._queues[path])
+
+    # -- serving --
+
+    async def _handle(self, request: Request) -> Response:
+        at = time.monotonic()
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        hit = Hit(request.url.path, at, dict(request.headers), body)
+        with self._lock:
+            self._hits.append(hit)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            queue = self._queues[hit.path]
+            reply = queue.popleft() if queue else None
+            responder = self._responders.get(hit.path)
+        if reply is None:
+            reply = responder(hit) if responder is not None else Reply(
+                418, {"error": {"message": "wire: nothing scripted", "type": "wire"}}
+            )
+        try:
+            if reply.delay_s > 0:
+                await asyncio.sleep(reply.delay_s)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        return Response(
+            content=json.dumps(reply.body),
+            status_code=reply.status,
+            headers=dict(reply.headers),
+            media_type="application/json",
+        )
+
+
+# ---- standalone: a fixed judge in its own process (bench/grading.py) ---------------------------
+
+
+def judge_replies(delay_s: float) -> dict[str, Reply]:
+    """A judge answering "Rating: [[8]]" on both paths after ``delay_s``, with field case U1's
+    tokens (2006 prompt of which 1920 cached, 300 completion) in each provider's usage shape."""
+    text = "Faithful and concise. Rating: [[8]]"
+    return {
+        OPENAI_PATH: Reply(body=openai_chat(text, usage=openai_usage(2006, 300, cached=1920)),
+                           delay_s=delay_s),
+        ANTHROPIC_PATH: Reply(body=anthropic_message(
+            text, usage=anthropic_usage(86, 300, cache_read=1920)), delay_s=delay_s),
+    }
+
+
+def _constant(reply: Reply) -> Responder:
+    def respond(_hit: Hit) -> Reply:
+        return reply
+
+    return respond
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.wire --latency-ms 200``: serve :func:`judge_replies` until stdin closes
+    or the process is terminated; prints ``port <n>`` once listening."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="loopback OpenAI/Anthropic judge")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    replies = judge_replies(args.latency_ms / 1000)
+    with WireServer() as server:
+        for path, reply in replies.items():
+            server.respond(path, _constant(reply))
+        print(f"port {server.port}", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or terminates us)
+
+
+if __name__ == "__main__":
+    main()
