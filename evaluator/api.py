@@ -1,23 +1,25 @@
-"""HTTP endpoints of the control plane: per-class quality and the escalation history."""
+"""HTTP endpoints of the control plane: per-class quality with the escalation rule's state, the
+escalation history, and the operators' changes (pin, unpin, override)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.jobs import class_states
+from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
 from evaluator.models import EscalationEvent
-from evaluator.schemas import EscalationOut, QualityOut
-from router.errors import NotFound
+from evaluator.schemas import EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
+ClassPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-async def _session(request: Request):  # type: ignore[no-untyped-def]
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
 
@@ -25,32 +27,44 @@ async def _session(request: Request):  # type: ignore[no-untyped-def]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 
 
+def _quality(s: ClassState) -> QualityOut:
+    est, run = s.decision.estimate, s.decision.run
+    return QualityOut(
+        task_class=s.task_class,
+        model=s.model,
+        status=s.status,
+        window_start=s.window_start,
+        n_graded=est.n,
+        n_disagree=est.k,
+        n_invalid=s.invalid,
+        disagreement_rate=est.rate,
+        ci_low=est.ci_low,
+        ci_high=est.ci_high,
+        confidence=est.confidence,
+        rule=s.decision.rule,
+        rule_action=s.decision.action,
+        reason=s.decision.reason,
+        statistic=s.decision.statistic,
+        decision_limit=s.decision.limit,
+        sprt=s.state.w if s.state.live else None,
+        run_n=run.n,
+        run_k=run.k,
+        run_ci_low=run.ci_low,
+        run_ci_high=run.ci_high,
+        blocked=s.blocked,
+        rule_state=s.state.to_dict(),
+    )
+
+
 @api.get("/classes/{task_class}/quality", response_model=QualityOut)
-async def class_quality(task_class: str, session: SessionDep) -> QualityOut:
-    """Disagreement rate of ``task_class`` on its current model since its last change.
+async def class_quality(task_class: ClassPath, session: SessionDep) -> QualityOut:
+    """Disagreement rate of ``task_class`` on its current model since its last change, its
+    Wilson interval, and the escalation rule's state and reason (including verdicts graded
+    since the last escalation run; nothing is written).
 
     404 when the class is neither in the routing table nor ever routed.
     """
-    for s in await class_states(session):
-        if s.task_class == task_class:
-            est = s.decision.estimate
-            return QualityOut(
-                task_class=s.task_class,
-                model=s.model,
-                status=s.status,
-                window_start=s.window_start,
-                n_graded=est.n,
-                n_disagree=est.k,
-                n_invalid=s.invalid,
-                disagreement_rate=est.rate,
-                ci_low=est.ci_low,
-                ci_high=est.ci_high,
-                confidence=est.confidence,
-                rule=s.decision.rule,
-                rule_action=s.decision.action,
-                reason=s.decision.reason,
-            )
-    raise NotFound(f"task class '{task_class}' is not known", field="task_class")
+    return _quality(await class_state(session, task_class))
 
 
 @api.get("/escalations", response_model=list[EscalationOut])
@@ -59,9 +73,52 @@ async def escalations(
     task_class: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EscalationOut]:
-    """Escalation events, newest first, optionally for one class."""
+    """Escalation events (automatic and manual), newest first, optionally for one class."""
     stmt = select(EscalationEvent).order_by(col(EscalationEvent.id).desc()).limit(limit)
     if task_class is not None:
         stmt = stmt.where(EscalationEvent.task_class == task_class)
     rows = (await session.exec(stmt)).all()
     return [EscalationOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+async def _done(session: AsyncSession, event: EscalationEvent) -> EscalationOut:
+    await session.commit()
+    return EscalationOut.model_validate(event, from_attributes=True)
+
+
+@api.post(
+    "/classes/{task_class}/pin",
+    response_model=EscalationOut,
+    responses={409: {"description": "Already pinned"}},
+)
+async def pin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep) -> EscalationOut:
+    """Freeze ``task_class`` on its current model: it is no longer sampled, and the escalation
+    job never changes it. Recorded as an escalation event (actor, reason, evidence)."""
+    event = await pin_class(session, task_class, actor=body.actor, reason=body.reason)
+    return await _done(session, event)
+
+
+@api.post(
+    "/classes/{task_class}/unpin",
+    response_model=EscalationOut,
+    responses={409: {"description": "Not pinned"}},
+)
+async def unpin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep) -> EscalationOut:
+    """Hand ``task_class`` back to the escalation job on its current model (``baseline`` on the
+    policy's model, else ``escalated``), with a fresh rule state."""
+    event = await unpin_class(session, task_class, actor=body.actor, reason=body.reason)
+    return await _done(session, event)
+
+
+@api.post(
+    "/classes/{task_class}/override",
+    response_model=EscalationOut,
+    responses={409: {"description": "The class is already there"}},
+)
+async def override(task_class: ClassPath, body: OverrideIn, session: SessionDep) -> EscalationOut:
+    """Move ``task_class`` to ``model`` (any catalog model, up or down); with ``pin`` it stays
+    there, else the job keeps watching it. 404 for an unknown class or model."""
+    event = await override_class(
+        session, task_class, model=body.model, actor=body.actor, reason=body.reason, pin=body.pin
+    )
+    return await _done(session, event)

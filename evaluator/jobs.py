@@ -18,18 +18,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, func, or_, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.escalation import ClassState as ClassState
+from evaluator.escalation import EscalationRun as EscalationRun
+from evaluator.escalation import class_states as class_states
+from evaluator.escalation import run_escalation as run_escalation
+from evaluator.escalation import window_counts as window_counts
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
-from evaluator.models import EscalationEvent, Grade
+from evaluator.models import Grade
 from evaluator.providers.base import Deferred, ProviderError
-from evaluator.stats import RuleDecision, fixed_window_rule
 from router.db import dialect_of, utcnow
-from router.models import Decision, RoutingEntry, Sample
+from router.models import Sample
 from router.policy import Policy
 from router.pricing import cost_usd
-from router.table import change_class, latest_policy
+from router.table import latest_policy
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +110,14 @@ def _spend(row: Sample, result: GradeResult, cost: float | None) -> tuple[int, i
         return tokens_in, tokens_out, cost
     earlier = first.get("cost_usd")
     total = None if cost is None or earlier is None else cost + float(earlier)
-    return (tokens_in + int(first.get("input_tokens", 0)),
-            tokens_out + int(first.get("output_tokens", 0)), total)
+    return (
+        tokens_in + int(first.get("input_tokens", 0)),
+        tokens_out + int(first.get("output_tokens", 0)),
+        total,
+    )
 
 
-async def claim_samples(
-    session: AsyncSession, *, limit: int, lease_s: float
-) -> list[Sample]:
+async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) -> list[Sample]:
     """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) and commit.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same sample.
@@ -262,121 +267,6 @@ async def grade_pending(
 
 
 # ---- escalation ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ClassState:
-    """A class's current evidence window and what the rule says about it."""
-
-    task_class: str
-    model: str
-    status: str
-    window_start: datetime
-    decision: RuleDecision
-    invalid: int
-
-
-async def window_counts(
-    session: AsyncSession, task_class: str, model: str, since: datetime
-) -> dict[str, int]:
-    """Verdict counts for ``task_class`` on ``model`` over samples decided at or after ``since``."""
-    rows = await session.exec(
-        select(Grade.verdict, func.count())
-        .where(
-            col(Grade.task_class) == task_class,
-            col(Grade.model) == model,
-            col(Grade.decided_at) >= since,
-        )
-        .group_by(col(Grade.verdict))
-    )
-    return {verdict: int(count) for verdict, count in rows.all()}
-
-
-async def class_states(session: AsyncSession) -> list[ClassState]:
-    """Every routed or graded class with its window and the rule's verdict on it."""
-    policy = await latest_policy(session)
-    if policy is None:
-        return []
-    entries = {e.task_class: e for e in (await session.exec(select(RoutingEntry))).all()}
-    routed = set((await session.exec(select(Decision.task_class).distinct())).all())
-    states = []
-    for task_class in sorted(set(entries) | routed):
-        entry = entries.get(task_class)
-        if entry is not None:
-            model, status, since = entry.model, entry.status, entry.changed_at
-        else:
-            tier = policy.match(task_class, 0, False).tier
-            model, status, since = policy.model_for_tier(tier), "baseline", EPOCH
-        counts = await window_counts(session, task_class, model, since)
-        settings = policy.settings_for(task_class)
-        decision = fixed_window_rule(
-            counts.get("disagree", 0),
-            counts.get("agree", 0) + counts.get("disagree", 0),
-            threshold=settings.threshold,
-            min_samples=settings.min_samples,
-            confidence=settings.confidence,
-        )
-        invalid = counts.get("invalid", 0) + counts.get("refused", 0)
-        states.append(ClassState(task_class, model, status, since, decision, invalid))
-    return states
-
-
-@dataclass
-class EscalationRun:
-    """What one escalation run did; ``skipped`` is True when another worker holds the lock."""
-
-    skipped: bool = False
-    escalated: list[str] = field(default_factory=list)
-    at_top: list[str] = field(default_factory=list)
-
-
-async def run_escalation(sessions: async_sessionmaker[AsyncSession]) -> EscalationRun:
-    """Apply the escalation rule to every class; escalate those it says to, one ladder step up,
-    recording an escalation event with the evidence. Runs once across workers (advisory lock)
-    and never writes two events for the same (class, window) (unique constraint)."""
-    run = EscalationRun()
-    async with sessions() as session:
-        if not await _try_job_lock(session, "escalation"):
-            run.skipped = True
-            return run
-        policy = await latest_policy(session)
-        if policy is None:
-            return run
-        for state in await class_states(session):
-            if state.decision.action != "escalate" or state.status == "pinned":
-                continue
-            target = policy.next_model(state.model)
-            if target is None:
-                run.at_top.append(state.task_class)
-                continue
-            settings = policy.settings_for(state.task_class)
-            _, after = await change_class(
-                session, state.task_class, model=target, status="escalated"
-            )
-            est = state.decision.estimate
-            session.add(
-                EscalationEvent(
-                    task_class=state.task_class,
-                    from_model=state.model,
-                    to_model=target,
-                    from_status=state.status,
-                    to_status="escalated",
-                    actor="escalation-job",
-                    reason=state.decision.reason,
-                    rule=state.decision.rule,
-                    n=est.n,
-                    k=est.k,
-                    rate=est.rate,
-                    ci_low=est.ci_low,
-                    ci_high=est.ci_high,
-                    threshold=settings.threshold,
-                    confidence=settings.confidence,
-                    table_version=after.version,
-                    window_start=state.window_start,
-                )
-            )
-            run.escalated.append(state.task_class)
-            log.info("escalated %s %s -> %s: %s", state.task_class, state.model, target,
-                     state.decision.reason)
-        await session.commit()
-    return run
+# The escalation job (the sequential rule, its state per class, exactly-once runs, operators'
+# changes) lives in evaluator.escalation; ClassState, EscalationRun, class_states,
+# run_escalation and window_counts stay importable from here (imported at the top).

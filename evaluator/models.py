@@ -1,8 +1,10 @@
-"""Tables owned by the control plane: grades and escalation events. Costs USD, times UTC."""
+"""Tables owned by the control plane: grades, escalation events, the escalation rule's state per
+class and the runs of scheduled jobs. Costs USD, times UTC."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -76,3 +78,38 @@ class EscalationEvent(SQLModel, table=True):
     table_version: int
     window_start: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The rule's state and statistic when the change was made (manual changes too): see
+    # evaluator.escalation.evidence_of.
+    evidence: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+
+
+class RuleStateRow(SQLModel, table=True):
+    """The sequential rule's state for one class (evaluator.sequential.RuleState.to_dict) on
+    ``model`` over the window starting at ``window_start`` (the class's last change); a row for
+    another model or window is stale and is replaced by a fresh state."""
+
+    __tablename__ = "rule_state"
+
+    task_class: str = Field(primary_key=True, max_length=200)
+    model: str = Field(max_length=128)
+    window_start: datetime = Field(sa_type=UTCDateTime)
+    state: dict[str, Any] = Field(sa_type=sa.JSON)
+    action: str = Field(max_length=16)
+    reason: str = Field(default="", sa_type=sa.Text)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job for one tick (the start of its UTC interval). (job, tick) is
+    unique, so however many workers fire on a tick, one run commits (field case S1); a run
+    that fails rolls back its row and the tick can run again."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (sa.UniqueConstraint("job", "tick", name="uq_job_run_tick"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=32)
+    tick: datetime = Field(sa_type=UTCDateTime)
+    worker: str = Field(max_length=128)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class QualityOut(BaseModel):
@@ -27,6 +28,23 @@ class QualityOut(BaseModel):
     rule: str
     rule_action: str
     reason: str
+    statistic: float | None = Field(
+        default=None, description="the CUSUM statistic S in nats (escalate at S >= decision_limit)"
+    )
+    decision_limit: float | None = Field(default=None, description="h in nats, for this volume")
+    sprt: float | None = Field(
+        default=None, description="fresh-start SPRT log-likelihood ratio W (null once it ended)"
+    )
+    run_n: int | None = Field(default=None, description="verdicts since the statistic left 0")
+    run_k: int | None = None
+    run_ci_low: float | None = None
+    run_ci_high: float | None = None
+    blocked: str | None = Field(
+        default=None, description="why the class may not be moved (uncalibrated judge), if so"
+    )
+    rule_state: dict[str, Any] | None = Field(
+        default=None, description="the rule's serialised state (evaluator.sequential.RuleState)"
+    )
 
 
 class EscalationOut(BaseModel):
@@ -48,3 +66,20 @@ class EscalationOut(BaseModel):
     table_version: int
     window_start: datetime
     created_at: datetime
+    evidence: dict[str, Any] | None = None
+
+
+class ManualChangeIn(BaseModel):
+    """Who changes a class by hand, and why (stored on the escalation event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+    actor: str = Field(default="operator", min_length=1, max_length=64)
+
+
+class OverrideIn(ManualChangeIn):
+    """Move a class to ``model``; ``pin`` also freezes it there."""
+
+    model: str = Field(min_length=1, max_length=128)
+    pin: bool = False

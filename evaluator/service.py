@@ -1,23 +1,32 @@
 """The control plane of one process: grading environment, jobs, and their scheduler.
 
-The scheduler is APScheduler's ``AsyncIOScheduler`` with interval triggers in UTC; each job has
-``coalesce=True`` (missed runs collapse into one), ``max_instances=1`` and a misfire grace time,
-so a blocked loop or a restart after downtime runs a job once, not once per missed tick (field
-case S2). Across processes on PostgreSQL, the jobs' own locks make each run happen once.
+The scheduler is APScheduler's ``AsyncIOScheduler`` with UTC interval triggers aligned to the
+epoch (an hourly job ticks at the top of every hour in every worker); each job has
+``coalesce=True`` (missed runs collapse into one) and ``max_instances=1``. Grading has a misfire
+grace of one interval. Escalation has none (``misfire_grace_time=None``): a run delayed by a
+blocked event loop still happens, once (field case S2a); it also runs once at start-up for the
+current tick, so a restart after downtime catches up once, not once per missed tick (S2b).
+Across processes each escalation run claims its tick in ``job_run`` under an advisory lock
+(:mod:`evaluator.escalation`), so one worker runs each tick (S1).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.datasets import HeldOutSet, index_items, load_held_out, load_judge_prompts
+from evaluator.escalation import EPOCH, tick_of
 from evaluator.graders import GraderEnv
 from evaluator.jobs import EscalationRun, GradingRun, grade_pending, run_escalation
 from evaluator.providers.base import Provider
@@ -74,6 +83,7 @@ class Evaluator:
         self._concurrency = concurrency
         self._lease_s = lease_s
         self._scheduler: AsyncIOScheduler | None = None
+        self._escalation_interval_s = 3600.0
 
     @property
     def env(self) -> GraderEnv:
@@ -94,26 +104,55 @@ class Evaluator:
             log.info("graded %d samples: %s", run.graded, run.verdicts)
         return run
 
-    async def escalate(self) -> EscalationRun:
-        """Apply the escalation rule (the escalation job)."""
-        return await run_escalation(self._sessions)
+    async def escalate(self, *, tick: datetime | None = None) -> EscalationRun:
+        """Apply the escalation rule (the escalation job). ``tick``: record the run for that
+        tick and skip it if another worker already ran it (scheduled runs)."""
+        return await run_escalation(self._sessions, tick=tick, worker=self.worker)
+
+    @property
+    def worker(self) -> str:
+        """This worker's name in ``job_run``: host:pid."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    async def scheduled_escalation(self) -> EscalationRun:
+        """The scheduled escalation job: one run for the current tick."""
+        tick = tick_of(datetime.now(UTC), self._escalation_interval_s)
+        run = await self.escalate(tick=tick)
+        outcome = "duplicate" if run.duplicate else ("locked" if run.skipped else "ran")
+        log.info(
+            "escalation tick %s: %s %s",
+            tick.isoformat(),
+            outcome,
+            run.summary() if outcome == "ran" else "",
+        )
+        return run
 
     def start_scheduler(self, *, grading_interval_s: float, escalation_interval_s: float) -> None:
         """Start the in-process scheduler (embedded default, or each evaluator worker)."""
         scheduler = AsyncIOScheduler(timezone="UTC")
         common = {"coalesce": True, "max_instances": 1, "replace_existing": True}
+        self._escalation_interval_s = escalation_interval_s
         scheduler.add_job(
             self.grade,
-            IntervalTrigger(seconds=grading_interval_s, timezone="UTC"),
+            IntervalTrigger(seconds=grading_interval_s, start_date=EPOCH, timezone="UTC"),
             id="grading",
             misfire_grace_time=max(1, int(grading_interval_s)),
             **common,
         )
         scheduler.add_job(
-            self.escalate,
-            IntervalTrigger(seconds=escalation_interval_s, timezone="UTC"),
+            self.scheduled_escalation,
+            IntervalTrigger(seconds=escalation_interval_s, start_date=EPOCH, timezone="UTC"),
             id="escalation",
-            misfire_grace_time=max(1, int(escalation_interval_s)),
+            misfire_grace_time=None,
+            **common,
+        )
+        # Catch up once at start-up for the current tick (a no-op if it already ran); a job of
+        # its own, so the interval job keeps its epoch-aligned ticks.
+        scheduler.add_job(
+            self.scheduled_escalation,
+            DateTrigger(run_date=datetime.now(UTC), timezone="UTC"),
+            id="escalation-catch-up",
+            misfire_grace_time=None,
             **common,
         )
         scheduler.start()

@@ -17,12 +17,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from router.errors import PolicyError
+from router.errors import PolicyError, field_path
 
 TIERS: tuple[str, ...] = ("trivial", "standard", "complex", "critical")
 Grader = Literal[
-    "judge_single", "judge_pairwise", "numeric", "recorded_correctness", "exact", "label",
-    "json_fields", "choice", "reference_answer",
+    "judge_single",
+    "judge_pairwise",
+    "numeric",
+    "recorded_correctness",
+    "exact",
+    "label",
+    "json_fields",
+    "choice",
+    "reference_answer",
 ]
 # How ``reference_answer`` compares the reference model's own answer with the graded one.
 Compare = Literal["exact", "label", "json_fields", "numeric", "choice"]
@@ -84,7 +91,7 @@ class ClassSettings(_Strict):
     """Per-class grading and escalation settings (defaults, or an override matched by glob)."""
 
     sample_rate: float = Field(default=0.05, ge=0, le=1)
-    threshold: float = Field(default=0.03, gt=0, lt=1)
+    threshold: float = Field(default=0.03, gt=0, lt=1, allow_inf_nan=False)
     min_samples: int = Field(default=30, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     grader: Grader = "judge_single"
@@ -106,6 +113,34 @@ class ClassSettings(_Strict):
     # (evaluator.calibration.may_escalate).
     judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     min_judge_kappa: float = Field(default=0.6, ge=-1, le=1, allow_inf_nan=False)
+    # The sequential escalation rule (evaluator.sequential): H0 rate <= p0 against H1 rate >= p1;
+    # alpha/beta of Wald's SPRT for a fresh class; arl0_days = mean days between false
+    # escalations at p0 (the decision limit follows the class's graded volume) unless a fixed
+    # decision_limit (nats) is set; half-life of the evidence (days, None = no forgetting); back
+    # down after deescalate_windows windows of window_hours at or below lower_level (None = p0);
+    # escalate one ladder step ("next") or straight to the top ("top").
+    p0: float = Field(default=0.02, gt=0, lt=1)
+    p1: float = Field(default=0.05, gt=0, lt=1)
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    beta: float = Field(default=0.10, gt=0, lt=0.5)
+    arl0_days: float = Field(default=3650.0, gt=0, allow_inf_nan=False)
+    decision_limit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    half_life_days: float | None = Field(default=60.0, gt=0, allow_inf_nan=False)
+    lower_level: float | None = Field(default=None, gt=0, lt=1)
+    deescalate_windows: int = Field(default=3, ge=1)
+    window_hours: float = Field(default=24.0, gt=0, allow_inf_nan=False)
+    escalate_to: Literal["next", "top"] = "next"
+
+    @model_validator(mode="after")
+    def _rule_band(self) -> ClassSettings:
+        lower = self.p0 if self.lower_level is None else self.lower_level
+        if not self.p0 < self.p1:
+            raise ValueError(f"p0 ({self.p0}) must be below p1 ({self.p1})")
+        if not lower < self.threshold:
+            raise ValueError(
+                f"lower_level (or p0) {lower} must be below threshold {self.threshold}"
+            )
+        return self
 
 
 class ClassOverride(_Strict):
@@ -113,7 +148,7 @@ class ClassOverride(_Strict):
 
     match: str = Field(min_length=1)
     sample_rate: float | None = Field(default=None, ge=0, le=1)
-    threshold: float | None = Field(default=None, gt=0, lt=1)
+    threshold: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
     min_samples: int | None = Field(default=None, ge=1)
     confidence: float | None = Field(default=None, gt=0.5, lt=1)
     grader: Grader | None = None
@@ -128,6 +163,17 @@ class ClassOverride(_Strict):
     choice_letters: str | None = Field(default=None, pattern=r"^[A-Z]{2,26}$")
     judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     min_judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    p0: float | None = Field(default=None, gt=0, lt=1)
+    p1: float | None = Field(default=None, gt=0, lt=1)
+    alpha: float | None = Field(default=None, gt=0, lt=0.5)
+    beta: float | None = Field(default=None, gt=0, lt=0.5)
+    arl0_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    decision_limit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    half_life_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    lower_level: float | None = Field(default=None, gt=0, lt=1)
+    deescalate_windows: int | None = Field(default=None, ge=1)
+    window_hours: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    escalate_to: Literal["next", "top"] | None = None
 
 
 class PolicyFile(_Strict):
@@ -165,12 +211,21 @@ class PolicyFile(_Strict):
         for i, model in enumerate(self.ladder):
             if model not in known:
                 raise ValueError(f"ladder[{i}]: model '{model}' is not in models")
+            if model in self.ladder[:i]:
+                raise ValueError(f"ladder[{i}]: model '{model}' is on the ladder twice")
         if self.premium_model not in known:
             raise ValueError(f"premium_model: model '{self.premium_model}' is not in models")
         refs = [self.defaults.reference_model] + [c.reference_model for c in self.classes]
         for ref in refs:
             if ref is not None and ref not in known:
                 raise ValueError(f"reference_model: model '{ref}' is not in models")
+        for i, override in enumerate(self.classes):  # each override over the defaults
+            merged = self.defaults.model_dump()
+            merged.update(override.model_dump(exclude={"match"}, exclude_none=True))
+            try:
+                ClassSettings(**merged)
+            except ValidationError as exc:
+                raise ValueError(f"classes[{i}]: {exc.errors()[0]['msg']}") from exc
         return self
 
 
@@ -234,6 +289,19 @@ class Policy:
         """The class's reference model: its setting, else the premium model."""
         return self.settings_for(task_class).reference_model or self.spec.premium_model
 
+    def previous_model(self, model: str) -> str | None:
+        """The next cheaper model on the ladder (shadow probes and a return go there), or None
+        at the bottom / off the ladder."""
+        ladder = self.spec.ladder
+        if model not in ladder:
+            return None
+        i = ladder.index(model)
+        return ladder[i - 1] if i > 0 else None
+
+    def top_model(self) -> str:
+        """The strongest model on the ladder."""
+        return self.spec.ladder[-1]
+
     def next_model(self, model: str) -> str | None:
         """The next stronger model on the ladder, or None at the top / off the ladder."""
         ladder = self.spec.ladder
@@ -258,9 +326,12 @@ def parse_policy(body: str, *, source: str = "<policy>") -> Policy:
         spec = PolicyFile.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = field_path(err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not loc and ": " in msg:  # a cross-field check names its field first: "ladder[2]: ..."
+            loc, msg = msg.split(": ", 1)
         where = f"{loc}: " if loc else ""
-        raise PolicyError(f"{source}: {where}{err['msg']}", field=loc or None) from exc
+        raise PolicyError(f"{source}: {where}{msg}", field=loc or None) from exc
     return Policy(spec, body)
 
 
@@ -271,6 +342,8 @@ def load_policy(path: str | Path) -> Policy:
         body = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {p}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file {p} is not UTF-8 text: {exc.reason}") from exc
     return parse_policy(body, source=str(p))
 
 

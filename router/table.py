@@ -72,9 +72,7 @@ async def _bump_version(session: AsyncSession) -> int:
 
 async def latest_policy(session: AsyncSession) -> LoadedPolicy | None:
     """The most recently applied policy, parsed, or None if none was applied."""
-    row = (
-        await session.exec(select(Policy).order_by(col(Policy.id).desc()).limit(1))
-    ).first()
+    row = (await session.exec(select(Policy).order_by(col(Policy.id).desc()).limit(1))).first()
     return None if row is None else parse_policy(row.body, source=f"policy #{row.id}")
 
 
@@ -197,8 +195,14 @@ async def change_class(
         if policy is None:
             raise NotFound("no routing policy has been applied", field="policy")
         base_tier = tier or policy.match(task_class, 0, False).tier
-        row = RoutingEntry(task_class=task_class, tier=base_tier, model=model, status=status,
-                           version=version, changed_at=now)
+        row = RoutingEntry(
+            task_class=task_class,
+            tier=base_tier,
+            model=model,
+            status=status,
+            version=version,
+            changed_at=now,
+        )
         session.add(row)
     else:
         row.model, row.status, row.version, row.changed_at = model, status, version, now

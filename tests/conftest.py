@@ -47,6 +47,8 @@ TABLES = (
     "policy",
     "model",
     "routing_state",
+    "rule_state",
+    "job_run",
 )
 
 
