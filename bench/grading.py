@@ -80,16 +80,32 @@ async def seed(url: str, api: str, n: int) -> None:
         await apply_policy(session, parse_policy(body))
         now = utcnow()
         session.add_all(
-            Decision(id=f"d{i:06d}", task_type=task_class, task_class=task_class,
-                     tier="standard", model="gpt-4o-mini", provider="openai", table_version=1,
-                     sampled=True, input_tokens=20, has_tool_calls=False, created_at=now)
+            Decision(
+                id=f"d{i:06d}",
+                task_type=task_class,
+                task_class=task_class,
+                tier="standard",
+                model="gpt-4o-mini",
+                provider="openai",
+                table_version=1,
+                sampled=True,
+                input_tokens=20,
+                has_tool_calls=False,
+                created_at=now,
+            )
             for i in range(n)
         )
         await session.flush()
         session.add_all(
-            Sample(decision_id=f"d{i:06d}", task_class=task_class, model="gpt-4o-mini",
-                   input_messages=[{"role": "user", "content": f"Summarise item {i}: ..."}],
-                   output_text=f"A summary of item {i}.", meta={}, decided_at=now)
+            Sample(
+                decision_id=f"d{i:06d}",
+                task_class=task_class,
+                model="gpt-4o-mini",
+                input_messages=[{"role": "user", "content": f"Summarise item {i}: ..."}],
+                output_text=f"A summary of item {i}.",
+                meta={},
+                decided_at=now,
+            )
             for i in range(n)
         )
         await session.commit()
@@ -101,7 +117,10 @@ def judge_server(latency_ms: int) -> Iterator[str]:
     """Start ``python -m tests.wire`` with ``latency_ms``; yield its base URL; stop it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.wire", "--latency-ms", str(latency_ms)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -122,13 +141,19 @@ def judge_server(latency_ms: int) -> Iterator[str]:
 def make_provider(api: str, url: str, concurrency: int, settings: Settings) -> Provider:
     if api == "openai":
         return OpenAIProvider(
-            api_key=SecretStr("bench"), base_url=f"{url}/v1", concurrency=concurrency,
-            max_retries=settings.provider_max_retries, timeout_s=settings.provider_timeout_s,
+            api_key=SecretStr("bench"),
+            base_url=f"{url}/v1",
+            concurrency=concurrency,
+            max_retries=settings.provider_max_retries,
+            timeout_s=settings.provider_timeout_s,
             budget_s=settings.grading_budget_s,
         )
     return AnthropicProvider(
-        api_key=SecretStr("bench"), base_url=url, concurrency=concurrency,
-        max_retries=settings.provider_max_retries, timeout_s=settings.provider_timeout_s,
+        api_key=SecretStr("bench"),
+        base_url=url,
+        concurrency=concurrency,
+        max_retries=settings.provider_max_retries,
+        timeout_s=settings.provider_timeout_s,
         budget_s=settings.grading_budget_s,
     )
 
@@ -140,12 +165,18 @@ async def grade_all(
     engine = make_engine(db_url)
     sessions = session_factory(engine)
     provider = make_provider(api, judge_url, concurrency, settings)
-    env = GraderEnv(provider_for=lambda _m: provider, items={},
-                    judge_prompts=load_judge_prompts(JUDGE_PROMPTS))
+    env = GraderEnv(
+        provider_for=lambda _m: provider, items={}, judge_prompts=load_judge_prompts(JUDGE_PROMPTS)
+    )
     try:
         started = time.perf_counter()
-        run = await grade_pending(sessions, env, batch_size=settings.grading_batch_size,
-                                  concurrency=concurrency, lease_s=settings.grading_lease_s)
+        run = await grade_pending(
+            sessions,
+            env,
+            batch_size=settings.grading_batch_size,
+            concurrency=concurrency,
+            lease_s=settings.grading_lease_s,
+        )
         seconds = time.perf_counter() - started
     finally:
         await provider.aclose()
@@ -157,7 +188,12 @@ async def grade_all(
 
 
 def one_run(
-    tmp: Path, judge_url: str, api: str, latency_ms: int, n: int, concurrency: int,
+    tmp: Path,
+    judge_url: str,
+    api: str,
+    latency_ms: int,
+    n: int,
+    concurrency: int,
     settings: Settings,
 ) -> Result:
     path = tmp / f"{api}-{latency_ms}-{concurrency}-{time.monotonic_ns()}.db"
@@ -170,8 +206,9 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--apis", nargs="+", default=["openai", "anthropic"],
-                        choices=["openai", "anthropic"])
+    parser.add_argument(
+        "--apis", nargs="+", default=["openai", "anthropic"], choices=["openai", "anthropic"]
+    )
     parser.add_argument("--samples", type=int, default=600, help="samples per 0 ms run")
     parser.add_argument("--slow-samples", type=int, default=96, help="samples per 200 ms run")
     parser.add_argument("--latency-ms", type=int, default=200, help="injected judge latency")
@@ -179,16 +216,22 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     settings = Settings()
-    print("tierwise grading benchmark: evaluator.jobs.grade_pending, judge_single, SQLite at "
-          "Alembic head;\njudge = loopback wire server (python -m tests.wire, own process) via "
-          "the openai / anthropic SDKs")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; configured "
-          f"grading_concurrency={settings.grading_concurrency}, "
-          f"openai_concurrency={settings.openai_concurrency}, "
-          f"anthropic_concurrency={settings.anthropic_concurrency}")
+    print(
+        "tierwise grading benchmark: evaluator.jobs.grade_pending, judge_single, SQLite at "
+        "Alembic head;\njudge = loopback wire server (python -m tests.wire, own process) via "
+        "the openai / anthropic SDKs"
+    )
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; configured "
+        f"grading_concurrency={settings.grading_concurrency}, "
+        f"openai_concurrency={settings.openai_concurrency}, "
+        f"anthropic_concurrency={settings.anthropic_concurrency}"
+    )
     print()
-    header = (f"{'api':<10} {'judge latency':>13} {'samples':>8} {'concurrency':>12} "
-              f"{'seconds':>8} {'grades/s':>9} {'vs c=1':>7}")
+    header = (
+        f"{'api':<10} {'judge latency':>13} {'samples':>8} {'concurrency':>12} "
+        f"{'seconds':>8} {'grades/s':>9} {'vs c=1':>7}"
+    )
     print(header)
     print("-" * len(header))
     results: dict[tuple[str, int], list[Result]] = {}
@@ -197,8 +240,9 @@ def main() -> None:
         for latency_ms, n in ((0, args.samples), (args.latency_ms, args.slow_samples)):
             with judge_server(latency_ms) as judge_url:
                 for api in args.apis:
-                    configured = min(settings.grading_concurrency,
-                                     int(getattr(settings, f"{api}_concurrency")))
+                    configured = min(
+                        settings.grading_concurrency, int(getattr(settings, f"{api}_concurrency"))
+                    )
                     if latency_ms == 0:
                         one_run(tmp, judge_url, api, 0, 16, configured, settings)  # warm-up
                     results[api, latency_ms] = [
@@ -211,8 +255,10 @@ def main() -> None:
             base = runs[-1]
             for r in runs:
                 ratio = f"{r.rate / base.rate:.1f}x"
-                print(f"{r.api:<10} {r.latency_ms:>10} ms {r.samples:>8} {r.concurrency:>12} "
-                      f"{r.seconds:>8.2f} {r.rate:>9.1f} {ratio:>7}")
+                print(
+                    f"{r.api:<10} {r.latency_ms:>10} ms {r.samples:>8} {r.concurrency:>12} "
+                    f"{r.seconds:>8.2f} {r.rate:>9.1f} {ratio:>7}"
+                )
 
 
 if __name__ == "__main__":

@@ -122,19 +122,30 @@ def parse_item(obj: Any, where: str) -> HeldOutItem:
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, Any]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded object) for each non-blank line of a JSONL file.
+
+    Raises:
+        InvalidInput: unreadable file, a line that is not JSON or not UTF-8 (names file:line).
+    """
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(f"cannot read data set {path}: {exc.strerror}", field="dataset") from exc
     with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{lineno}: not JSON: {exc.msg}", field="line") from exc
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(
+                        f"{path}:{lineno}: not JSON: {exc.msg}", field="line"
+                    ) from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{path}:{lineno + 1}: not UTF-8 text", field="line") from exc
 
 
 def _with_reference_turns(items: list[HeldOutItem]) -> list[HeldOutItem]:
@@ -176,7 +187,7 @@ def load_held_out(path: str | Path) -> HeldOutSet:
     p = Path(path)
     items: list[HeldOutItem] = []
     seen: set[str] = set()
-    for lineno, obj in _lines(p):
+    for lineno, obj in read_jsonl(p):
         item = parse_item(obj, f"{p}:{lineno}")
         if item.id in seen:
             raise InvalidInput(f"{p}:{lineno}: duplicate item id '{item.id}'", field="id")
@@ -190,7 +201,7 @@ def load_held_out(path: str | Path) -> HeldOutSet:
 
 def load_judge_prompts(path: str | Path) -> dict[str, dict[str, Any]]:
     """MT-Bench judge prompt templates by name (``single-v1``, ``single-math-v1``, ...)."""
-    return {obj["name"]: obj for _, obj in _lines(Path(path))}
+    return {obj["name"]: obj for _, obj in read_jsonl(Path(path))}
 
 
 def index_items(sets: Iterable[HeldOutSet]) -> dict[str, HeldOutItem]:

@@ -35,7 +35,8 @@ _FALLBACKS = (
     re.compile(r"\brating\s*(?:is|of)?\s*[:=]?\s*\**\s*" + _NUM + r"(?![\d.]*\d)", re.IGNORECASE),
     re.compile(r"\bscore\s*(?:is|of)?\s*[:=]?\s*\**\s*" + _NUM + r"(?![\d.]*\d)", re.IGNORECASE),
     re.compile(
-        r"\b(?:rate|give)\s+(?:this|it|that|the)(?:\s+\w+)?\s+(?:(?:a|an|as)\s+)?" + _NUM
+        r"\b(?:rate|give)\s+(?:this|it|that|the)(?:\s+\w+)?\s+(?:(?:a|an|as)\s+)?"
+        + _NUM
         + r"(?![\d.]*\d)",
         re.IGNORECASE,
     ),

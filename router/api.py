@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from router.errors import InvalidInput
 from router.schemas import (
+    MAX_OUTCOMES_PER_REQUEST,
     OutcomeIn,
     OutcomeResultOut,
     OutcomesResponse,
@@ -43,7 +45,7 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
     else:
         raise InvalidInput("input_tokens: give input_tokens or messages", field="input_tokens")
     d = router.route(
-        body.task_type, tokens, body.has_tool_calls, body.metadata, decision_id=body.request_id
+        body.task_type, tokens, body.has_tool_calls, body.metadata, request_id=body.request_id
     )
     return RouteResponse(
         decision_id=d.decision_id,
@@ -58,13 +60,14 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
     )
 
 
-def _validation_error(exc: ValidationError, *, single: bool) -> InvalidInput:
-    """First error of a list validation, named ``field`` (single) or ``[i].field`` (list)."""
-    err = exc.errors()[0]
-    index, *rest = err["loc"] or ("",)
-    tail = ".".join(str(p) for p in rest)
-    field = tail if single else f"[{index}]" + (f".{tail}" if tail else "")
-    return InvalidInput(f"{field or 'body'}: {err['msg']}", field=field or "body")
+def _request_error(exc: ValidationError, *, single: bool) -> RequestValidationError:
+    """The validation errors of the outcome list as a request error (one handler formats every
+    422); a single object's errors lose the list index."""
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        errors.append({**err, "loc": ("body", *(loc[1:] if single else loc))})
+    return RequestValidationError(errors)
 
 
 @api.post(
@@ -93,12 +96,17 @@ async def outcomes(
     single = isinstance(payload, dict)
     if not single and not isinstance(payload, list):
         raise InvalidInput("body must be an outcome object or a list of them", field="body")
+    if not payload:
+        raise InvalidInput("give at least one outcome", field="body")
+    if not single and len(payload) > MAX_OUTCOMES_PER_REQUEST:
+        raise InvalidInput(
+            f"at most {MAX_OUTCOMES_PER_REQUEST} outcomes per request; send several requests",
+            field="body",
+        )
     try:
         items = _outcomes_adapter.validate_python([payload] if single else payload)
     except ValidationError as exc:
-        raise _validation_error(exc, single=single) from exc
-    if not items:
-        raise InvalidInput("give at least one outcome", field="body")
+        raise _request_error(exc, single=single) from exc
     reports = [
         OutcomeReport(
             decision_id=o.decision_id,
@@ -113,7 +121,9 @@ async def outcomes(
         )
         for o in items
     ]
-    results = await router.record_outcomes(reports)
+    results = await router.record_outcomes(
+        reports, labels=[""] if single else [f"[{i}]" for i in range(len(reports))]
+    )
     out = [
         OutcomeResultOut(
             decision_id=r.decision_id,

@@ -12,6 +12,25 @@ into ``{"error": {"code", "message", "field"}}`` with the class's HTTP status::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict)$|[\[(]")
+
+
+def field_path(loc: Iterable[object]) -> str:
+    """A validation location as one field name: ``rules[4].tier``, ``messages[0].content``.
+
+    Pydantic's union-branch tags (``str``, ``list[...]``, ``function-after[...]``) are dropped.
+    """
+    field = ""
+    for part in loc:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        elif not _TYPE_TAG.search(str(part)):
+            field += f".{part}" if field else str(part)
+    return field
+
 
 class TierwiseError(Exception):
     """Base of every deliberate error; ``code`` is stable API, ``status`` the HTTP status."""

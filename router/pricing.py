@@ -25,6 +25,17 @@ from router.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 PER_MILLION = 1_000_000
+# No single call uses more: the largest context windows are ~2M tokens. A larger count is a bug
+# in the caller, and would overflow PostgreSQL's 32-bit integer columns.
+MAX_TOKENS_PER_CALL = 100_000_000
+_OPENAI_KEYS = ("prompt_tokens", "completion_tokens")
+_ANTHROPIC_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cached_input_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,8 @@ def _count(obj: Mapping[str, Any] | None, key: str, field: str) -> int:
         raise InvalidInput(f"{field} must be a whole number of tokens", field=field)
     if not math.isfinite(value) or value < 0 or value != int(value):
         raise InvalidInput(f"{field} must be a whole number of tokens >= 0", field=field)
+    if value > MAX_TOKENS_PER_CALL:
+        raise InvalidInput(f"{field} must be at most {MAX_TOKENS_PER_CALL:,} tokens", field=field)
     return int(value)
 
 
@@ -93,13 +106,21 @@ def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") ->
     null counts are 0. Cached tokens above ``prompt_tokens`` are clamped and logged (U1).
 
     Raises:
-        InvalidInput: a count is negative, fractional, non-numeric, or the object is not a mapping.
+        InvalidInput: a count is negative, fractional, non-numeric or above
+            ``MAX_TOKENS_PER_CALL``; the object is not a mapping; or it mixes both shapes.
     """
     if usage is None:
         return Usage()
     if not isinstance(usage, Mapping):
         raise InvalidInput(f"{field} must be an object", field=field)
-    if "prompt_tokens" in usage or "completion_tokens" in usage:
+    openai_shape = any(k in usage for k in _OPENAI_KEYS)
+    if openai_shape and any(k in usage for k in _ANTHROPIC_KEYS):
+        raise InvalidInput(
+            f"{field} mixes OpenAI keys (prompt_tokens, completion_tokens) with Anthropic keys "
+            "(input_tokens, output_tokens, cache_*); send the provider's object as it came",
+            field=field,
+        )
+    if openai_shape:
         prompt = _count(usage, "prompt_tokens", f"{field}.prompt_tokens")
         completion = _count(usage, "completion_tokens", f"{field}.completion_tokens")
         pdet = _details(usage, "prompt_tokens_details", field)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -99,6 +102,16 @@ def decide(
     )
 
 
+def _gradable(decision: Decision, report: OutcomeReport) -> bool:
+    """A sampled decision's outcome that can be graded: status ok, with messages and text."""
+    return (
+        decision.sampled
+        and report.status == "ok"
+        and report.output_text is not None
+        and bool(report.input_messages)
+    )
+
+
 def _insert(dialect: str, table: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
     if dialect == "postgresql":
@@ -160,8 +173,10 @@ class Router:
         """Reload the snapshot if the table version moved (or ``force``). True if reloaded."""
         async with self._sessions() as session:
             current = self._snapshot
-            if not force and current is not None and (
-                await current_version(session) == current.version
+            if (
+                not force
+                and current is not None
+                and (await current_version(session) == current.version)
             ):
                 return False
             snapshot = await load_snapshot(session)
@@ -184,16 +199,21 @@ class Router:
         has_tool_calls: bool,
         meta: dict[str, Any] | None,
         *,
-        decision_id: str | None = None,
+        request_id: str | None = None,
     ) -> RouteDecision:
         """Decide and buffer the decision for the batch writer. No I/O.
 
-        ``decision_id`` defaults to a random UUID; a caller-given id makes sampling repeatable.
-        A repeated id keeps the first decision stored (the insert ignores conflicts).
+        ``request_id`` (the caller's id) makes the decision repeatable: the decision id is
+        derived from it and from the request's task type, tokens and tool use, so a retried call
+        gets the same id and sampling answer, and a reused request id with a different request
+        gets a different decision id. Default: a random UUID.
         """
-        decision = decide(
-            self.snapshot, task_type, input_tokens, has_tool_calls, decision_id or uuid.uuid4().hex
-        )
+        if request_id is None:
+            decision_id = uuid.uuid4().hex
+        else:
+            key = f"{request_id}|{task_type}|{input_tokens}|{has_tool_calls}".encode()
+            decision_id = f"{request_id}.{hashlib.blake2b(key, digest_size=6).hexdigest()}"
+        decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, decision_id)
         self._buffer.append(
             {
                 "id": decision.decision_id,
@@ -221,28 +241,50 @@ class Router:
             if not batch:
                 return 0
             try:
-                async with self._sessions() as session:
-                    await session.exec(_insert(dialect_of(session), Decision), params=batch)
-                    await session.commit()
+                await self._write_decisions(batch)
+            except DBAPIError:
+                # One bad row must not block every later decision: write them one by one and
+                # drop (and log) only those the database refuses.
+                written = 0
+                for row in batch:
+                    try:
+                        await self._write_decisions([row])
+                        written += 1
+                    except DBAPIError:
+                        log.exception("decision %s refused by the database; dropped", row["id"])
+                return written
             except Exception:
-                self._buffer[:0] = batch  # keep them for the next try; nothing is lost
+                self._buffer[:0] = batch  # database unreachable: keep them for the next try
                 raise
             return len(batch)
 
+    async def _write_decisions(self, rows: list[dict[str, Any]]) -> None:
+        async with self._sessions() as session:
+            await session.exec(_insert(dialect_of(session), Decision), params=rows)
+            await session.commit()
+
     # ---- outcomes -------------------------------------------------------------------------
-    async def record_outcomes(self, reports: Sequence[OutcomeReport]) -> list[OutcomeResult]:
+    async def record_outcomes(
+        self, reports: Sequence[OutcomeReport], *, labels: Sequence[str] | None = None
+    ) -> list[OutcomeResult]:
         """Store outcome reports, price them, queue sampled text. Idempotent on decision id.
 
         All or nothing: an unknown decision id or a bad usage object rejects the whole request
-        (naming ``[i].field``) and stores nothing, so the caller can fix and resend.
+        and stores nothing, so the caller can fix and resend. ``labels`` name each report in
+        errors (default ``[i]``; ``""`` for a single report: ``usage.prompt_tokens``).
 
         Raises:
             NotFound: a decision id is unknown (404, field ``[i].decision_id``).
             InvalidInput: a usage count is not a whole number >= 0 (422).
         """
         await self.flush()
+        labels = labels or [f"[{i}]" for i in range(len(reports))]
+
+        def where(i: int, name: str) -> str:
+            return f"{labels[i]}.{name}" if labels[i] else name
+
         ids = [r.decision_id for r in reports]
-        usages = [normalize_usage(r.usage, field=f"[{i}].usage") for i, r in enumerate(reports)]
+        usages = [normalize_usage(r.usage, field=where(i, "usage")) for i, r in enumerate(reports)]
         async with self._sessions() as session:
             decisions = {
                 d.id: d
@@ -253,12 +295,20 @@ class Router:
             for i, report in enumerate(reports):
                 if report.decision_id not in decisions:
                     raise NotFound(
-                        f"unknown decision_id '{report.decision_id}'", field=f"[{i}].decision_id"
+                        f"unknown decision_id '{report.decision_id}'",
+                        field=where(i, "decision_id"),
                     )
             done = set(
                 (
                     await session.exec(
                         select(Outcome.decision_id).where(col(Outcome.decision_id).in_(ids))
+                    )
+                ).all()
+            )
+            sampled_done = set(
+                (
+                    await session.exec(
+                        select(Sample.decision_id).where(col(Sample.decision_id).in_(ids))
                     )
                 ).all()
             )
@@ -270,13 +320,23 @@ class Router:
             for report, usage in zip(reports, usages, strict=True):
                 decision = decisions[report.decision_id]
                 if report.decision_id in done or report.decision_id in seen:
-                    results.append(
-                        OutcomeResult(report.decision_id, False, None, False, "duplicate")
+                    # Idempotent: the first report stands. A sampled decision whose first report
+                    # came without its text may still get the text now.
+                    queued = False
+                    if report.decision_id not in sampled_done and _gradable(decision, report):
+                        await self._queue_sample(session, dialect, decision, report, now)
+                        sampled_done.add(report.decision_id)
+                        queued = True
+                    dup_note = (
+                        "duplicate: text attached to the earlier report"
+                        if queued
+                        else ("duplicate: the first report stands")
                     )
+                    results.append(OutcomeResult(report.decision_id, False, None, queued, dup_note))
                     continue
                 seen.add(report.decision_id)
                 price = catalog.get(report.served_model)
-                cost = cost_usd(usage, price)
+                cost = None if report.usage is None else cost_usd(usage, price)
                 await session.exec(
                     _insert(dialect, Outcome).values(
                         decision_id=report.decision_id,
@@ -294,31 +354,50 @@ class Router:
                         created_at=now,
                     )
                 )
-                queued, note = False, None if price is not None else "unpriced model"
+                queued = False
+                note: str | None = None
+                if report.usage is None:
+                    note = "no usage reported: unpriced"
+                elif price is None:
+                    note = "unpriced model"
                 if decision.sampled:
                     if report.status != "ok":
                         note = "sampled, but status is not ok: not graded"
-                    elif report.output_text is None or not report.input_messages:
-                        note = "sampled, but input_messages/output_text missing: not graded"
-                    else:
-                        await session.exec(
-                            _insert(dialect, Sample).values(
-                                decision_id=report.decision_id,
-                                task_class=decision.task_class,
-                                model=report.served_model,
-                                input_messages=report.input_messages,
-                                output_text=report.output_text,
-                                meta=decision.meta,
-                                status="queued",
-                                attempts=0,
-                                decided_at=decision.created_at,
-                                created_at=now,
-                            )
+                    elif not _gradable(decision, report):
+                        note = (
+                            "sampled, but input_messages/output_text missing: not graded yet "
+                            "(send them again with the same decision_id)"
                         )
+                    else:
+                        await self._queue_sample(session, dialect, decision, report, now)
+                        sampled_done.add(report.decision_id)
                         queued = True
                 results.append(OutcomeResult(report.decision_id, True, cost, queued, note))
             await session.commit()
         return results
+
+    @staticmethod
+    async def _queue_sample(
+        session: AsyncSession,
+        dialect: str,
+        decision: Decision,
+        report: OutcomeReport,
+        now: datetime,
+    ) -> None:
+        await session.exec(
+            _insert(dialect, Sample).values(
+                decision_id=report.decision_id,
+                task_class=decision.task_class,
+                model=report.served_model,
+                input_messages=report.input_messages,
+                output_text=report.output_text,
+                meta=decision.meta,
+                status="queued",
+                attempts=0,
+                decided_at=decision.created_at,
+                created_at=now,
+            )
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:

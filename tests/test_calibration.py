@@ -159,8 +159,9 @@ def delta_method_se(table: np.ndarray) -> float:
     for i in range(len(p)):
         step = np.zeros_like(p)
         step[i] = 1e-7
-        grad[i] = (kappa_from_table((p + step).reshape(k, k))
-                   - kappa_from_table((p - step).reshape(k, k))) / 2e-7
+        grad[i] = (
+            kappa_from_table((p + step).reshape(k, k)) - kappa_from_table((p - step).reshape(k, k))
+        ) / 2e-7
     return float(np.sqrt(grad @ (np.diag(p) - np.outer(p, p)) @ grad / n))
 
 
@@ -182,9 +183,11 @@ def test_interval_and_bootstrap_agree_on_gpt4_mt_bench() -> None:
     est = c.orders["order_12"].kappa
     assert est.n == 200 and est.kappa is not None and est.se is not None
     assert (est.ci_low, est.ci_high) == pytest.approx(
-        (est.kappa - 1.959964 * est.se, est.kappa + 1.959964 * est.se), abs=1e-6)
-    human, v12, _ = arrays([i for i in llmbar().items if i.subset == "Processed/MT-Bench"],
-                           "GPT-4/Vanilla_NoRules")
+        (est.kappa - 1.959964 * est.se, est.kappa + 1.959964 * est.se), abs=1e-6
+    )
+    human, v12, _ = arrays(
+        [i for i in llmbar().items if i.subset == "Processed/MT-Bench"], "GPT-4/Vanilla_NoRules"
+    )
     lo, hi = kappa_bootstrap_interval(human, v12, [1, 2], np.random.default_rng(11), n_boot=2000)
     assert lo == pytest.approx(est.ci_low, abs=0.03) and hi == pytest.approx(est.ci_high, abs=0.03)
     again = kappa_bootstrap_interval(human, v12, [1, 2], np.random.default_rng(11), n_boot=2000)
@@ -221,7 +224,12 @@ def test_pandalm_judges_vs_annotators() -> None:
     first = gpt.orders["order_12"]
     # 25 "garbage" answers are invalid: kept out of agreement, counted.
     assert (first.n, first.valid, first.invalid, first.refused, first.agree) == (
-        999, 974, 25, 0, 697)
+        999,
+        974,
+        25,
+        0,
+        697,
+    )
     assert first.confusion.tolist() == [[5, 42, 45], [13, 332, 71], [20, 86, 360]]
     assert first.kappa.kappa == pytest.approx(0.4929, abs=1e-4)
     panda = one(pandalm(), "testset-v1", "pandalm-7b").orders["order_12"]
@@ -235,7 +243,9 @@ def test_calibrate_by_class_and_judge_filter() -> None:
     assert groups[-1] == "all" and len(set(groups)) == len(groups)
     assert sum(c.n for c in by_class if c.group != "all") == 999
     assert {c.judge for c in calibrate(llmbar(), judge="gpt-4")} == {
-        "GPT-4/Vanilla", "GPT-4/Vanilla_NoRules"}
+        "GPT-4/Vanilla",
+        "GPT-4/Vanilla_NoRules",
+    }
 
 
 # ---- the escalation gate ------------------------------------------------------------------------
@@ -247,8 +257,11 @@ def test_calibrate_by_class_and_judge_filter() -> None:
         (ClassSettings(grader="judge_single"), False, "uncalibrated"),
         (ClassSettings(grader="judge_pairwise", judge_kappa=0.55), False, "below the floor"),
         (ClassSettings(grader="judge_single", judge_kappa=0.62), True, ">="),
-        (ClassSettings(grader="judge_single", judge_kappa=0.7, min_judge_kappa=0.8), False,
-         "below"),
+        (
+            ClassSettings(grader="judge_single", judge_kappa=0.7, min_judge_kappa=0.8),
+            False,
+            "below",
+        ),
         (ClassSettings(grader="numeric"), True, "needs no judge"),
         (ClassSettings(grader="reference_answer", compare="label"), True, "needs no judge"),
     ],
@@ -274,17 +287,22 @@ def test_eval_judge_llmbar_command() -> None:
     result = CliRunner().invoke(app, ["eval", "judge", str(DATASETS / "llmbar.jsonl")])
     assert result.exit_code == 0, result.output
     assert result.output.count("│ yes") == 21 and "NO" not in result.output
-    natural = next(line for line in result.output.splitlines()
-                   if "│ Natural" in line and "GPT-4/Vanilla " in line and "95/100" in line)
+    natural = next(
+        line
+        for line in result.output.splitlines()
+        if "│ Natural" in line and "GPT-4/Vanilla " in line and "95/100" in line
+    )
     assert "0.898 [0.81, 0.99]" in natural and "5/100 5.0%" in natural
 
 
 def test_eval_judge_pandalm_command_and_errors() -> None:
-    result = CliRunner().invoke(app, ["eval", "judge", str(DATASETS / "pandalm.jsonl"),
-                                      "--judge", "gpt-3.5-turbo"])
+    result = CliRunner().invoke(
+        app, ["eval", "judge", str(DATASETS / "pandalm.jsonl"), "--judge", "gpt-3.5-turbo"]
+    )
     assert result.exit_code == 0, result.output
     assert "697/974 71.6%" in result.output and "25/999 2.5%" in result.output
     assert "majority of 3 annotators" in result.output
-    bad = CliRunner().invoke(app, ["eval", "judge", str(DATASETS / "pandalm.jsonl"),
-                                   "--judge", "nobody"])
+    bad = CliRunner().invoke(
+        app, ["eval", "judge", str(DATASETS / "pandalm.jsonl"), "--judge", "nobody"]
+    )
     assert bad.exit_code == 2 and "no judge named 'nobody'" in bad.output

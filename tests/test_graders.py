@@ -72,8 +72,9 @@ def held_out(name: str) -> dict[str, HeldOutItem]:
 
 
 def env_with(provider: Provider, items: dict[str, HeldOutItem] | None = None) -> GraderEnv:
-    return GraderEnv(provider_for=lambda _m: provider, items=items or {},
-                     judge_prompts=judge_prompts())
+    return GraderEnv(
+        provider_for=lambda _m: provider, items=items or {}, judge_prompts=judge_prompts()
+    )
 
 
 def sample(messages: list[dict[str, Any]], output: str, **meta: Any) -> SampleView:
@@ -108,11 +109,14 @@ def intent_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
 def test_every_grader_setting_has_a_grader_and_back() -> None:
     assert set(GRADERS) == set(typing.get_args(policy_mod.Grader))
     assert {"exact", "label", "json_fields", "numeric", "choice"} == set(
-        typing.get_args(policy_mod.Compare))
+        typing.get_args(policy_mod.Compare)
+    )
 
 
 def test_grader_settings_load_from_a_policy_file() -> None:
-    body = builtin_policy_path("replay").read_text(encoding="utf-8") + """
+    body = (
+        builtin_policy_path("replay").read_text(encoding="utf-8")
+        + """
 [[classes]]
 match = "intent.*"
 grader = "reference_answer"
@@ -124,11 +128,20 @@ json_fields = { "*.country" = "auto", "people" = "unordered" }
 choice_letters = "ABCDE"
 judge_kappa = 0.7
 """
+    )
     s = parse_policy(body).settings_for("intent.bank")
     assert (s.grader, s.compare, s.labels, s.synonyms) == (
-        "reference_answer", "label", ["card_arrival", "exchange_rate"], {"oos": ["out of scope"]})
+        "reference_answer",
+        "label",
+        ["card_arrival", "exchange_rate"],
+        {"oos": ["out of scope"]},
+    )
     assert (s.numeric_tolerance, s.choice_letters, s.judge_kappa, s.min_judge_kappa) == (
-        0.01, "ABCDE", 0.7, 0.6)
+        0.01,
+        "ABCDE",
+        0.7,
+        0.6,
+    )
     assert s.json_fields == {"*.country": "auto", "people": "unordered"}
     with pytest.raises(PolicyError):
         parse_policy(body.replace('"ABCDE"', '"abc"'))
@@ -143,11 +156,13 @@ async def test_exact_normalises_case_whitespace_punctuation_on_clinc150() -> Non
     row = intent_row("clinc150", "clinc150/test/0")
     assert (row["text"], row["label"]) == ("how would you say fly in italian", "translate")
     messages = intent_messages(row)
-    agree = await grade("exact", sample(messages, "  Translate.\n"), env_with(Scripted(replies(
-        row["label"]))))
+    agree = await grade(
+        "exact", sample(messages, "  Translate.\n"), env_with(Scripted(replies(row["label"])))
+    )
     assert (agree.verdict, agree.parse_status, agree.raw_output) == ("agree", "ok", "translate")
-    wrong = await grade("exact", sample(messages, "travel_suggestion"),
-                        env_with(Scripted(replies(row["label"]))))
+    wrong = await grade(
+        "exact", sample(messages, "travel_suggestion"), env_with(Scripted(replies(row["label"])))
+    )
     assert (wrong.verdict, wrong.parse_status) == ("disagree", "ok")
     empty = await grade("exact", sample(messages, " "), env_with(Scripted(replies("translate"))))
     assert (empty.verdict, empty.parse_status) == ("disagree", "candidate_empty")
@@ -189,12 +204,17 @@ async def test_label_reference_without_a_label_is_invalid_and_synonyms_count() -
     labels = sorted({r["label"] for r in rows("clinc150")})
     row = intent_row("clinc150", "clinc150/oos_test/0")
     messages = intent_messages(row)
-    bad_ref = await grade("label", sample(messages, "oos"),
-                          env_with(Scripted(replies("It depends."))), labels=labels)
+    bad_ref = await grade(
+        "label", sample(messages, "oos"), env_with(Scripted(replies("It depends."))), labels=labels
+    )
     assert (bad_ref.verdict, bad_ref.parse_status) == ("invalid", "reference_no_label")
-    syn = await grade("label", sample(messages, "That request is out of scope."),
-                      env_with(Scripted(replies("oos"))), labels=labels,
-                      synonyms={"oos": ["out of scope"]})
+    syn = await grade(
+        "label",
+        sample(messages, "That request is out of scope."),
+        env_with(Scripted(replies("oos"))),
+        labels=labels,
+        synonyms={"oos": ["out of scope"]},
+    )
     assert (syn.verdict, syn.parse_status) == ("agree", "ok")
 
 
@@ -215,21 +235,30 @@ async def test_json_fields_on_recorded_mt_bench_extraction_rows() -> None:
     got = await grade("json_fields", held_out_sample(entities), env)
     assert (got.verdict, got.parse_status, got.score) == ("agree", "ok", 1.0)
     # 131/1: "[5, 1, 3]" fenced vs bare.
-    scores = await grade("json_fields", held_out_sample(held_out("mt_bench")["mt_bench/131/1"]),
-                         env)
+    scores = await grade(
+        "json_fields", held_out_sample(held_out("mt_bench")["mt_bench/131/1"]), env
+    )
     assert (scores.verdict, scores.score) == ("agree", 1.0)
     # 135/1: Mixtral writes "Eldoria (fictional)" where GPT-4 writes "Eldoria".
     countries = held_out_sample(held_out("mt_bench")["mt_bench/135/1"])
-    every = await grade("json_fields", countries, env,
-                        json_fields={"*.country": "auto", "*.capital": "auto"})
+    every = await grade(
+        "json_fields", countries, env, json_fields={"*.country": "auto", "*.capital": "auto"}
+    )
     assert (every.verdict, every.score) == ("disagree", 0.0)
-    first = await grade("json_fields", countries, env,
-                        json_fields={"0.country": "auto", "0.capital": "exact", "2.language":
-                                     "auto"})
+    first = await grade(
+        "json_fields",
+        countries,
+        env,
+        json_fields={"0.country": "auto", "0.capital": "exact", "2.language": "auto"},
+    )
     assert (first.verdict, first.score) == ("agree", 1.0)
     # 140/2: field names differ ("Highest Close" vs "Highest Closing Price") and numbers differ.
-    prices = await grade("json_fields", held_out_sample(held_out("mt_bench")["mt_bench/140/2"]),
-                         env, json_fields={"*.month": "auto", "*.lowest close": "numeric"})
+    prices = await grade(
+        "json_fields",
+        held_out_sample(held_out("mt_bench")["mt_bench/140/2"]),
+        env,
+        json_fields={"*.month": "auto", "*.lowest close": "numeric"},
+    )
     assert (prices.verdict, prices.score) == ("disagree", 0.5)
 
 
@@ -248,8 +277,11 @@ async def test_numeric_on_recorded_gsm8k_rows() -> None:
     got = await grade("numeric", held_out_sample(item), env)
     assert (got.verdict, got.parse_status, got.score) == ("agree", "ok", 540.0)
     via = await grade("reference_answer", held_out_sample(item), env, compare="numeric")
-    assert (via.verdict, via.score, via.raw_output) == ("agree", 540.0,
-                                                         item.outputs[REFERENCE].text)
+    assert (via.verdict, via.score, via.raw_output) == (
+        "agree",
+        540.0,
+        item.outputs[REFERENCE].text,
+    )
 
 
 async def test_numeric_tolerance_setting() -> None:
@@ -265,8 +297,11 @@ async def test_numeric_tolerance_setting() -> None:
     assert await with_tol(numeric_tolerance=0.001) == "agree"
     assert await with_tol(numeric_abs_tolerance=0.01) == "agree"
     truncated = await GRADERS["numeric"].grade(
-        view, settings(grader="numeric"), REFERENCE,
-        env_with(Scripted(lambda _r: ("The answer is 1", "length"))))
+        view,
+        settings(grader="numeric"),
+        REFERENCE,
+        env_with(Scripted(lambda _r: ("The answer is 1", "length"))),
+    )
     assert (truncated.verdict, truncated.parse_status) == ("invalid", "truncated")
 
 
@@ -278,8 +313,9 @@ async def test_choice_on_mmlu_rows() -> None:
     assert item.messages[0]["content"].endswith("D. 6\nAnswer:")
 
     async def choice(cheap: str, reference: str = "Answer: B") -> GradeResult:
-        return await grade("choice", sample(item.messages, cheap),
-                           env_with(Scripted(replies(reference))))
+        return await grade(
+            "choice", sample(item.messages, cheap), env_with(Scripted(replies(reference)))
+        )
 
     assert (await choice("The answer is (B).")).verdict == "agree"
     assert (await choice("B")).verdict == "agree"
@@ -289,8 +325,12 @@ async def test_choice_on_mmlu_rows() -> None:
     assert (no.verdict, no.parse_status) == ("disagree", "candidate_no_choice")
     refused = await choice("B", reference="I'm sorry, I can't help with that.")
     assert (refused.verdict, refused.parse_status) == ("refused", "reference_refused")
-    five = await grade("choice", sample(item.messages, "Answer: E"),
-                       env_with(Scripted(replies("(E)"))), choice_letters="ABCDE")
+    five = await grade(
+        "choice",
+        sample(item.messages, "Answer: E"),
+        env_with(Scripted(replies("(E)"))),
+        choice_letters="ABCDE",
+    )
     assert five.verdict == "agree"
 
 
@@ -338,21 +378,27 @@ def mt_bench_turn1() -> tuple[SampleView, str]:
 
 async def test_pairwise_asks_the_reference_first_then_judges_both_orders() -> None:
     view, reference = mt_bench_turn1()
-    provider = pairwise_script(reference, lambda a, b: "B is better. [[B]]" if a == view.output_text
-                               else "A is better. [[A]]")
+    provider = pairwise_script(
+        reference,
+        lambda a, b: "B is better. [[B]]" if a == view.output_text else "A is better. [[A]]",
+    )
     got = await grade("judge_pairwise", view, env_with(provider))
     assert (got.verdict, got.parse_status, got.score, got.position_flip) == (
-        "disagree", "ok", 0.0, False)
+        "disagree",
+        "ok",
+        0.0,
+        False,
+    )
     answer_call, first, second = provider.requests  # type: ignore[attr-defined]
     assert answer_call.messages == view.input_messages and answer_call.system is None
     template = judge_prompts()["pair-v2"]
     assert first.system == template["system_prompt"] == second.system
     assert first.messages[0]["content"] == template["prompt_template"].format(
-        question=view.input_messages[0]["content"], answer_a=view.output_text,
-        answer_b=reference)
+        question=view.input_messages[0]["content"], answer_a=view.output_text, answer_b=reference
+    )
     assert second.messages[0]["content"] == template["prompt_template"].format(
-        question=view.input_messages[0]["content"], answer_a=reference,
-        answer_b=view.output_text)
+        question=view.input_messages[0]["content"], answer_a=reference, answer_b=view.output_text
+    )
     assert got.usage == Usage(input_tokens=300, output_tokens=30)
     assert reference in got.raw_output
 
@@ -360,10 +406,19 @@ async def test_pairwise_asks_the_reference_first_then_judges_both_orders() -> No
 async def test_pairwise_position_bias_is_a_tie_with_a_recorded_flip() -> None:
     view, reference = mt_bench_turn1()
     # J3: the judge prefers whatever is shown first, in both orders.
-    got = await grade("judge_pairwise", view, env_with(pairwise_script(
-        reference, lambda _a, _b: "Assistant A is clearly better.\n[[A]]")))
+    got = await grade(
+        "judge_pairwise",
+        view,
+        env_with(
+            pairwise_script(reference, lambda _a, _b: "Assistant A is clearly better.\n[[A]]")
+        ),
+    )
     assert (got.verdict, got.parse_status, got.score, got.position_flip) == (
-        "agree", "position_flip", 0.5, True)
+        "agree",
+        "position_flip",
+        0.5,
+        True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -383,7 +438,11 @@ async def test_pairwise_consistent_tie_and_cheap_win_agree(
 
     got = await grade("judge_pairwise", view, env_with(pairwise_script(reference, judge)))
     assert (got.verdict, got.parse_status, got.score, got.position_flip) == (
-        verdict, "ok", score, False)
+        verdict,
+        "ok",
+        score,
+        False,
+    )
 
 
 async def test_pairwise_without_a_verdict_is_invalid_and_stops() -> None:
@@ -414,31 +473,52 @@ async def test_pairwise_second_turn_uses_the_multi_turn_template() -> None:
     users = [m["content"] for m in item.messages if m["role"] == "user"]
     first_answer = next(m["content"] for m in item.messages if m["role"] == "assistant")
     assert judged == template["prompt_template"].format(
-        question_1=users[0], question_2=users[1], answer_a_1=first_answer,
-        answer_a_2=view.output_text, answer_b_1=first_answer, answer_b_2="Own answer.")
+        question_1=users[0],
+        question_2=users[1],
+        answer_a_1=first_answer,
+        answer_a_2=view.output_text,
+        answer_b_1=first_answer,
+        answer_b_2="Own answer.",
+    )
 
 
 # ---- J2 in the grading job: retried once, stored once, counted per class -------------------------
 
 
-J2_POLICY = builtin_policy_path("replay").read_text(encoding="utf-8") + """
+J2_POLICY = (
+    builtin_policy_path("replay").read_text(encoding="utf-8")
+    + """
 [[classes]]
 match = "j2_check"
 grader = "judge_single"
 sample_rate = 1.0
 judge_kappa = 0.7
 """
+)
 
 
 async def sampled_decision(svc: Any, request_id: str) -> str:
     messages = [{"role": "user", "content": "Write a haiku about tea."}]
-    route = (await svc.client.post("/v1/route", json={
-        "task_type": "j2_check", "messages": messages, "request_id": request_id})).json()
+    route = (
+        await svc.client.post(
+            "/v1/route",
+            json={"task_type": "j2_check", "messages": messages, "request_id": request_id},
+        )
+    ).json()
     assert route["sampled"] is True and route["model"] == CHEAP
-    resp = await svc.client.post("/v1/outcomes", json=[{
-        "decision_id": route["decision_id"], "served_model": CHEAP, "status": "ok",
-        "usage": {"prompt_tokens": 10, "completion_tokens": 20},
-        "input_messages": messages, "output_text": "Steam curls, leaves unfold."}])
+    resp = await svc.client.post(
+        "/v1/outcomes",
+        json=[
+            {
+                "decision_id": route["decision_id"],
+                "served_model": CHEAP,
+                "status": "ok",
+                "usage": {"prompt_tokens": 10, "completion_tokens": 20},
+                "input_messages": messages,
+                "output_text": "Steam curls, leaves unfold.",
+            }
+        ],
+    )
     resp.raise_for_status()
     return str(route["decision_id"])
 
@@ -450,12 +530,16 @@ async def test_j2_no_verdict_is_retried_once_and_stored_once(database_url: str) 
         retried_ok = await sampled_decision(svc, "j2-retry-ok-1")
         retried_bad = await sampled_decision(svc, "j2-retry-bad-2")
         # First run: every judge reply refuses (J2), so both samples go back to the queue once.
-        run = await grade_pending(svc.sessions, env_with(Scripted(replies(
-            "I cannot evaluate this", "I cannot evaluate this"))), max_batches=1)
+        run = await grade_pending(
+            svc.sessions,
+            env_with(Scripted(replies("I cannot evaluate this", "I cannot evaluate this"))),
+            max_batches=1,
+        )
         assert (run.claimed, run.retried, run.graded) == (2, 2, 0)
         # Second run: the retry gets a verdict, which is final and stored once.
-        run = await grade_pending(svc.sessions, env_with(Scripted(replies(
-            "Rating: [[8]]", "Rating: [[8]]"))))
+        run = await grade_pending(
+            svc.sessions, env_with(Scripted(replies("Rating: [[8]]", "Rating: [[8]]")))
+        )
         assert (run.claimed, run.retried, run.graded, run.verdicts) == (2, 0, 2, {"agree": 2})
         async with svc.sessions() as session:
             grades = (await session.exec(select(Grade).order_by(col(Grade.decision_id)))).all()
@@ -487,7 +571,8 @@ async def test_j2_second_failure_is_final_and_counted_per_class(database_url: st
             grades = (await session.exec(select(Grade))).all()
             reports = {r.task_class: r for r in await class_reports(session)}
         assert [(g.decision_id, g.verdict, g.parse_status) for g in grades] == [
-            (decision, "invalid", "truncated")]
+            (decision, "invalid", "truncated")
+        ]
         report = reports["j2_check"]
         assert (report.graded_total, report.invalid_total, report.invalid_rate) == (0, 1, 1.0)
         assert report.no_verdict == {"truncated": 1}

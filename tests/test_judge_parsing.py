@@ -96,9 +96,14 @@ async def test_j2_judge_single_records_invalid_or_refused(
     provider = Scripted(lambda _r: (text, finish))
     view = sample([{"role": "user", "content": "Write a haiku about tea."}], "Steam rises.")
     got = await GRADERS["judge_single"].grade(
-        view, ClassSettings(grader="judge_single"), REFERENCE, env_with(provider))
-    assert (got.verdict, got.parse_status, got.score, got.raw_output) == (verdict, status, None,
-                                                                           text)
+        view, ClassSettings(grader="judge_single"), REFERENCE, env_with(provider)
+    )
+    assert (got.verdict, got.parse_status, got.score, got.raw_output) == (
+        verdict,
+        status,
+        None,
+        text,
+    )
 
 
 # ---- pairwise verdicts (J3 parsing) ---------------------------------------------------------
@@ -174,7 +179,7 @@ def test_find_label_whole_tokens() -> None:
     [
         ('{"a": 1}', {"a": 1}),
         ('Here you go:\n```json\n{"a": 1}\n```\nAnything else?', {"a": 1}),
-        ('```\n[1, 2]\n```', [1, 2]),
+        ("```\n[1, 2]\n```", [1, 2]),
         ('The result is {"a": {"b": [1, 2]}} as requested.', {"a": {"b": [1, 2]}}),
         ('First {"a": 1}, corrected: {"a": 2}', {"a": 2}),  # last one
         ('{"release\\_date": "2022"}', {"release_date": "2022"}),  # markdown-escaped

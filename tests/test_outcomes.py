@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import count
+from typing import Any
 
 import pytest
 from sqlmodel import func, select
@@ -16,21 +17,19 @@ pytestmark = pytest.mark.asyncio
 MESSAGES = [{"role": "user", "content": "Is this spam? 'WIN A PRIZE'"}]
 
 
-def request_id(sampled: bool, rate: float = 0.05) -> str:
-    """The first id of a fixed sequence that is (or is not) sampled at ``rate``."""
+async def route(service: Service, sampled: bool) -> dict[str, Any]:
+    """Route requests with a fixed sequence of request ids until one is (or is not) sampled."""
     for i in count():
-        rid = f"test-request-{i:06d}"
-        if is_sampled(rid, rate) == sampled:
-            return rid
+        resp = await service.client.post(
+            "/v1/route",
+            json={"task_type": "classify", "input_tokens": 40, "request_id": f"test-req-{i:06d}"},
+        )
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        assert body["sampled"] == is_sampled(body["decision_id"], 0.05)
+        if body["sampled"] == sampled:
+            return body
     raise AssertionError
-
-
-async def route(service: Service, rid: str) -> dict[str, object]:
-    resp = await service.client.post(
-        "/v1/route", json={"task_type": "classify", "input_tokens": 40, "request_id": rid}
-    )
-    assert resp.status_code == 200, resp.text
-    return resp.json()  # type: ignore[no-any-return]
 
 
 def outcome(decision_id: object, **extra: object) -> dict[str, object]:
@@ -55,11 +54,11 @@ async def counts(service: Service) -> tuple[int, int, float]:
         n_out = (await session.exec(select(func.count()).select_from(Outcome))).one()
         n_sample = (await session.exec(select(func.count()).select_from(Sample))).one()
         cost = (await session.exec(select(func.coalesce(func.sum(Outcome.cost_usd), 0.0)))).one()
-    return int(n_out), int(n_sample), float(cost)
+    return int(n_out), int(n_sample), float(cost or 0.0)
 
 
 async def test_sampled_outcome_is_priced_and_queued(service: Service) -> None:
-    decision = await route(service, request_id(sampled=True))
+    decision = await route(service, sampled=True)
     assert decision["sampled"] is True
     resp = await service.client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
     assert resp.status_code == 200, resp.text
@@ -77,7 +76,7 @@ async def test_sampled_outcome_is_priced_and_queued(service: Service) -> None:
 
 
 async def test_unsampled_text_is_not_stored(service: Service) -> None:
-    decision = await route(service, request_id(sampled=False))
+    decision = await route(service, sampled=False)
     assert decision["sampled"] is False
     resp = await service.client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
     assert resp.json()["results"][0]["sample_queued"] is False
@@ -85,7 +84,7 @@ async def test_unsampled_text_is_not_stored(service: Service) -> None:
 
 
 async def test_replaying_the_same_outcome_changes_nothing(service: Service) -> None:
-    decision = await route(service, request_id(sampled=True))
+    decision = await route(service, sampled=True)
     first = await service.client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
     before = await counts(service)
     again = await service.client.post(
@@ -99,7 +98,7 @@ async def test_replaying_the_same_outcome_changes_nothing(service: Service) -> N
 
 
 async def test_unknown_decision_stores_nothing_and_names_the_item(service: Service) -> None:
-    decision = await route(service, request_id(sampled=True))
+    decision = await route(service, sampled=True)
     resp = await service.client.post(
         "/v1/outcomes", json=[outcome(decision["decision_id"]), outcome("no-such-decision")]
     )
@@ -112,7 +111,7 @@ async def test_unknown_decision_stores_nothing_and_names_the_item(service: Servi
 async def test_a1_non_finite_latency_is_a_422_naming_the_field(
     service: Service, literal: str
 ) -> None:
-    decision = await route(service, request_id(sampled=False))
+    decision = await route(service, sampled=False)
     body = (
         f'{{"decision_id": "{decision["decision_id"]}", "served_model": "gpt-4o-mini", '
         f'"latency_ms": {literal}}}'
@@ -126,7 +125,7 @@ async def test_a1_non_finite_latency_is_a_422_naming_the_field(
 
 
 async def test_bad_usage_in_a_batch_names_index_and_field(service: Service) -> None:
-    decision = await route(service, request_id(sampled=False))
+    decision = await route(service, sampled=False)
     resp = await service.client.post(
         "/v1/outcomes",
         json=[outcome(decision["decision_id"], usage={"prompt_tokens": -3})],
@@ -136,7 +135,7 @@ async def test_bad_usage_in_a_batch_names_index_and_field(service: Service) -> N
 
 
 async def test_u4_unpriced_model_cost_is_null(service: Service) -> None:
-    decision = await route(service, request_id(sampled=False))
+    decision = await route(service, sampled=False)
     resp = await service.client.post(
         "/v1/outcomes", json=outcome(decision["decision_id"], served_model="mystery-model-9")
     )

@@ -114,8 +114,9 @@ class Api:
         return Reply(body=anthropic_message(text, stop_reason="refusal"))
 
     def error(self, status: int, **headers: str) -> Reply:
-        return error_reply(self.path, status, headers={k.replace("_", "-"): v
-                                                       for k, v in headers.items()})
+        return error_reply(
+            self.path, status, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
 
     def hits(self) -> list[Hit]:
         return self.wire.hits(self.path)
@@ -133,11 +134,17 @@ def ask(model: str = "ref-model", text: str = "hi") -> ChatRequest:
     return ChatRequest(model=model, messages=[{"role": "user", "content": text}], max_tokens=64)
 
 
-def price(name: str, inp: float, out: float, cached: float | None = None,
-          write: float | None = None) -> ModelPrice:
-    return ModelPrice(name=name, provider="test", input_usd_per_mtok=inp,
-                      output_usd_per_mtok=out, cached_input_usd_per_mtok=cached,
-                      cache_write_usd_per_mtok=write)
+def price(
+    name: str, inp: float, out: float, cached: float | None = None, write: float | None = None
+) -> ModelPrice:
+    return ModelPrice(
+        name=name,
+        provider="test",
+        input_usd_per_mtok=inp,
+        output_usd_per_mtok=out,
+        cached_input_usd_per_mtok=cached,
+        cache_write_usd_per_mtok=write,
+    )
 
 
 # ---- usage and cost (U1-U3) ------------------------------------------------------------------
@@ -201,8 +208,10 @@ async def test_u3_null_details_count_as_zero(api: Api, variant: str) -> None:
 
 async def test_anthropic_cache_reads_and_writes_are_billed_on_top(wire: WireServer) -> None:
     api = Api("anthropic", wire, [])
-    wire.enqueue(ANTHROPIC_PATH, api.ok("[[7]]", usage=anthropic_usage(
-        100, 50, cache_read=2000, cache_write=1000)))
+    wire.enqueue(
+        ANTHROPIC_PATH,
+        api.ok("[[7]]", usage=anthropic_usage(100, 50, cache_read=2000, cache_write=1000)),
+    )
     reply = await api.provider().complete(ask())
     await api.made[0].aclose()
     assert reply.usage.total_input_tokens == 3100
@@ -212,13 +221,19 @@ async def test_anthropic_cache_reads_and_writes_are_billed_on_top(wire: WireServ
 
 async def test_request_shapes_on_the_wire(api: Api) -> None:
     api.wire.enqueue(api.path, api.ok("ok"))
-    request = ChatRequest(model="ref-model", system="be a judge",
-                          messages=[{"role": "user", "content": "rate this"}], max_tokens=77)
+    request = ChatRequest(
+        model="ref-model",
+        system="be a judge",
+        messages=[{"role": "user", "content": "rate this"}],
+        max_tokens=77,
+    )
     await api.provider().complete(request)
     [hit] = api.hits()
     if api.name == "openai":
-        assert hit.body["messages"] == [{"role": "system", "content": "be a judge"},
-                                        {"role": "user", "content": "rate this"}]
+        assert hit.body["messages"] == [
+            {"role": "system", "content": "be a judge"},
+            {"role": "user", "content": "rate this"},
+        ]
         assert hit.body["max_completion_tokens"] == 77
         assert hit.headers["authorization"] == f"Bearer {KEY}"
     else:
@@ -242,16 +257,20 @@ async def test_retry_after_ms_4321_waits_at_least_4321_ms(api: Api) -> None:
     assert second.headers.get("x-stainless-retry-count") == "1"  # the SDK's own retry
 
 
-@pytest.mark.parametrize(("status", "header", "value", "wait_s"), [
-    (429, "retry-after-ms", "321", 0.321),
-    (503, "retry-after-ms", "321", 0.321),
-    (429, "retry-after", "1", 1.0),
-])
+@pytest.mark.parametrize(
+    ("status", "header", "value", "wait_s"),
+    [
+        (429, "retry-after-ms", "321", 0.321),
+        (503, "retry-after-ms", "321", 0.321),
+        (429, "retry-after", "1", 1.0),
+    ],
+)
 async def test_short_retry_hints_are_slept_by_the_sdk(
     api: Api, status: int, header: str, value: str, wait_s: float
 ) -> None:
-    api.wire.enqueue(api.path, Reply(status, api.error(status).body, {header: value}),
-                     api.ok("[[8]]"))
+    api.wire.enqueue(
+        api.path, Reply(status, api.error(status).body, {header: value}), api.ok("[[8]]")
+    )
     await api.provider().complete(ask())
     first, second = api.hits()
     assert second.at - first.at >= wait_s
@@ -277,8 +296,9 @@ async def test_retry_after_beyond_budget_defers_without_sleeping(api: Api) -> No
 
 
 async def test_the_budget_counts_every_wait_of_a_call(api: Api) -> None:
-    api.wire.enqueue(api.path, api.error(429, retry_after_ms="700"),
-                     api.error(429, retry_after_ms="700"))
+    api.wire.enqueue(
+        api.path, api.error(429, retry_after_ms="700"), api.error(429, retry_after_ms="700")
+    )
     with pytest.raises(Deferred):
         await api.provider(budget_s=1.0, max_retries=5).complete(ask())
     first, second = api.hits()  # slept 0.7 s once; the second 0.7 s would overrun 1 s
@@ -397,9 +417,14 @@ def judge_env(provider: Provider) -> GraderEnv:
     )
 
 
-SAMPLE = SampleView("d-1", "summarize", "gpt-4o-mini",
-                    [{"role": "user", "content": "Summarise: the cat sat on the mat."}],
-                    "A cat sat on a mat.", {})
+SAMPLE = SampleView(
+    "d-1",
+    "summarize",
+    "gpt-4o-mini",
+    [{"role": "user", "content": "Summarise: the cat sat on the mat."}],
+    "A cat sat on a mat.",
+    {},
+)
 
 
 async def judge(api: Api, reply: Reply) -> tuple[str, str, str]:
@@ -411,8 +436,9 @@ async def judge(api: Api, reply: Reply) -> tuple[str, str, str]:
 
 
 async def test_judge_rating_is_a_verdict(api: Api) -> None:
-    api.wire.enqueue(api.path, api.ok("Concise and faithful. Rating: [[8]]",
-                                      usage=u1_usage(api.name)))
+    api.wire.enqueue(
+        api.path, api.ok("Concise and faithful. Rating: [[8]]", usage=u1_usage(api.name))
+    )
     result = await GRADERS["judge_single"].grade(
         SAMPLE, ClassSettings(), "ref-model", judge_env(api.provider())
     )
@@ -429,7 +455,10 @@ async def test_judge_that_cannot_evaluate_is_no_verdict(api: Api) -> None:
 
 async def test_judge_without_a_rating_is_invalid(api: Api) -> None:
     assert await judge(api, api.ok("The summary is fine.")) == (
-        "invalid", "no_rating", "The summary is fine.")
+        "invalid",
+        "no_rating",
+        "The summary is fine.",
+    )
 
 
 async def test_judge_cut_off_by_the_token_limit_is_truncated(api: Api) -> None:
@@ -461,10 +490,16 @@ async def test_content_filter_is_a_refusal(wire: WireServer) -> None:
 
 async def test_provider_from_settings(wire: WireServer) -> None:
     base = make_settings("sqlite+aiosqlite:///unused.db")
-    openai_s = base.model_copy(update={
-        "reference_provider": "openai", "openai_api_key": SecretStr(KEY),
-        "openai_base_url": wire.openai_base_url, "openai_concurrency": 3,
-        "provider_max_retries": 0, "grading_budget_s": 5.0})
+    openai_s = base.model_copy(
+        update={
+            "reference_provider": "openai",
+            "openai_api_key": SecretStr(KEY),
+            "openai_base_url": wire.openai_base_url,
+            "openai_concurrency": 3,
+            "provider_max_retries": 0,
+            "grading_budget_s": 5.0,
+        }
+    )
     provider = provider_from_settings(openai_s)
     assert isinstance(provider, OpenAIProvider)
     assert (provider.concurrency, provider.budget.budget_s) == (3, 5.0)
@@ -474,9 +509,13 @@ async def test_provider_from_settings(wire: WireServer) -> None:
     assert len(wire.hits(OPENAI_PATH)) == 1  # provider_max_retries=0 reached the SDK
     await provider.aclose()
 
-    anthropic_s = base.model_copy(update={
-        "reference_provider": "anthropic", "anthropic_api_key": SecretStr(KEY),
-        "anthropic_base_url": wire.anthropic_base_url})
+    anthropic_s = base.model_copy(
+        update={
+            "reference_provider": "anthropic",
+            "anthropic_api_key": SecretStr(KEY),
+            "anthropic_base_url": wire.anthropic_base_url,
+        }
+    )
     provider = provider_from_settings(anthropic_s)
     assert isinstance(provider, AnthropicProvider)
     await provider.aclose()
@@ -496,8 +535,11 @@ async def test_app_grades_through_the_configured_provider(
     database_url: str, wire: WireServer
 ) -> None:
     async with running_service(
-        database_url, "default", reference_provider="anthropic",
-        anthropic_api_key=SecretStr(KEY), anthropic_base_url=wire.anthropic_base_url,
+        database_url,
+        "default",
+        reference_provider="anthropic",
+        anthropic_api_key=SecretStr(KEY),
+        anthropic_base_url=wire.anthropic_base_url,
     ) as svc:
         provider = svc.evaluator.env.provider_for("claude-3-5-sonnet")
         assert isinstance(provider, AnthropicProvider)
@@ -525,8 +567,12 @@ def e2e_responder(api: str) -> Callable[[Hit], Reply]:
     def respond(hit: Hit) -> Reply:
         prompt = json.dumps(hit.body)
         marker = next(m for m in MARKERS if f"ANSWER-{m}-" in prompt)
-        text = {"AGREE": "Good. Rating: [[8]]", "DISAGREE": "Poor. Rating: [[3]]",
-                "REFUSE": "I cannot evaluate this", "TRUNCATE": "The answer is"}[marker]
+        text = {
+            "AGREE": "Good. Rating: [[8]]",
+            "DISAGREE": "Poor. Rating: [[3]]",
+            "REFUSE": "I cannot evaluate this",
+            "TRUNCATE": "The answer is",
+        }[marker]
         if api == "openai":
             finish = "length" if marker == "TRUNCATE" else "stop"
             return Reply(body=openai_chat(text, finish_reason=finish, usage=u1_usage("openai")))
@@ -544,16 +590,34 @@ async def seed(sessions: async_sessionmaker[AsyncSession], rows: list[tuple[str,
         await apply_policy(session, parse_policy(body))
         now = utcnow()
         for decision_id, task_class in rows:
-            session.add(Decision(
-                id=decision_id, task_type=task_class, task_class=task_class, tier="standard",
-                model="gpt-4o-mini", provider="openai", table_version=1, sampled=True,
-                input_tokens=12, has_tool_calls=False, created_at=now))
+            session.add(
+                Decision(
+                    id=decision_id,
+                    task_type=task_class,
+                    task_class=task_class,
+                    tier="standard",
+                    model="gpt-4o-mini",
+                    provider="openai",
+                    table_version=1,
+                    sampled=True,
+                    input_tokens=12,
+                    has_tool_calls=False,
+                    created_at=now,
+                )
+            )
         await session.flush()
         for decision_id, task_class in rows:
-            session.add(Sample(
-                decision_id=decision_id, task_class=task_class, model="gpt-4o-mini",
-                input_messages=[{"role": "user", "content": f"Question for {decision_id}?"}],
-                output_text=f"ANSWER-{decision_id.split(':')[1]}-", meta={}, decided_at=now))
+            session.add(
+                Sample(
+                    decision_id=decision_id,
+                    task_class=task_class,
+                    model="gpt-4o-mini",
+                    input_messages=[{"role": "user", "content": f"Question for {decision_id}?"}],
+                    output_text=f"ANSWER-{decision_id.split(':')[1]}-",
+                    meta={},
+                    decided_at=now,
+                )
+            )
         await session.commit()
 
 
@@ -575,8 +639,11 @@ async def test_grading_job_end_to_end(
 ) -> None:
     wire.respond(OPENAI_PATH, e2e_responder("openai"))
     wire.respond(ANTHROPIC_PATH, e2e_responder("anthropic"))
-    rows = [(f"{api}:{m}", OPENAI_CLASS if api == "openai" else ANTHROPIC_CLASS)
-            for api in APIS for m in MARKERS]
+    rows = [
+        (f"{api}:{m}", OPENAI_CLASS if api == "openai" else ANTHROPIC_CLASS)
+        for api in APIS
+        for m in MARKERS
+    ]
     await seed(sessions, rows)
 
     run = await grade_pending(sessions, live_env, concurrency=4)
@@ -599,8 +666,12 @@ async def test_grading_job_end_to_end(
         grades = {g.decision_id: g for g in (await session.exec(select(Grade))).all()}
         statuses = set((await session.exec(select(Sample.status))).all())
     assert statuses == {"graded"}
-    expected = {"AGREE": ("agree", "ok", 8.0), "DISAGREE": ("disagree", "ok", 3.0),
-                "REFUSE": ("refused", "refused", None), "TRUNCATE": ("invalid", "truncated", None)}
+    expected = {
+        "AGREE": ("agree", "ok", 8.0),
+        "DISAGREE": ("disagree", "ok", 3.0),
+        "REFUSE": ("refused", "refused", None),
+        "TRUNCATE": ("invalid", "truncated", None),
+    }
     for decision_id, _ in rows:
         api, marker = decision_id.split(":")
         grade = grades[decision_id]
@@ -626,8 +697,9 @@ async def test_grading_job_defers_a_long_rate_limit_to_the_next_run(
     assert (again.claimed, again.deferred) == (0, 0)  # held until the hint has passed
     assert len(wire.hits(ANTHROPIC_PATH)) == 1
     async with sessions() as session:
-        sample = (await session.exec(
-            select(Sample).where(col(Sample.decision_id) == "anthropic:AGREE"))).one()
+        sample = (
+            await session.exec(select(Sample).where(col(Sample.decision_id) == "anthropic:AGREE"))
+        ).one()
         assert (sample.status, sample.attempts) == ("claimed", 0)
         assert sample.lease_until is not None
         held = (sample.lease_until - utcnow()).total_seconds()

@@ -74,6 +74,7 @@ async def graded(url: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, 
     await engine.dispose()
     by_class: dict[str, list[tuple[str, str]]] = {}
     for task_class, verdict, meta in rows:
+        assert meta is not None
         by_class.setdefault(task_class, []).append((meta["item_id"], verdict))
     return by_class, events
 

@@ -154,8 +154,11 @@ def error_reply(path: str, status: int, *, headers: Mapping[str, str] | None = N
         kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
         body = anthropic_error(f"wire {status}", kind=kind)
     else:
-        body = openai_error(status, f"wire {status}", kind="rate_limit_exceeded"
-                            if status == 429 else "server_error")
+        body = openai_error(
+            status,
+            f"wire {status}",
+            kind="rate_limit_exceeded" if status == 429 else "server_error",
+        )
     return Reply(status=status, body=body, headers=dict(headers or {}))
 
 
@@ -279,8 +282,10 @@ class WireServer:
             reply = queue.popleft() if queue else None
             responder = self._responders.get(hit.path)
         if reply is None:
-            reply = responder(hit) if responder is not None else Reply(
-                418, {"error": {"message": "wire: nothing scripted", "type": "wire"}}
+            reply = (
+                responder(hit)
+                if responder is not None
+                else Reply(418, {"error": {"message": "wire: nothing scripted", "type": "wire"}})
             )
         try:
             if reply.delay_s > 0:
@@ -304,10 +309,13 @@ def judge_replies(delay_s: float) -> dict[str, Reply]:
     tokens (2006 prompt of which 1920 cached, 300 completion) in each provider's usage shape."""
     text = "Faithful and concise. Rating: [[8]]"
     return {
-        OPENAI_PATH: Reply(body=openai_chat(text, usage=openai_usage(2006, 300, cached=1920)),
-                           delay_s=delay_s),
-        ANTHROPIC_PATH: Reply(body=anthropic_message(
-            text, usage=anthropic_usage(86, 300, cache_read=1920)), delay_s=delay_s),
+        OPENAI_PATH: Reply(
+            body=openai_chat(text, usage=openai_usage(2006, 300, cached=1920)), delay_s=delay_s
+        ),
+        ANTHROPIC_PATH: Reply(
+            body=anthropic_message(text, usage=anthropic_usage(86, 300, cache_read=1920)),
+            delay_s=delay_s,
+        ),
     }
 
 

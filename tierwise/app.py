@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import evaluator.api
 import router.api
@@ -20,10 +21,10 @@ from evaluator.graders import GraderEnv
 from evaluator.providers import Provider, provider_from_settings
 from evaluator.service import Evaluator, default_replay_env, provider_env
 from router.db import make_engine, session_factory
+from router.errors import TierwiseError, field_path
 from router.policy import load_policy
-from router.table import apply_policy, latest_policy
-from router.errors import TierwiseError
 from router.service import Router
+from router.table import apply_policy, latest_policy
 from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def _field_of(error: Mapping[str, Any]) -> str:
-    """Dotted field name of a validation error; ``body`` for a body that is not JSON."""
+    """Field name of a validation error: ``messages[0].content``, ``[2].usage``; ``body`` for a
+    body that is not JSON. Pydantic's union-branch tags (``str``, ``list[...]``) are dropped."""
     if error.get("type") == "json_invalid":
         return "body"
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    loc = list(error.get("loc", ()))
+    if loc and loc[0] in ("body", "query", "path"):
+        loc = loc[1:]
+    return field_path(loc) or "body"
 
 
-async def _apply_initial_policy(
-    sessions: async_sessionmaker[AsyncSession], path: Path
-) -> None:
+async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path: Path) -> None:
     """Apply ``path`` when no policy was ever applied (first start of a fresh database).
 
     Raises:
@@ -137,6 +139,12 @@ def create_app(
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = {"code": code, "message": str(exc.detail), "field": None}
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -146,10 +154,7 @@ def create_app(
             "code": "invalid_input",
             "message": f"{field}: {first.get('msg')}",
             "field": field,
-            "errors": [
-                {"field": _field_of(e), "message": e.get("msg")}
-                for e in errors
-            ],
+            "errors": [{"field": _field_of(e), "message": e.get("msg")} for e in errors],
         }
         return JSONResponse({"error": body}, status_code=422)
 

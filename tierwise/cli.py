@@ -12,12 +12,14 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 from sqlmodel import func, select
 
 from evaluator import replay as replay_mod
 from evaluator.datasets import load_held_out
+from evaluator.escalation import override_class, pin_class, unpin_class
 from evaluator.report import Books, ClassReport, books, class_reports
 from evaluator.service import replay_env
 from router.db import make_engine, session_factory
@@ -36,6 +38,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
+class_app = typer.Typer(help="Operators' changes to a task class.", no_args_is_help=True)
+app.add_typer(class_app, name="class")
 console = Console(width=None if Console().is_terminal else 130)
 
 DbOption = Annotated[
@@ -52,7 +56,7 @@ def _settings(database_url: str | None, **overrides: object) -> Settings:
 
 
 def _fail(exc: TierwiseError) -> None:
-    console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -106,6 +110,73 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]
     console.print(f"policy '{policy.name}' is valid: {len(policy.spec.rules)} rules")
 
 
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept on the event).")]
+ActorOption = Annotated[str, typer.Option("--actor", help="Who (kept on the event).")]
+
+
+def _manual_change(
+    database_url: str | None, change: str, task_class: str, **kwargs: object
+) -> None:
+    """Run one operator change (the API's functions) and print the escalation event."""
+    settings = _settings(database_url)
+    ops = {"pin": pin_class, "unpin": unpin_class, "override": override_class}
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                event = await ops[change](session, task_class, **kwargs)  # type: ignore[operator]
+                await session.commit()
+        finally:
+            await engine.dispose()
+        console.print(
+            f"{event.task_class}: {event.from_model} ({event.from_status}) -> {event.to_model} "
+            f"({event.to_status}), table version {event.table_version}, by {event.actor}"
+        )
+
+    try:
+        asyncio.run(main())
+    except TierwiseError as exc:
+        _fail(exc)
+
+
+@class_app.command("pin")
+def class_pin(
+    task_class: Annotated[str, typer.Argument(help="Task class.")],
+    reason: ReasonOption,
+    actor: ActorOption = "operator",
+    database_url: DbOption = None,
+) -> None:
+    """Freeze a class on its current model: not sampled, never changed by the escalation job."""
+    _manual_change(database_url, "pin", task_class, actor=actor, reason=reason)
+
+
+@class_app.command("unpin")
+def class_unpin(
+    task_class: Annotated[str, typer.Argument(help="Task class.")],
+    reason: ReasonOption,
+    actor: ActorOption = "operator",
+    database_url: DbOption = None,
+) -> None:
+    """Hand a pinned class back to the escalation job."""
+    _manual_change(database_url, "unpin", task_class, actor=actor, reason=reason)
+
+
+@class_app.command("override")
+def class_override(
+    task_class: Annotated[str, typer.Argument(help="Task class.")],
+    model: Annotated[str, typer.Option("--model", help="Catalog model to move the class to.")],
+    reason: ReasonOption,
+    actor: ActorOption = "operator",
+    pin: Annotated[bool, typer.Option(help="Also pin the class there.")] = False,
+    database_url: DbOption = None,
+) -> None:
+    """Move a class to a model (up or down the ladder), optionally pinned there."""
+    _manual_change(
+        database_url, "override", task_class, model=model, actor=actor, reason=reason, pin=pin
+    )
+
+
 @app.command("routing-table")
 def routing_table(database_url: DbOption = None) -> None:
     """Print the routing table."""
@@ -156,9 +227,15 @@ def render_classes(reports: list[ClassReport]) -> Table:
     a verdict (invalid + refused, field case J2) with their share of all grades."""
     table = Table(title="task classes", title_justify="left")
     for col, justify in (
-        ("task class", "left"), ("routed", "right"), ("graded", "right"),
-        ("evidence k/n", "right"), ("rate", "right"), ("95% interval", "left"),
-        ("status", "left"), ("model now", "left"), ("no verdict", "right"),
+        ("task class", "left"),
+        ("routed", "right"),
+        ("graded", "right"),
+        ("evidence k/n", "right"),
+        ("rate", "right"),
+        ("95% interval", "left"),
+        ("status", "left"),
+        ("model now", "left"),
+        ("no verdict", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in reports:
@@ -170,7 +247,12 @@ def render_classes(reports: list[ClassReport]) -> Table:
             n, k, rate, lo, hi = est.n, est.k, est.rate, est.ci_low, est.ci_high
         interval = "-" if lo is None else f"{lo:.1%} .. {_pct(hi)}"
         table.add_row(
-            r.task_class, str(r.routed), str(r.graded_total), f"{k}/{n}", _pct(rate), interval,
+            r.task_class,
+            str(r.routed),
+            str(r.graded_total),
+            f"{k}/{n}",
+            _pct(rate),
+            interval,
             r.label,
             r.state.model,
             f"{r.invalid_total} ({_pct(r.invalid_rate)})",
@@ -184,8 +266,8 @@ def render_books(b: Books, requests: int) -> str:
         f"requests: {requests}   outcomes priced: {b.outcomes - b.unpriced_outcomes}"
         f" (unpriced: {b.unpriced_outcomes})",
         f"serving cost:  ${b.serving_usd:,.4f}",
-        f"grading spend: ${b.grading_usd:,.4f}" + (
-            f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else ""),
+        f"grading spend: ${b.grading_usd:,.4f}"
+        + (f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else ""),
         f"total:         ${b.total_usd:,.4f}",
         f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
@@ -196,7 +278,7 @@ def render_books(b: Books, requests: int) -> str:
 @app.command()
 def replay(
     datasets: Annotated[list[Path], typer.Argument(help="Held-out JSONL files from datasets/.")],
-    per_class: Annotated[int, typer.Option(help="Requests drawn per task class.", min=1)] = 1000,
+    per_class: Annotated[int, typer.Option(help="Requests drawn per task class.", min=1)] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the draw and of the decision ids.")] = 7,
     tick: Annotated[int, typer.Option(help="Run the jobs every N requests.", min=1)] = 500,
     policy_file: Annotated[
@@ -241,13 +323,20 @@ def replay(
             transport = httpx.ASGITransport(app=service)
             async with httpx.AsyncClient(transport=transport, base_url="http://tierwise") as client:
                 with Progress(
-                    "[progress.description]{task.description}", BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
                 ) as progress:
                     task = progress.add_task("replaying", total=len(the_plan.items))
                     sent = await replay_mod.run(
-                        client, service.state.router, service.state.evaluator, the_plan,
-                        tick=tick, on_progress=lambda n: progress.advance(task, n),
+                        client,
+                        service.state.router,
+                        service.state.evaluator,
+                        the_plan,
+                        tick=tick,
+                        on_progress=lambda n: progress.advance(task, n),
                     )
             async with sessions() as session:
                 reports = await class_reports(session)
@@ -281,5 +370,15 @@ def report(database_url: DbOption = None) -> None:
     asyncio.run(main())
 
 
+def main() -> None:
+    """Console entry point: a TierwiseError anywhere is one line and exit code 2, not a
+    traceback."""
+    try:
+        app()
+    except TierwiseError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

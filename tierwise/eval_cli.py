@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evaluator.calibration import (
@@ -60,12 +61,21 @@ def render_calibration(rows: list[JudgeCalibration], cal: CalibrationSet, by: st
         title=f"judge calibration: {cal.name} ({len(cal.items)} items, human labels), by {by}",
         title_justify="left",
     )
-    columns = [(by, "left"), ("judge", "left"), ("n", "right"), ("agree 1st", "right"),
-               ("kappa 1st [95% CI]", "left")]
+    columns = [
+        (by, "left"),
+        ("judge", "left"),
+        ("n", "right"),
+        ("agree 1st", "right"),
+        ("kappa 1st [95% CI]", "left"),
+    ]
     if two:
-        columns += [("agree swapped", "right"), ("kappa swapped [95% CI]", "left"),
-                    ("agree both (J3)", "right"), ("kappa both [95% CI]", "left"),
-                    ("flips", "right")]
+        columns += [
+            ("agree swapped", "right"),
+            ("kappa swapped [95% CI]", "left"),
+            ("agree both (J3)", "right"),
+            ("kappa both [95% CI]", "left"),
+            ("flips", "right"),
+        ]
     columns.append(("no verdict", "right"))
     for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
@@ -74,7 +84,9 @@ def render_calibration(rows: list[JudgeCalibration], cal: CalibrationSet, by: st
         missing = sum(s.invalid + s.refused for s in c.orders.values())
         refused = sum(s.refused for s in c.orders.values())
         cells = [
-            c.group, c.judge, str(c.n),
+            c.group,
+            c.judge,
+            str(c.n),
             "-" if first is None else _pct(first.agree, first.valid),
             _kappa(first.kappa if first else None),
         ]
@@ -114,8 +126,9 @@ def render_confusion(rows: list[JudgeCalibration]) -> Table:
         if c.group == "all" or c.judge not in overall:
             overall[c.judge] = c
     for judge, c in overall.items():
-        table.add_row(judge, _matrix(_order(c, "order_12")), _matrix(_order(c, "order_21")),
-                      _matrix(c.both))
+        table.add_row(
+            judge, _matrix(_order(c, "order_12")), _matrix(_order(c, "order_21")), _matrix(c.both)
+        )
     return table
 
 
@@ -125,11 +138,20 @@ def render_llmbar_reproduction(cal: CalibrationSet, statistics: Path, judge: str
     published = load_llmbar_statistics(statistics)
     table = Table(
         title="LLMBar statistics.json recomputed with the authors' definitions "
-              "(correct_* count a missing verdict as wrong; kappa_* use their 0/1-vs-1/2 coding)",
+        "(correct_* count a missing verdict as wrong; kappa_* use their 0/1-vs-1/2 coding)",
         title_justify="left",
     )
-    for name in ("subset", "evaluator", "correct_False", "correct_True", "correct_average",
-                 "correct_both", "equal", "kappa_average (authors)", "= published"):
+    for name in (
+        "subset",
+        "evaluator",
+        "correct_False",
+        "correct_True",
+        "correct_average",
+        "correct_both",
+        "equal",
+        "kappa_average (authors)",
+        "= published",
+    ):
         table.add_column(name)
     wanted = {c.judge for c in calibrate(cal, judge=judge)}
     for subset, name, mine, theirs in llmbar_reproduction(cal, published):
@@ -137,7 +159,8 @@ def render_llmbar_reproduction(cal: CalibrationSet, statistics: Path, judge: str
             continue
         ok = theirs is not None and same_statistics(mine, theirs)
         table.add_row(
-            subset, name,
+            subset,
+            name,
             *(str(mine[k]).split(" = ")[0] for k in ("correct_False", "correct_True")),
             f"{float(str(mine['correct_average']).rstrip('%')):.2f}%",
             *(str(mine[k]).split(" = ")[0] for k in ("correct_both", "equal")),
@@ -158,8 +181,10 @@ def judge_cmd(
     by: Annotated[str, typer.Option(help="Group by 'subset' or 'class'.")] = "subset",
     statistics: Annotated[
         Path | None,
-        typer.Option(help="LLMBar authors' statistics (default: llmbar_statistics.jsonl beside "
-                          "the dataset, if present)."),
+        typer.Option(
+            help="LLMBar authors' statistics (default: llmbar_statistics.jsonl beside "
+            "the dataset, if present)."
+        ),
     ] = None,
 ) -> None:
     """Measure a judge against human labels from recorded verdicts (offline): agreement, Cohen's
@@ -168,7 +193,7 @@ def judge_cmd(
         cal = load_calibration_set(dataset)
         rows = calibrate(cal, judge=judge, by=by)
     except TierwiseError as exc:
-        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
         raise typer.Exit(2) from exc
     console.print(render_calibration(rows, cal, by))
     console.print(render_confusion(rows))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+
+from router.errors import InvalidInput
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,13 +25,44 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def _database_errors(database_url: str) -> Iterator[None]:
+    """Turn "cannot reach or open the database" into InvalidInput naming ``database_url``."""
+    try:
+        yield
+    except (ArgumentError, NoSuchModuleError, OperationalError, InterfaceError, OSError) as exc:
+        shown = make_url_safe(database_url)
+        raise InvalidInput(
+            f"cannot use database {shown}: {str(exc).splitlines()[0]}", field="database_url"
+        ) from exc
+
+
+def make_url_safe(database_url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable URL)"
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """``alembic upgrade <revision>`` on ``database_url``."""
-    command.upgrade(alembic_config(database_url), revision)
+    """``alembic upgrade <revision>`` on ``database_url``.
+
+    Raises:
+        InvalidInput: the URL is malformed, names an unknown driver, or the database cannot be
+            opened or reached (field ``database_url``).
+    """
+    with _database_errors(database_url):
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def reset(database_url: str) -> None:
-    """Drop every tierwise table (``downgrade base``) and build them again (``upgrade head``)."""
+    """Drop every tierwise table (``downgrade base``) and build them again (``upgrade head``).
+
+    Raises:
+        InvalidInput: as :func:`upgrade`.
+    """
     cfg = alembic_config(database_url)
-    command.downgrade(cfg, "base")
-    command.upgrade(cfg, "head")
+    with _database_errors(database_url):
+        command.downgrade(cfg, "base")
+        command.upgrade(cfg, "head")

@@ -143,9 +143,7 @@ class JudgeCalibration:
         return float(np.mean([k for k in ks if k is not None]))
 
 
-def _statuses(
-    items: Sequence[CalibrationItem], judge: str
-) -> tuple[Counter[str], dict[str, int]]:
+def _statuses(items: Sequence[CalibrationItem], judge: str) -> tuple[Counter[str], dict[str, int]]:
     """Verdict statuses of ``judge`` over ``items``, and refusals per order."""
     statuses: Counter[str] = Counter()
     refused = dict.fromkeys(ORDERS, 0)
@@ -171,8 +169,7 @@ def calibrate_judge(
     seen = set(human.tolist()) | set(v12.tolist()) | set(v21.tolist())
     cats = [c for c in (0, 1, 2) if c in seen]
     orders = {
-        order: agreement_stats(human, column, cats, refused=refused[order],
-                               confidence=confidence)
+        order: agreement_stats(human, column, cats, refused=refused[order], confidence=confidence)
         for order, column in zip(ORDERS, (v12, v21), strict=True)
         if not np.all(column == NOT_ASKED)
     }
@@ -237,10 +234,14 @@ def calibrate(
             mine = [i for i in members if name in i.verdicts]
             if mine:
                 spanned += 1
-                out.append(calibrate_judge(mine, name, dataset=cal.name, group=group,
-                                           confidence=confidence))
+                out.append(
+                    calibrate_judge(
+                        mine, name, dataset=cal.name, group=group, confidence=confidence
+                    )
+                )
         if spanned > 1:
             mine = [i for i in cal.items if name in i.verdicts]
-            out.append(calibrate_judge(mine, name, dataset=cal.name, group="all",
-                                       confidence=confidence))
+            out.append(
+                calibrate_judge(mine, name, dataset=cal.name, group="all", confidence=confidence)
+            )
     return out

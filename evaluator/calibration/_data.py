@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from evaluator.datasets import read_jsonl
 from evaluator.parsing import is_refusal
 from router.errors import InvalidInput
 
@@ -24,7 +24,6 @@ NOT_ASKED = -2
 NO_CONSENSUS = -1
 """Array code of the human label when annotators tie."""
 ORDERS = ("order_12", "order_21")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +65,6 @@ class CalibrationSet:
         return list(seen)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read data set {path}: {exc.strerror}", field="dataset") from exc
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    message = f"{path}:{lineno}: not JSON: {exc.msg}"
-                    raise InvalidInput(message, field="line") from exc
-
-
 def _no_verdict_status(raw: Any) -> str:
     """``refused`` or ``invalid`` for a recorded reply without a verdict (J2). LLMBar keeps
     ``completion = [text, finish_reason]``; Azure's content filter finishes with "content
@@ -117,7 +101,7 @@ def load_calibration_set(path: str | Path) -> CalibrationSet:
             verdict that is not 1/2/0/null, or an empty file (message names file and line).
     """
     p = Path(path)
-    rows = list(_read_jsonl(p))
+    rows = list(read_jsonl(p))
     if not rows:
         raise InvalidInput(f"{p}: no items", field="dataset")
     asked = _asked_orders(obj for _, obj in rows)
@@ -148,15 +132,16 @@ def _item(obj: Any, where: str, asked: set[tuple[str, str]]) -> CalibrationItem:
         if not isinstance(v, dict):
             raise InvalidInput(f"{where}: judges.{judge} must be an object", field="judges")
         raw = v.get("raw") or {}
-        first, second = (
-            _verdict(v.get(o), raw.get(o), (judge, o) in asked, where) for o in ORDERS
-        )
+        first, second = (_verdict(v.get(o), raw.get(o), (judge, o) in asked, where) for o in ORDERS)
         verdicts[judge] = (first, second)
     meta = obj.get("meta") or {}
     subset = str(obj.get("subset") or obj.get("dataset") or "")
     return CalibrationItem(
-        id=obj["id"], subset=subset, klass=str(meta.get("motivation_app") or subset),
-        human=tuple(int(h) for h in human), verdicts=verdicts,
+        id=obj["id"],
+        subset=subset,
+        klass=str(meta.get("motivation_app") or subset),
+        human=tuple(int(h) for h in human),
+        verdicts=verdicts,
     )
 
 
@@ -168,9 +153,7 @@ def majority_label(labels: Sequence[int]) -> int | None:
     return ranked[0][0]
 
 
-def arrays(
-    items: Sequence[CalibrationItem], judge: str
-) -> tuple[IntArray, IntArray, IntArray]:
+def arrays(items: Sequence[CalibrationItem], judge: str) -> tuple[IntArray, IntArray, IntArray]:
     """(human consensus, order_12 verdicts, order_21 verdicts) of ``judge``, int arrays of shape
     (n,), over the items the judge has verdicts for; codes as in :data:`INVALID`,
     :data:`NOT_ASKED`, :data:`NO_CONSENSUS`."""
@@ -184,7 +167,15 @@ def arrays(
         consensus = majority_label(item.human)
         human.append(NO_CONSENSUS if consensus is None else consensus)
         for out, v in ((v12, pair[0]), (v21, pair[1])):
-            out.append(v.value if v.value is not None else
-                       NOT_ASKED if v.status == "not_asked" else INVALID)
-    return (np.asarray(human, dtype=np.int64), np.asarray(v12, dtype=np.int64),
-            np.asarray(v21, dtype=np.int64))
+            out.append(
+                v.value
+                if v.value is not None
+                else NOT_ASKED
+                if v.status == "not_asked"
+                else INVALID
+            )
+    return (
+        np.asarray(human, dtype=np.int64),
+        np.asarray(v12, dtype=np.int64),
+        np.asarray(v21, dtype=np.int64),
+    )

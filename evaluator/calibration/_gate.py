@@ -29,6 +29,5 @@ def may_escalate(settings: ClassSettings) -> tuple[bool, str]:
             f"min_judge_kappa {settings.min_judge_kappa:.2f}"
         )
     return True, (
-        f"judge kappa {settings.judge_kappa:.2f} >= min_judge_kappa "
-        f"{settings.min_judge_kappa:.2f}"
+        f"judge kappa {settings.judge_kappa:.2f} >= min_judge_kappa {settings.min_judge_kappa:.2f}"
     )

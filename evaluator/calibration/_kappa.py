@@ -50,8 +50,11 @@ def cohen_kappa(
 ) -> float:
     """Cohen's kappa of two raters' labels (arrays of shape (n,)); categories default to the
     union of the values seen (as ``sklearn.metrics.cohen_kappa_score`` does)."""
-    cats = sorted(set(np.asarray(a).tolist()) | set(np.asarray(b).tolist())) \
-        if categories is None else list(categories)
+    cats = (
+        sorted(set(np.asarray(a).tolist()) | set(np.asarray(b).tolist()))
+        if categories is None
+        else list(categories)
+    )
     return kappa_from_table(confusion_matrix(a, b, cats))
 
 
@@ -112,8 +115,9 @@ def kappa_interval(
         return KappaEstimate(None, None, None, None, n, confidence)
     se = kappa_se(table)
     z = float(norm.ppf(0.5 + confidence / 2))
-    return KappaEstimate(kappa, se, max(-1.0, kappa - z * se), min(1.0, kappa + z * se), n,
-                         confidence)
+    return KappaEstimate(
+        kappa, se, max(-1.0, kappa - z * se), min(1.0, kappa + z * se), n, confidence
+    )
 
 
 def kappa_bootstrap_interval(

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from evaluator.calibration._data import CalibrationItem, CalibrationSet, _read_jsonl, arrays
+from evaluator.calibration._data import CalibrationItem, CalibrationSet, arrays
 from evaluator.calibration._kappa import cohen_kappa
+from evaluator.datasets import read_jsonl
 
 
 def llmbar_authors_statistics(
@@ -54,7 +55,7 @@ def load_llmbar_statistics(path: str | Path) -> dict[tuple[str, str], dict[str, 
     Raises:
         InvalidInput: unreadable file or a line that is not JSON.
     """
-    return {(obj["subset"], obj["evaluator"]): obj for _, obj in _read_jsonl(Path(path))}
+    return {(obj["subset"], obj["evaluator"]): obj for _, obj in read_jsonl(Path(path))}
 
 
 def llmbar_reproduction(
@@ -69,8 +70,12 @@ def llmbar_reproduction(
                 subsets.setdefault(item.subset, []).append(item)
         for subset, members in subsets.items():
             human, v12, v21 = arrays(members, judge)
-            yield subset, judge, llmbar_authors_statistics(human, v12, v21), \
-                published.get((subset, judge))
+            yield (
+                subset,
+                judge,
+                llmbar_authors_statistics(human, v12, v21),
+                published.get((subset, judge)),
+            )
 
 
 def same_statistics(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
@@ -81,7 +86,8 @@ def same_statistics(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
         if isinstance(value, str):
             if value != other:
                 return False
-        elif not isinstance(other, int | float) or not math.isclose(value, other, rel_tol=1e-12,
-                                                                     abs_tol=1e-12):
+        elif not isinstance(other, int | float) or not math.isclose(
+            value, other, rel_tol=1e-12, abs_tol=1e-12
+        ):
             return False
     return True

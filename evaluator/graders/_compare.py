@@ -178,8 +178,11 @@ class _FieldEq:
             return normalize_answer(_render(a), self.syn) == normalize_answer(_render(b), self.syn)
         if mode == "numeric":
             x, y = _as_number(a), _as_number(b)
-            return x is not None and y is not None and numbers_match(x, y, rel_tol=self.rel,
-                                                                     abs_tol=self.abs)
+            return (
+                x is not None
+                and y is not None
+                and numbers_match(x, y, rel_tol=self.rel, abs_tol=self.abs)
+            )
         if mode == "unordered" and isinstance(a, list) and isinstance(b, list):
             return self._same_multiset(a, b)
         return self._auto(a, b)

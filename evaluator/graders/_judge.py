@@ -43,7 +43,9 @@ def _transcript(messages: list[dict[str, Any]]) -> str:
 async def _judge(env: GraderEnv, model: str, system: str, prompt: str) -> ChatResponse:
     return await env.provider_for(model).complete(
         ChatRequest(
-            model=model, system=system, messages=[{"role": "user", "content": prompt}],
+            model=model,
+            system=system,
+            messages=[{"role": "user", "content": prompt}],
             max_tokens=2048,
         )
     )
@@ -140,9 +142,12 @@ class JudgePairwiseGrader(Grader):
             name = "pair-v2-multi-turn"
             first = assistants[0] if assistants else ""
             fields = {
-                "question_1": users[0], "question_2": users[1],
-                "answer_a_1": first, "answer_a_2": answer_a,
-                "answer_b_1": first, "answer_b_2": answer_b,
+                "question_1": users[0],
+                "question_2": users[1],
+                "answer_a_1": first,
+                "answer_a_2": answer_a,
+                "answer_b_1": first,
+                "answer_b_2": answer_b,
             }
         else:
             name = "pair-v2"
@@ -177,8 +182,10 @@ class JudgePairwiseGrader(Grader):
             winners.append(meaning[parsed.winner])
         raw, usage = "\n\n".join(raws), add_usage(*usages)
         if winners[0] != winners[1]:
-            return GradeResult("agree", "position_flip", raw, score=0.5, usage=usage,
-                               position_flip=True)
+            return GradeResult(
+                "agree", "position_flip", raw, score=0.5, usage=usage, position_flip=True
+            )
         verdict = "disagree" if winners[0] == "reference" else "agree"
-        return GradeResult(verdict, "ok", raw, score=_CREDIT[winners[0]], usage=usage,
-                           position_flip=False)
+        return GradeResult(
+            verdict, "ok", raw, score=_CREDIT[winners[0]], usage=usage, position_flip=False
+        )

@@ -1,0 +1,97 @@
+"""The CLI's answers to bad input: one line naming the problem, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATASETS, ROOT
+
+DEFAULT_POLICY = ROOT / "router" / "policies" / "default.toml"
+
+
+def tierwise(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def policy_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = DEFAULT_POLICY.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "policy.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('tier = "complex"', 'tier = "huge"', "rules[4].tier: unknown tier 'huge'"),
+        ("input_usd_per_mtok = 0.15", "input_usd_per_mtok = 0.00000015", "per-token price"),
+        (
+            'ladder = ["gpt-4o-mini", "claude-3-5-haiku", "claude-3-5-sonnet"]',
+            'ladder = ["gpt-4o-mini", "claude-3-5-haiku", "gpt-4o-mini"]',
+            "ladder[2]: model 'gpt-4o-mini' is on the ladder twice",
+        ),
+        ("threshold = 0.03", "threshold = nan", "defaults.threshold"),
+        ('name = "default"', 'name = "default', "not valid TOML"),
+    ],
+)
+def test_policy_check_names_the_problem(tmp_path: Path, old: str, new: str, message: str) -> None:
+    result = tierwise("policy", "check", str(policy_with(tmp_path, old, new)))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in " ".join(result.stdout.split())
+    assert "Traceback" not in result.stderr
+
+
+def test_policy_check_accepts_the_default() -> None:
+    result = tierwise("policy", "check", str(DEFAULT_POLICY))
+    assert result.returncode == 0
+    assert "is valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["policy", "check", "no-such-file.toml"], "cannot read policy file"),
+        (
+            ["replay", str(DATASETS / "mt_bench.jsonl"), "--database-url", "bogus://x"],
+            "cannot use database bogus://x",
+        ),
+        (
+            [
+                "replay",
+                str(DATASETS / "mt_bench.jsonl"),
+                "--database-url",
+                "sqlite+aiosqlite:////no/such/dir/x.db",
+            ],
+            "unable to open database file",
+        ),
+        (["replay", "no-such.jsonl"], "cannot read data set"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = tierwise(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in " ".join(result.stdout.split())
+    assert "Traceback" not in result.stderr
+
+
+def test_non_utf8_files_are_refused_cleanly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe name")
+    result = tierwise("policy", "check", str(bad))
+    assert result.returncode == 2 and "not UTF-8" in result.stdout
+    data = tmp_path / "bad.jsonl"
+    data.write_bytes(b'{"id": 1}\n\xff\xfe\n')
+    result = tierwise("replay", str(data), "--database-url", f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    assert result.returncode == 2 and "not UTF-8" in result.stdout
