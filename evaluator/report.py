@@ -55,9 +55,13 @@ class ClassReport:
     @property
     def label(self) -> str:
         """``escalated`` / ``baseline`` / ``not yet conclusive`` (too few, or above the threshold
-        but not proven) / ``pinned`` / ``probation``."""
+        but not proven) / ``held: judge uncalibrated`` (the rule says escalate, but the class's
+        judge has no kappa or one below the floor; the quality endpoint says which) / ``pinned`` /
+        ``probation``."""
         if self.state.status != "baseline":
             return self.state.status
+        if self.state.decision.action == "escalate" and self.state.blocked is not None:
+            return "held: judge uncalibrated"
         if self.state.decision.action in ("too_few", "not_conclusive"):
             return "not yet conclusive"
         return "baseline"

@@ -144,36 +144,27 @@ class ClassSettings(_Strict):
 
 
 class ClassOverride(_Strict):
-    """Settings for the task classes matching ``match`` (a shell glob, e.g. ``mt_bench.*``)."""
+    """Settings for the task classes matching ``match`` (a shell glob, e.g. ``mt_bench.*``).
+
+    Any :class:`ClassSettings` field may be given; each override is validated at load time as
+    the defaults overlaid with it, so its values obey the same constraints.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     match: str = Field(min_length=1)
-    sample_rate: float | None = Field(default=None, ge=0, le=1)
-    threshold: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
-    min_samples: int | None = Field(default=None, ge=1)
-    confidence: float | None = Field(default=None, gt=0.5, lt=1)
-    grader: Grader | None = None
-    pass_mark: float | None = Field(default=None, ge=1, le=10)
-    reference_model: str | None = None
-    compare: Compare | None = None
-    numeric_tolerance: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
-    numeric_abs_tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    labels: list[str] | None = None
-    synonyms: dict[str, list[str]] | None = None
-    json_fields: dict[str, JsonFieldMode] | None = None
-    choice_letters: str | None = Field(default=None, pattern=r"^[A-Z]{2,26}$")
-    judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
-    min_judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
-    p0: float | None = Field(default=None, gt=0, lt=1)
-    p1: float | None = Field(default=None, gt=0, lt=1)
-    alpha: float | None = Field(default=None, gt=0, lt=0.5)
-    beta: float | None = Field(default=None, gt=0, lt=0.5)
-    arl0_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    decision_limit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    half_life_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    lower_level: float | None = Field(default=None, gt=0, lt=1)
-    deescalate_windows: int | None = Field(default=None, ge=1)
-    window_hours: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    escalate_to: Literal["next", "top"] | None = None
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> ClassOverride:
+        unknown = sorted(set(self.model_extra or {}) - set(ClassSettings.model_fields))
+        if unknown:
+            raise ValueError(f"unknown class setting(s): {', '.join(unknown)}")
+        return self
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The settings this override sets, by name."""
+        return dict(self.model_extra or {})
 
 
 class PolicyFile(_Strict):
@@ -215,17 +206,20 @@ class PolicyFile(_Strict):
                 raise ValueError(f"ladder[{i}]: model '{model}' is on the ladder twice")
         if self.premium_model not in known:
             raise ValueError(f"premium_model: model '{self.premium_model}' is not in models")
-        refs = [self.defaults.reference_model] + [c.reference_model for c in self.classes]
+        refs = [self.defaults.reference_model] + [
+            c.overrides.get("reference_model") for c in self.classes
+        ]
         for ref in refs:
             if ref is not None and ref not in known:
                 raise ValueError(f"reference_model: model '{ref}' is not in models")
         for i, override in enumerate(self.classes):  # each override over the defaults
-            merged = self.defaults.model_dump()
-            merged.update(override.model_dump(exclude={"match"}, exclude_none=True))
             try:
-                ClassSettings(**merged)
+                ClassSettings(**{**self.defaults.model_dump(), **override.overrides})
             except ValidationError as exc:
-                raise ValueError(f"classes[{i}]: {exc.errors()[0]['msg']}") from exc
+                err = exc.errors()[0]
+                where = field_path(err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                raise ValueError(f"classes[{i}]{'.' + where if where else ''}: {msg}") from exc
         return self
 
 
@@ -279,7 +273,7 @@ class Policy:
         merged: dict[str, Any] = self.spec.defaults.model_dump()
         for override in self.spec.classes:
             if fnmatch.fnmatchcase(task_class, override.match):
-                merged.update(override.model_dump(exclude={"match"}, exclude_none=True))
+                merged.update(override.overrides)
         settings = ClassSettings(**merged)
         if len(self._settings_cache) < 100_000:
             self._settings_cache[task_class] = settings

@@ -21,7 +21,7 @@ from evaluator.models import EscalationEvent, Grade
 from evaluator.parsing import final_number, numbers_match
 from router.db import make_engine, session_factory
 from router.models import Sample
-from tests.conftest import DATASETS, SHARED_DATA
+from tests.conftest import DATASETS, ROOT, SHARED_DATA
 from tierwise.cli import app
 
 RECORDED = SHARED_DATA / "routellm" / "routellm" / "evals"
@@ -128,3 +128,36 @@ def test_replay_refuses_a_used_database_without_reset(tmp_path: Path) -> None:
     assert again.exit_code == 2
     assert "--reset" in again.output
     assert CliRunner().invoke(app, [*args, "--reset"]).exit_code == 0
+
+
+def test_an_uncalibrated_judge_holds_the_class_and_says_so(tmp_path: Path) -> None:
+    policy = (ROOT / "router" / "policies" / "replay.toml").read_text(encoding="utf-8")
+    assert "judge_kappa" in policy
+    path = tmp_path / "no-kappa.toml"
+    path.write_text(
+        "\n".join(line for line in policy.splitlines() if "judge_kappa" not in line),
+        encoding="utf-8",
+    )
+    url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(DATASETS / "mt_bench.jsonl"),
+            "--per-class",
+            "800",
+            "--policy",
+            str(path),
+            "--database-url",
+            url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    held = re.findall(r"│ (mt_bench\.\w+)\s+│.*held: judge uncalibrated", result.output)
+    assert set(held) == {
+        "mt_bench.coding",
+        "mt_bench.extraction",
+        "mt_bench.math",
+        "mt_bench.reasoning",
+    }
+    assert "escalated" not in result.output

@@ -40,7 +40,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
 class_app = typer.Typer(help="Operators' changes to a task class.", no_args_is_help=True)
 app.add_typer(class_app, name="class")
-console = Console(width=None if Console().is_terminal else 130)
+console = Console(width=None if Console().is_terminal else 160)
 
 DbOption = Annotated[
     str | None, typer.Option("--database-url", help="Overrides TIERWISE_DATABASE_URL.")
@@ -237,7 +237,11 @@ def render_classes(reports: list[ClassReport]) -> Table:
         ("model now", "left"),
         ("no verdict", "right"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(  # type: ignore[arg-type]
+            col,
+            justify=justify,
+            no_wrap=col in ("task class", "95% interval", "status", "model now"),
+        )
     for r in reports:
         ev = r.last_escalation
         if r.state.status == "escalated" and ev is not None:
