@@ -226,20 +226,21 @@ def render_classes(reports: list[ClassReport]) -> Table:
     escalation's evidence, else the current window), status, model now, and the grades without
     a verdict (invalid + refused, field case J2) with their share of all grades."""
     table = Table(title="task classes", title_justify="left")
-    for col, justify in (
-        ("task class", "left"),
-        ("routed", "right"),
-        ("graded", "right"),
-        ("evidence k/n", "right"),
-        ("rate", "right"),
-        ("95% interval", "left"),
-        ("status", "left"),
-        ("model now", "left"),
-        ("no verdict", "right"),
+    numeric = ("routed", "graded", "evidence k/n", "rate", "no verdict")
+    for col in (
+        "task class",
+        "routed",
+        "graded",
+        "evidence k/n",
+        "rate",
+        "95% interval",
+        "status",
+        "model now",
+        "no verdict",
     ):
-        table.add_column(  # type: ignore[arg-type]
+        table.add_column(
             col,
-            justify=justify,
+            justify="right" if col in numeric else "left",
             no_wrap=col in ("task class", "95% interval", "status", "model now"),
         )
     for r in reports:
