@@ -117,6 +117,44 @@ def parse_rating(
     return ParsedRating(value, "ok")
 
 
+def _json_object(text: str) -> dict[str, Any] | None:
+    """``text`` as one JSON object (surrounding whitespace allowed), else None. Structured
+    replies are exactly the JSON (the adapters put nothing around it), so nothing embedded in
+    prose or fences counts here; such replies go to the text parsers instead."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_rating_json(
+    text: str, *, low: float = 1, high: float = 10, finish_reason: str = "stop"
+) -> ParsedRating | None:
+    """The rating of a structured judge reply ``{"explanation": str, "rating": int}``.
+
+    None when ``text`` is not a JSON object with a numeric ``rating`` (missing, malformed, a
+    string, a boolean): the caller then falls back to :func:`parse_rating` on the same text.
+    The range check is :func:`parse_rating`'s: out of ``low``..``high`` (or not finite) is
+    ``out_of_range``, never clamped. ``truncated``/``refused``/``empty`` come first, as
+    there (:func:`no_verdict_status`).
+    """
+    missing = no_verdict_status(text, finish_reason)
+    if missing is not None:
+        return ParsedRating(None, missing)
+    obj = _json_object(text)
+    rating = obj.get("rating") if obj is not None else None
+    if isinstance(rating, bool) or not isinstance(rating, int | float):
+        return None
+    try:
+        value = float(rating)
+    except OverflowError:  # an int beyond float range
+        return ParsedRating(None, "out_of_range")
+    if not math.isfinite(value) or not low <= value <= high:
+        return ParsedRating(None, "out_of_range")
+    return ParsedRating(value, "ok")
+
+
 # ---- pairwise verdicts (J3) ----------------------------------------------------------------
 
 _PAIR = re.compile(r"\[\[\s*([ABC])\s*\]\]")
@@ -144,6 +182,23 @@ def parse_pairwise(text: str, *, finish_reason: str = "stop") -> ParsedPairwise:
     if not found:
         return ParsedPairwise(None, _missing(text, "no_verdict"))
     return ParsedPairwise(str(found[-1]), "ok")
+
+
+def parse_pairwise_json(text: str, *, finish_reason: str = "stop") -> ParsedPairwise | None:
+    """The verdict of a structured pairwise reply ``{"explanation": str, "verdict": "A"|"B"|"C"}``.
+
+    None when ``text`` is not a JSON object whose ``verdict`` is exactly ``A``, ``B`` or ``C``
+    (the caller then falls back to :func:`parse_pairwise`). ``truncated``/``refused``/``empty``
+    come first (:func:`no_verdict_status`).
+    """
+    missing = no_verdict_status(text, finish_reason)
+    if missing is not None:
+        return ParsedPairwise(None, missing)
+    obj = _json_object(text)
+    verdict = obj.get("verdict") if obj is not None else None
+    if verdict not in ("A", "B", "C"):
+        return None
+    return ParsedPairwise(str(verdict), "ok")
 
 
 # ---- multiple choice -----------------------------------------------------------------------

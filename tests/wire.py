@@ -10,6 +10,12 @@ can measure how long a client waited between attempts.
 
 Body shapes follow the providers' API references: OpenAI "The chat completion object" and
 error object; Anthropic Messages response and "Errors" (``{"type": "error", "error": ...}``).
+
+Structured replies: :func:`structured_request` reads what a recorded request asked for (OpenAI
+``response_format`` json_schema, or Anthropic ``tools`` + a forced ``tool_choice``) and
+:func:`verdict_reply` answers it in kind (OpenAI: ``message.content`` holding the JSON string;
+Anthropic: a ``tool_use`` content block whose ``input`` is the object, ``stop_reason``
+``tool_use``). Request bodies are in each :class:`Hit`, so tests assert what was asked for.
 """
 
 from __future__ import annotations
@@ -141,6 +147,48 @@ def anthropic_message(
         "stop_sequence": None,
         "usage": dict(usage) if usage is not None else anthropic_usage(100, 20),
     }
+
+
+def anthropic_tool_use(
+    value: Mapping[str, Any],
+    *,
+    name: str = "verdict",
+    stop_reason: str = "tool_use",
+    usage: Mapping[str, Any] | None = None,
+    model: str = "claude-3-5-sonnet",
+) -> dict[str, Any]:
+    """A Messages response body whose only content block is a ``tool_use`` of tool ``name``
+    with ``input`` ``value`` (Anthropic Messages response, ``ToolUseBlock``)."""
+    body = anthropic_message(None, stop_reason=stop_reason, usage=usage, model=model)
+    body["content"] = [{"type": "tool_use", "id": "toolu_wire", "name": name, "input": dict(value)}]
+    return body
+
+
+def structured_request(hit: Hit) -> str | None:
+    """The schema name ``hit`` asked its reply to follow, or None for a plain text request:
+    OpenAI ``response_format.json_schema.name`` (type ``json_schema``), Anthropic
+    ``tool_choice.name`` (type ``tool``, naming one of ``tools``)."""
+    body = hit.body if isinstance(hit.body, dict) else {}
+    if hit.path == OPENAI_PATH:
+        fmt = body.get("response_format") or {}
+        return fmt["json_schema"]["name"] if fmt.get("type") == "json_schema" else None
+    choice = body.get("tool_choice") or {}
+    names = {tool.get("name") for tool in body.get("tools") or []}
+    return choice["name"] if choice.get("type") == "tool" and choice["name"] in names else None
+
+
+def verdict_reply(hit: Hit, value: Mapping[str, Any], *, text: str | None = None) -> Reply:
+    """Answer ``hit`` with the object ``value`` the way its API returns a structured reply
+    (see :func:`structured_request`); a plain request gets ``text`` (default: the JSON)."""
+    name = structured_request(hit)
+    if name is None:
+        plain = json.dumps(value) if text is None else text
+        if hit.path == OPENAI_PATH:
+            return Reply(body=openai_chat(plain))
+        return Reply(body=anthropic_message(plain))
+    if hit.path == OPENAI_PATH:
+        return Reply(body=openai_chat(json.dumps(value)))
+    return Reply(body=anthropic_tool_use(value, name=name))
 
 
 def anthropic_error(message: str, *, kind: str = "api_error") -> dict[str, Any]:

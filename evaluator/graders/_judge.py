@@ -3,10 +3,23 @@
 Templates are MT-Bench's (Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot
 Arena", NeurIPS 2023), as shipped in FastChat ``llm_judge/data/judge_prompts.jsonl`` and copied
 to ``datasets/mt_bench_judge_prompts.jsonl``.
+
+Structured verdicts: when the judge's provider has ``supports_structured_output`` (OpenAI,
+Anthropic), the call carries a verdict schema (:data:`RATING_SCHEMA` for judge_single,
+:data:`PAIRWISE_SCHEMA` for each order of judge_pairwise) and the MT-Bench prompt, unchanged,
+gets one closing paragraph saying to answer through the schema (the template's own
+"[[rating]]" / "[[A]]" instruction stays, so a reply that ignores the schema still carries a
+readable verdict). The JSON is read first (:func:`evaluator.parsing.parse_rating_json`,
+:func:`~evaluator.parsing.parse_pairwise_json`); a reply that is not the expected JSON falls back
+to the text parsers. A verdict read from the JSON is stored with ``parse_status``
+``ok_structured``; one read from text keeps ``ok``. Providers without structured output (the
+replay provider, whose recordings are free text keyed by the exact prompt) get the plain
+template, byte for byte as before.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from evaluator.graders._base import (
@@ -18,7 +31,15 @@ from evaluator.graders._base import (
     no_verdict,
     reference_answer,
 )
-from evaluator.parsing import no_verdict_status, parse_pairwise, parse_rating
+from evaluator.parsing import (
+    ParsedPairwise,
+    ParsedRating,
+    no_verdict_status,
+    parse_pairwise,
+    parse_pairwise_json,
+    parse_rating,
+    parse_rating_json,
+)
 from evaluator.providers.base import ChatRequest, ChatResponse
 from router.policy import ClassSettings
 from router.tokens import text_of
@@ -40,15 +61,114 @@ def _transcript(messages: list[dict[str, Any]]) -> str:
     )
 
 
-async def _judge(env: GraderEnv, model: str, system: str, prompt: str) -> ChatResponse:
-    return await env.provider_for(model).complete(
-        ChatRequest(
-            model=model,
-            system=system,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=2048,
-        )
+# parse_status of a verdict read from a structured (JSON) reply; text verdicts keep "ok".
+OK_STRUCTURED = "ok_structured"
+
+# {"explanation": str, "rating": int 1..10}. Strict-mode ready (OpenAI "Structured Outputs":
+# every property required, additionalProperties false); minimum/maximum guide the model, and the
+# range is checked again on reading (an out-of-range rating is invalid, never clamped).
+RATING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "explanation": {"type": "string", "description": "Your evaluation, before the rating."},
+        "rating": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10,
+            "description": "The rating, an integer from 1 to 10.",
+        },
+    },
+    "required": ["explanation", "rating"],
+    "additionalProperties": False,
+}
+
+# {"explanation": str, "verdict": "A" | "B" | "C"}: A better, B better, C a tie.
+PAIRWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "explanation": {"type": "string", "description": "Your comparison, before the verdict."},
+        "verdict": {
+            "type": "string",
+            "enum": ["A", "B", "C"],
+            "description": '"A" if assistant A is better, "B" if assistant B is better, '
+            '"C" for a tie.',
+        },
+    },
+    "required": ["explanation", "verdict"],
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    """A verdict schema, its name on the wire, and the paragraph appended to the prompt."""
+
+    name: str
+    schema: dict[str, Any]
+    instruction: str
+
+
+_RATING = _Schema(
+    "judge_rating",
+    RATING_SCHEMA,
+    'Give your evaluation through the judge_rating schema: your explanation in "explanation" '
+    'and your rating, an integer from 1 to 10, in "rating".',
+)
+_PAIRWISE = _Schema(
+    "judge_verdict",
+    PAIRWISE_SCHEMA,
+    'Give your evaluation through the judge_verdict schema: your explanation in "explanation" '
+    'and your final verdict in "verdict": "A" if assistant A is better, "B" if assistant B is '
+    'better, "C" for a tie.',
+)
+
+
+async def _judge(
+    env: GraderEnv, model: str, system: str, prompt: str, schema: _Schema
+) -> tuple[ChatResponse, bool]:
+    """One judge call; True with the reply when it was asked for through ``schema``.
+
+    A provider without ``supports_structured_output`` gets exactly ``prompt`` and no schema.
+    """
+    provider = env.provider_for(model)
+    structured = provider.supports_structured_output
+    request = ChatRequest(
+        model=model,
+        system=system,
+        messages=[
+            {
+                "role": "user",
+                "content": f"{prompt}\n\n{schema.instruction}" if structured else prompt,
+            }
+        ],
+        max_tokens=2048,
+        verdict_schema=schema.schema if structured else None,
+        verdict_name=schema.name,
     )
+    return await provider.complete(request), structured
+
+
+def _read_rating(reply: ChatResponse, structured: bool) -> ParsedRating:
+    """The JSON rating first when asked for one (``ok`` becomes ``ok_structured``), else or
+    when the reply is not that JSON, :func:`parse_rating` on the text."""
+    if structured:
+        parsed = parse_rating_json(reply.text, finish_reason=reply.finish_reason)
+        if parsed is not None:
+            return ParsedRating(parsed.score, OK_STRUCTURED) if parsed.score is not None else parsed
+    return parse_rating(reply.text, finish_reason=reply.finish_reason)
+
+
+def _read_pairwise(reply: ChatResponse, structured: bool) -> ParsedPairwise:
+    """As :func:`_read_rating`, for a pairwise verdict."""
+    if structured:
+        parsed = parse_pairwise_json(reply.text, finish_reason=reply.finish_reason)
+        if parsed is not None:
+            return (
+                ParsedPairwise(parsed.winner, OK_STRUCTURED)
+                if parsed.winner is not None
+                else parsed
+            )
+    return parse_pairwise(reply.text, finish_reason=reply.finish_reason)
 
 
 class JudgeSingleGrader(Grader):
@@ -56,7 +176,9 @@ class JudgeSingleGrader(Grader):
     (``single-v1``, ``single-v1-multi-turn``). The reference-guided ``single-math-v1`` variant is
     used when the held-out item carries reference answers for every turn. A rating below the
     class's ``pass_mark`` is a disagreement; a reply without a readable rating (J1/J2, see
-    :func:`evaluator.parsing.parse_rating`) is ``invalid`` or ``refused``.
+    :func:`evaluator.parsing.parse_rating`) is ``invalid`` or ``refused``. With a structured
+    provider the rating is asked for as :data:`RATING_SCHEMA` and read from the JSON first
+    (``parse_status`` ``ok_structured``), else from the text (``ok``): see the module doc.
     """
 
     name = "judge_single"
@@ -97,12 +219,14 @@ class JudgeSingleGrader(Grader):
             _, system, prompt = self.build_prompt(sample, env)
         except KeyError:
             return GradeResult("invalid", "no_judge_template")
-        reply = await _judge(env, reference_model, system, prompt)
-        parsed = parse_rating(reply.text, finish_reason=reply.finish_reason)
+        reply, structured = await _judge(env, reference_model, system, prompt, _RATING)
+        parsed = _read_rating(reply, structured)
         if parsed.score is None:
             return no_verdict(parsed.status, reply.text, reply.usage)
         verdict = "disagree" if parsed.score < settings.pass_mark else "agree"
-        return GradeResult(verdict, "ok", reply.text, score=parsed.score, usage=reply.usage)
+        return GradeResult(
+            verdict, parsed.status, reply.text, score=parsed.score, usage=reply.usage
+        )
 
 
 # Who won, seen from the graded answer: per order, what [[A]] / [[B]] / [[C]] mean.
@@ -124,7 +248,9 @@ class JudgePairwiseGrader(Grader):
     ``parse_status`` ``position_flip`` and ``position_flip=True`` so the flip rate per class
     can be reported. An order without a verdict (J2) makes the grade ``invalid``/``refused``;
     the second order is then not asked. ``raw_output`` holds the reference answer and both
-    judgments; ``usage`` sums all three calls.
+    judgments; ``usage`` sums all three calls. With a structured provider each order is asked
+    for as :data:`PAIRWISE_SCHEMA`; an agreeing pair is ``ok_structured`` when both verdicts
+    came from the JSON, else ``ok`` (see the module doc).
     """
 
     name = "judge_pairwise"
@@ -165,6 +291,7 @@ class JudgePairwiseGrader(Grader):
         if missing is not None:
             return no_verdict(f"reference_{missing}", own.text, own.usage)
         raws, usages, winners = [f"[reference answer]\n{own.text}"], [own.usage], []
+        statuses: set[str] = set()
         for position, a, b, meaning in (
             ("A", sample.output_text, own.text, _CHEAP_FIRST),
             ("B", own.text, sample.output_text, _REFERENCE_FIRST),
@@ -173,19 +300,21 @@ class JudgePairwiseGrader(Grader):
                 _, system, prompt = self.build_prompt(sample, a, b, env)
             except KeyError:
                 return GradeResult("invalid", "no_judge_template", usage=add_usage(*usages))
-            reply = await _judge(env, reference_model, system, prompt)
+            reply, structured = await _judge(env, reference_model, system, prompt, _PAIRWISE)
             usages.append(reply.usage)
             raws.append(f"[judgment, graded answer as {position}]\n{reply.text}")
-            parsed = parse_pairwise(reply.text, finish_reason=reply.finish_reason)
+            parsed = _read_pairwise(reply, structured)
             if parsed.winner is None:
                 return no_verdict(parsed.status, "\n\n".join(raws), add_usage(*usages))
             winners.append(meaning[parsed.winner])
+            statuses.add(parsed.status)
         raw, usage = "\n\n".join(raws), add_usage(*usages)
         if winners[0] != winners[1]:
             return GradeResult(
                 "agree", "position_flip", raw, score=0.5, usage=usage, position_flip=True
             )
         verdict = "disagree" if winners[0] == "reference" else "agree"
+        status = OK_STRUCTURED if statuses == {OK_STRUCTURED} else "ok"
         return GradeResult(
-            verdict, "ok", raw, score=_CREDIT[winners[0]], usage=usage, position_flip=False
+            verdict, status, raw, score=_CREDIT[winners[0]], usage=usage, position_flip=False
         )

@@ -16,10 +16,11 @@ here: this SDK wraps foreign exceptions from sending in ``APIConnectionError`` a
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
-from anthropic.types import TextBlock
+from anthropic.types import TextBlock, ToolUseBlock
 from pydantic import SecretStr
 
 from evaluator.providers.base import (
@@ -35,7 +36,7 @@ from router.pricing import normalize_usage
 from router.tokens import text_of
 
 if TYPE_CHECKING:
-    from anthropic.types import Message, MessageParam
+    from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -105,6 +106,33 @@ def _split_system(request: ChatRequest) -> tuple[str | None, list[dict[str, Any]
     return ("\n\n".join(systems) if systems else None), messages
 
 
+_TOOL_DESCRIPTION = "Record your verdict. Call this tool exactly once with your final answer."
+
+
+def verdict_tool_of(request: ChatRequest) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(tool, tool_choice)`` for ``request.verdict_schema``, or None when it has none.
+
+    Forced tool use (Anthropic docs, "Tool use": "Forcing tool use" and JSON output through a
+    tool): one client tool whose ``input_schema`` is the schema, and a ``tool_choice`` naming
+    it, so the reply is a ``{"type": "tool_use", "name", "input": {...}}`` content block with
+    ``input`` matching the schema and ``stop_reason`` ``tool_use``::
+
+        tools=[{"name": <verdict_name>, "description": ..., "input_schema": <verdict_schema>}]
+        tool_choice={"type": "tool", "name": <verdict_name>}
+
+    The schema's own ``description``, if any, is the tool's description.
+    """
+    if request.verdict_schema is None:
+        return None
+    description = request.verdict_schema.get("description")
+    tool = {
+        "name": request.verdict_name,
+        "description": description if isinstance(description, str) else _TOOL_DESCRIPTION,
+        "input_schema": request.verdict_schema,
+    }
+    return tool, {"type": "tool", "name": request.verdict_name}
+
+
 class AnthropicProvider(Provider):
     """Reference calls over Anthropic Messages (``POST {base_url}/v1/messages``).
 
@@ -118,6 +146,7 @@ class AnthropicProvider(Provider):
     """
 
     name = "anthropic"
+    supports_structured_output = True
 
     def __init__(
         self,
@@ -147,13 +176,16 @@ class AnthropicProvider(Provider):
         """One Messages call (non-streaming). The system prompt goes in ``system``
         (:func:`_split_system`); ``max_tokens`` as given. ``request.temperature`` is not sent:
         API version 2026-10-21, which SDK 2.x sends, answers 400 to any ``temperature``,
-        ``top_p`` or ``top_k`` and the SDK no longer has them.
+        ``top_p`` or ``top_k`` and the SDK no longer has them. A ``request.verdict_schema`` is
+        sent as one forced tool (:func:`verdict_tool_of`).
 
-        Returns the text (every ``text`` content block, joined), the finish reason
-        (:func:`finish_reason_of`) and usage in tokens via :func:`router.pricing.normalize_usage`
-        (``input_tokens`` excludes ``cache_read_input_tokens`` and
-        ``cache_creation_input_tokens``; all three are billed: Anthropic docs, "Prompt caching",
-        tracking cache performance).
+        Returns the text (``json.dumps`` of the first ``tool_use`` block's ``input`` when the
+        reply has one, else every ``text`` content block, joined), the finish reason
+        (:func:`finish_reason_of`; ``stop`` for a reply read from a ``tool_use`` block that
+        ended with ``stop_reason`` ``tool_use``, as a forced tool call does) and usage in tokens
+        via :func:`router.pricing.normalize_usage` (``input_tokens`` excludes
+        ``cache_read_input_tokens`` and ``cache_creation_input_tokens``; all three are billed:
+        Anthropic docs, "Prompt caching", tracking cache performance).
 
         Raises:
             Deferred: a retry hint exceeds the wait budget (no sleep happened).
@@ -161,6 +193,7 @@ class AnthropicProvider(Provider):
                 usage object is unreadable (permanent).
         """
         system, messages = _split_system(request)
+        verdict_tool = verdict_tool_of(request)
         async with self._gate:
             with self.budget.call(request.model):
                 try:
@@ -169,6 +202,16 @@ class AnthropicProvider(Provider):
                         messages=cast("list[MessageParam]", messages),
                         max_tokens=request.max_tokens,
                         system=system if system else anthropic.omit,
+                        tools=(
+                            [cast("ToolParam", verdict_tool[0])]
+                            if verdict_tool is not None
+                            else anthropic.omit
+                        ),
+                        tool_choice=(
+                            cast("ToolChoiceToolParam", verdict_tool[1])
+                            if verdict_tool is not None
+                            else anthropic.omit
+                        ),
                     )
                 except anthropic.AnthropicError as exc:
                     raise map_error(exc, timeout_s=self._timeout_s) from exc
@@ -180,11 +223,18 @@ class AnthropicProvider(Provider):
             usage = normalize_usage(usage_raw)
         except InvalidInput as exc:
             raise ProviderError(f"anthropic: unreadable usage: {exc.message}") from exc
-        text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        tool_use = next((b for b in message.content if isinstance(b, ToolUseBlock)), None)
+        finish = finish_reason_of(message.stop_reason)
+        if tool_use is not None:
+            text = json.dumps(tool_use.input, ensure_ascii=False)
+            if message.stop_reason == "tool_use":
+                finish = "stop"
+        else:
+            text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
         return ChatResponse(
             text=text,
             model=message.model,
-            finish_reason=finish_reason_of(message.stop_reason),
+            finish_reason=finish,
             usage=usage,
             raw={"id": message.id, "stop_reason": message.stop_reason, "usage": usage_raw},
         )

@@ -52,13 +52,24 @@ class ReplayMiss(ProviderError):
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """One chat call. ``messages`` are ``{"role", "content"}`` dicts; ``max_tokens`` caps output."""
+    """One chat call. ``messages`` are ``{"role", "content"}`` dicts; ``max_tokens`` caps output.
+
+    ``verdict_schema``, when set, asks for the reply as one JSON object matching this JSON
+    Schema (an ``{"type": "object", "properties": ..., "required": ..., ...}`` dict), named
+    ``verdict_name`` (``[A-Za-z0-9_-]{1,64}``, the rule both APIs set for schema and tool
+    names). Only a provider whose ``supports_structured_output`` is True honours it; its
+    :class:`ChatResponse` ``text`` is then that object as a JSON string (or, if the model did
+    not answer through the schema, whatever text it gave). Others ignore it, so callers send
+    it only to providers that support it.
+    """
 
     model: str
     messages: list[dict[str, Any]]
     system: str | None = None
     max_tokens: int = 1024
     temperature: float = 0.0
+    verdict_schema: dict[str, Any] | None = None
+    verdict_name: str = "verdict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,9 @@ class Provider(abc.ABC):
     """A reference-model client. One abstract method; adapters map SDK shapes to ours."""
 
     name: str = "provider"
+    supports_structured_output: bool = False
+    """True when :meth:`complete` honours ``ChatRequest.verdict_schema`` (a native JSON-schema
+    reply mode: OpenAI ``response_format``, Anthropic forced tool use)."""
 
     @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> ChatResponse:

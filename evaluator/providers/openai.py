@@ -35,6 +35,7 @@ from router.pricing import normalize_usage
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat.completion_create_params import ResponseFormat
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -57,6 +58,31 @@ def finish_reason_of(native: str | None, refusal: str | None) -> FinishReason:
     if refusal:
         return "refusal"
     return _FINISH.get(native or "", "other")
+
+
+def response_format_of(request: ChatRequest) -> dict[str, Any] | None:
+    """The ``response_format`` for ``request.verdict_schema``, or None when it has none.
+
+    Structured Outputs (OpenAI API reference, Chat Completions ``response_format``; "Structured
+    Outputs" guide)::
+
+        {"type": "json_schema",
+         "json_schema": {"name": <verdict_name>, "schema": <verdict_schema>, "strict": true}}
+
+    With ``strict`` the reply's ``message.content`` is a JSON string matching the schema (strict
+    mode wants every property in ``required`` and ``additionalProperties: false``), or the model
+    refuses through ``message.refusal``.
+    """
+    if request.verdict_schema is None:
+        return None
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": request.verdict_name,
+            "schema": request.verdict_schema,
+            "strict": True,
+        },
+    }
 
 
 def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
@@ -90,6 +116,7 @@ class OpenAIProvider(Provider):
     """
 
     name = "openai"
+    supports_structured_output = True
 
     def __init__(
         self,
@@ -126,7 +153,9 @@ class OpenAIProvider(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """One Chat Completions call: ``request.system`` (if any) is sent as the first message
         with role ``system``, then ``request.messages`` as given; ``max_tokens`` is sent as
-        ``max_completion_tokens`` (the current name; ``max_tokens`` is deprecated for it).
+        ``max_completion_tokens`` (the current name; ``max_tokens`` is deprecated for it). A
+        ``request.verdict_schema`` is sent as a strict ``response_format``
+        (:func:`response_format_of`); the reply text is then the JSON string.
 
         Returns text (``message.content``, else ``message.refusal``, else ""), the finish reason
         (:func:`finish_reason_of`) and usage in tokens via :func:`router.pricing.normalize_usage`
@@ -141,6 +170,7 @@ class OpenAIProvider(Provider):
         messages: list[dict[str, Any]] = list(request.messages)
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
+        response_format = response_format_of(request)
         async with self._gate:
             with self.budget.call(request.model):
                 try:
@@ -149,6 +179,11 @@ class OpenAIProvider(Provider):
                         messages=cast("list[ChatCompletionMessageParam]", messages),
                         max_completion_tokens=request.max_tokens,
                         temperature=request.temperature,
+                        response_format=(
+                            cast("ResponseFormat", response_format)
+                            if response_format is not None
+                            else openai.omit
+                        ),
                     )
                 except openai.OpenAIError as exc:
                     raise map_error(exc, timeout_s=self._timeout_s) from exc

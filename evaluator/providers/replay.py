@@ -33,6 +33,9 @@ class ReplayProvider(Provider):
     """Answers from recordings; raises ReplayMiss for anything it has not seen."""
 
     name = "replay"
+    # Recorded judgments are MT-Bench free text, looked up by the exact prompt: graders must send
+    # the plain template here, never a schema request (which would change the prompt).
+    supports_structured_output = False
 
     def __init__(self, sets: Iterable[HeldOutSet]) -> None:
         self._answers: dict[str, str] = {}
