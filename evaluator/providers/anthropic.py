@@ -15,7 +15,6 @@ here: this SDK wraps foreign exceptions from sending in ``APIConnectionError`` a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,8 +26,8 @@ from evaluator.providers.base import (
     ChatRequest,
     ChatResponse,
     FinishReason,
-    Provider,
     ProviderError,
+    SDKProvider,
     WaitBudget,
 )
 from router.errors import InvalidInput
@@ -133,7 +132,7 @@ def verdict_tool_of(request: ChatRequest) -> tuple[dict[str, Any], dict[str, Any
     return tool, {"type": "tool", "name": request.verdict_name}
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(SDKProvider):
     """Reference calls over Anthropic Messages (``POST {base_url}/v1/messages``).
 
     Args:
@@ -158,12 +157,12 @@ class AnthropicProvider(Provider):
         timeout_s: float = 120.0,
         budget_s: float = 60.0,
     ) -> None:
-        if concurrency < 1:
-            raise InvalidInput("concurrency must be >= 1", field="anthropic_concurrency")
-        self.budget = WaitBudget(budget_s)
-        self.concurrency = concurrency
-        self._timeout_s = timeout_s
-        self._gate = asyncio.Semaphore(concurrency)
+        super().__init__(
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            budget_s=budget_s,
+            setting="anthropic_concurrency",
+        )
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key.get_secret_value(),
             base_url=base_url,
@@ -194,27 +193,26 @@ class AnthropicProvider(Provider):
         """
         system, messages = _split_system(request)
         verdict_tool = verdict_tool_of(request)
-        async with self._gate:
-            with self.budget.call(request.model):
-                try:
-                    message = await self._client.messages.create(
-                        model=request.model,
-                        messages=cast("list[MessageParam]", messages),
-                        max_tokens=request.max_tokens,
-                        system=system if system else anthropic.omit,
-                        tools=(
-                            [cast("ToolParam", verdict_tool[0])]
-                            if verdict_tool is not None
-                            else anthropic.omit
-                        ),
-                        tool_choice=(
-                            cast("ToolChoiceToolParam", verdict_tool[1])
-                            if verdict_tool is not None
-                            else anthropic.omit
-                        ),
-                    )
-                except anthropic.AnthropicError as exc:
-                    raise map_error(exc, timeout_s=self._timeout_s) from exc
+        async with self.slot(request.model):
+            try:
+                message = await self._client.messages.create(
+                    model=request.model,
+                    messages=cast("list[MessageParam]", messages),
+                    max_tokens=request.max_tokens,
+                    system=system if system else anthropic.omit,
+                    tools=(
+                        [cast("ToolParam", verdict_tool[0])]
+                        if verdict_tool is not None
+                        else anthropic.omit
+                    ),
+                    tool_choice=(
+                        cast("ToolChoiceToolParam", verdict_tool[1])
+                        if verdict_tool is not None
+                        else anthropic.omit
+                    ),
+                )
+            except anthropic.AnthropicError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
         return self._response(message)
 
     def _response(self, message: Message) -> ChatResponse:

@@ -10,17 +10,18 @@ Exception tree (all are ``router.errors.TierwiseError``)::
 from __future__ import annotations
 
 import abc
+import asyncio
 import email.utils
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from router.errors import TierwiseError
+from router.errors import InvalidInput, TierwiseError
 from router.pricing import Usage
 
 FinishReason = Literal["stop", "length", "refusal", "other"]
@@ -223,3 +224,38 @@ class WaitBudget:
             f"{self.budget_s:g} s budget",
             retry_after_s=hint,
         )
+
+
+class SDKProvider(Provider):
+    """What the SDK adapters share: a concurrency gate and a :class:`WaitBudget` per provider.
+
+    Args:
+        concurrency: calls in flight at once (an ``asyncio.Semaphore``), >= 1.
+        timeout_s: the SDK's timeout for one HTTP attempt, s.
+        budget_s: the longest a call may wait on retry hints, s (:class:`WaitBudget`).
+        setting: the settings field that sets ``concurrency``, named in errors.
+
+    Raises:
+        InvalidInput: ``concurrency`` < 1.
+    """
+
+    def __init__(
+        self, *, concurrency: int, timeout_s: float, budget_s: float, setting: str
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1", field=setting)
+        self.budget = WaitBudget(budget_s)
+        self.concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._gate = asyncio.Semaphore(concurrency)
+
+    @asynccontextmanager
+    async def slot(self, model: str) -> AsyncIterator[None]:
+        """One call's place: wait for the gate, then scope the call in the wait budget.
+
+        Raises:
+            Deferred: ``model`` is on hold for longer than the budget.
+        """
+        async with self._gate:
+            with self.budget.call(model):
+                yield

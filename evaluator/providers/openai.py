@@ -15,7 +15,6 @@ propagate from sending unchanged and unretried, so the Deferred reaches the call
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
@@ -26,9 +25,8 @@ from evaluator.providers.base import (
     ChatRequest,
     ChatResponse,
     FinishReason,
-    Provider,
     ProviderError,
-    WaitBudget,
+    SDKProvider,
 )
 from router.errors import InvalidInput
 from router.pricing import normalize_usage
@@ -103,7 +101,7 @@ def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
     return ProviderError(f"openai: {type(exc).__name__}: {exc}", transient=False)
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(SDKProvider):
     """Reference calls over OpenAI Chat Completions (``POST {base_url}/chat/completions``).
 
     Args:
@@ -128,12 +126,12 @@ class OpenAIProvider(Provider):
         timeout_s: float = 120.0,
         budget_s: float = 60.0,
     ) -> None:
-        if concurrency < 1:
-            raise InvalidInput("concurrency must be >= 1", field="openai_concurrency")
-        self.budget = WaitBudget(budget_s)
-        self.concurrency = concurrency
-        self._timeout_s = timeout_s
-        self._gate = asyncio.Semaphore(concurrency)
+        super().__init__(
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            budget_s=budget_s,
+            setting="openai_concurrency",
+        )
         # The SDK's DefaultAsyncHttpxClient keeps its connection limits and redirects; the only
         # addition is the response hook that enforces the wait budget before the SDK sleeps.
         http_client = openai.DefaultAsyncHttpxClient(
@@ -171,22 +169,21 @@ class OpenAIProvider(Provider):
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
         response_format = response_format_of(request)
-        async with self._gate:
-            with self.budget.call(request.model):
-                try:
-                    completion = await self._client.chat.completions.create(
-                        model=request.model,
-                        messages=cast("list[ChatCompletionMessageParam]", messages),
-                        max_completion_tokens=request.max_tokens,
-                        temperature=request.temperature,
-                        response_format=(
-                            cast("ResponseFormat", response_format)
-                            if response_format is not None
-                            else openai.omit
-                        ),
-                    )
-                except openai.OpenAIError as exc:
-                    raise map_error(exc, timeout_s=self._timeout_s) from exc
+        async with self.slot(request.model):
+            try:
+                completion = await self._client.chat.completions.create(
+                    model=request.model,
+                    messages=cast("list[ChatCompletionMessageParam]", messages),
+                    max_completion_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    response_format=(
+                        cast("ResponseFormat", response_format)
+                        if response_format is not None
+                        else openai.omit
+                    ),
+                )
+            except openai.OpenAIError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
         return self._response(completion)
 
     def _response(self, completion: ChatCompletion) -> ChatResponse:
