@@ -148,15 +148,24 @@ class ClassState:
 
 
 async def window_counts(
-    session: AsyncSession, task_class: str, model: str, since: datetime
+    session: AsyncSession,
+    task_class: str,
+    model: str,
+    since: datetime,
+    *,
+    shadow: bool = False,
 ) -> dict[str, int]:
-    """Verdict counts for ``task_class`` on ``model`` over samples decided at or after ``since``."""
+    """Verdict counts ``{verdict: count}`` for ``task_class`` on ``model`` over samples decided
+    at or after ``since``: the served model's own grades, or with ``shadow`` only the shadow
+    probes (grades of ``model``'s answers obtained by the grading job for an escalated class,
+    ``Grade.shadow``). The two never mix."""
     rows = await session.exec(
         select(Grade.verdict, func.count())
         .where(
             col(Grade.task_class) == task_class,
             col(Grade.model) == model,
             col(Grade.decided_at) >= since,
+            col(Grade.shadow) == shadow,
         )
         .group_by(col(Grade.verdict))
     )
@@ -193,7 +202,7 @@ async def _evaluate(
     cheaper = policy.previous_model(model) if status == "escalated" else None
     sn = sk = 0
     if cheaper is not None:
-        sn, sk = _graded(await window_counts(session, task_class, cheaper, since))
+        sn, sk = _graded(await window_counts(session, task_class, cheaper, since, shadow=True))
         sn, sk = max(sn - state.dn, 0), max(sk - state.dk, 0)
     new, decision = step(
         state, n - state.n, k - state.k, now, params, shadow_n=sn, shadow_k=min(sk, sn)

@@ -18,6 +18,11 @@ class Grade(SQLModel, table=True):
     ``verdict``: ``agree`` | ``disagree`` | ``invalid`` | ``refused``; only agree and disagree
     enter the disagreement rate. ``raw_output`` is the judge's (or reference model's) text;
     ``cost_usd`` is NULL when the reference model is unpriced.
+
+    ``shadow``: a shadow probe of an escalated class (:func:`evaluator.jobs.shadow_model`):
+    ``model`` is then the next cheaper model, whose answer to the sample's input was obtained by
+    the grading job and graded in place of the served answer; ``cost_usd`` includes that call.
+    Shadow grades are the way back's evidence only, never the served model's own.
     """
 
     __tablename__ = "grade"
@@ -43,6 +48,7 @@ class Grade(SQLModel, table=True):
     cost_usd: float | None = None
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    shadow: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class EscalationEvent(SQLModel, table=True):

@@ -3,7 +3,10 @@
 The books (all USD): serving cost = sum of priced outcomes; grading spend = sum of grade costs;
 premium cost = every outcome's tokens priced at the policy's premium model (the "send everything
 to the premium model" counterfactual, same token counts); savings = premium - serving - grading.
-Unpriced outcomes are counted, never summed as 0 (field case U4).
+Unpriced outcomes are counted, never summed as 0 (field case U4). Grading spend includes shadow
+probes (the cheaper model's answer and its grading, ``Grade.shadow``); a class's graded counts,
+verdict-less grades and position flips are its served answers' own grades only, never shadow
+probes (those are the way back's evidence, shown in the rule state's ``dn``/``dk``).
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
         (
             await session.exec(
                 select(Grade.task_class, func.count())
-                .where(col(Grade.verdict).in_(("agree", "disagree")))
+                .where(col(Grade.verdict).in_(("agree", "disagree")), col(Grade.shadow).is_(False))
                 .group_by(col(Grade.task_class))
             )
         ).all()
@@ -110,7 +113,7 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
     for task_class, status, count in (
         await session.exec(
             select(Grade.task_class, Grade.parse_status, func.count())
-            .where(col(Grade.verdict).in_(("invalid", "refused")))
+            .where(col(Grade.verdict).in_(("invalid", "refused")), col(Grade.shadow).is_(False))
             .group_by(col(Grade.task_class), col(Grade.parse_status))
         )
     ).all():
@@ -119,7 +122,7 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
         (
             await session.exec(
                 select(Grade.task_class, func.count())
-                .where(col(Grade.parse_status) == "position_flip")
+                .where(col(Grade.parse_status) == "position_flip", col(Grade.shadow).is_(False))
                 .group_by(col(Grade.task_class))
             )
         ).all()

@@ -25,9 +25,11 @@ async def seed_grades(
     k: int,
     decided_at: datetime | None = None,
     reference: str = "claude-3-5-sonnet",
+    shadow: bool = False,
 ) -> None:
     """``k`` disagreements and ``n - k`` agreements of ``model`` on ``task_class``, decided at
-    ``decided_at`` (default: now + 1 s, i.e. inside the class's current window)."""
+    ``decided_at`` (default: now + 1 s, i.e. inside the class's current window); with ``shadow``
+    they are shadow probes (the cheaper model's verdicts for an escalated class)."""
     at = decided_at or utcnow() + timedelta(seconds=1)
     ids = [f"seed-{next(_ids)}-{at.timestamp():.0f}" for _ in range(n)]
     async with sessions() as session:
@@ -76,6 +78,7 @@ async def seed_grades(
                     verdict="disagree" if i < k else "agree",
                     parse_status="ok",
                     decided_at=at,
+                    shadow=shadow,
                 )
                 for i, did in enumerate(ids)
             ]

@@ -113,7 +113,7 @@ async def test_the_way_back_needs_k_windows_then_probation(
     # Shadow probes of the cheaper model (gpt-4o-mini) at 0% disagreement, 1000 a day.
     returned = []
     for day in range(4):
-        await seed_grades(sessions, "classify", MINI, n=1000, k=0)
+        await seed_grades(sessions, "classify", MINI, n=1000, k=0, shadow=True)
         run = await run_escalation(sessions, now=now + timedelta(days=day, hours=1))
         returned.append(run.returned)
     assert returned == [[], [], [], ["classify"]]  # the third window closes on day 3

@@ -67,7 +67,7 @@ async def graded(url: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, 
             await session.exec(
                 select(Grade.task_class, Grade.verdict, Sample.meta)
                 .join(Sample, col(Sample.decision_id) == col(Grade.decision_id))
-                .where(col(Grade.model) == "mixtral-8x7b-instruct")
+                .where(col(Grade.model) == "mixtral-8x7b-instruct", col(Grade.shadow).is_(False))
             )
         ).all()
         events = {e.task_class: e for e in (await session.exec(select(EscalationEvent))).all()}
