@@ -46,10 +46,12 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     engine = make_engine(_url())
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-        await connection.commit()
-    await engine.dispose()
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
 
 
 def run_migrations_online() -> None:

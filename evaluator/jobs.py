@@ -4,6 +4,13 @@ Both are plain async functions over a session factory, so the scheduler, the rep
 the tests run the very same code. On PostgreSQL, samples are claimed with ``FOR UPDATE SKIP
 LOCKED`` and a lease (a crashed worker's claims return to the pool when the lease runs out), and
 each escalation run holds a transaction-level advisory lock so concurrent workers run it once.
+
+Shadow probes (the way back of an escalated class, docs/escalation.md): a sample of an
+``escalated`` class is graded as a *shadow* sample (:func:`shadow_model`): the grading job asks
+the next cheaper model on the ladder for its answer to the sample's input messages, grades that
+answer with the class's grader against the class's reference model, and stores the grade with
+``model`` = the cheaper model and ``shadow`` = true. Those grades are the only evidence the way
+back reads (:func:`evaluator.escalation.window_counts` with ``shadow=True``).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,13 +33,16 @@ from evaluator.escalation import EscalationRun as EscalationRun
 from evaluator.escalation import class_states as class_states
 from evaluator.escalation import run_escalation as run_escalation
 from evaluator.escalation import window_counts as window_counts
-from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
+from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView, add_usage
+from evaluator.graders._base import no_verdict, reference_answer
 from evaluator.models import Grade
+from evaluator.parsing import no_verdict_status
 from evaluator.providers.base import Deferred, ProviderError
 from router.db import dialect_of, utcnow
-from router.models import Sample
+from router.models import RoutingEntry, Sample
 from router.policy import Policy
-from router.pricing import cost_usd
+from router.pricing import Usage, cost_usd
+from router.sampling import sample_point
 from router.table import latest_policy
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,7 @@ class GradingRun:
     failed: int = 0
     deferred: int = 0
     retried: int = 0
+    lost_leases: int = 0
     cost_usd: float = 0.0
 
 
@@ -118,9 +129,13 @@ def _spend(row: Sample, result: GradeResult, cost: float | None) -> tuple[int, i
 
 
 async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) -> list[Sample]:
-    """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) and commit.
+    """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) for
+    ``lease_s`` seconds, and commit. A sample whose lease has expired ``MAX_ATTEMPTS`` times
+    (a worker kept dying on it) is marked ``failed`` instead of being claimed again.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same sample.
+    SQLite takes no row locks: one process owns an embedded database. The claim's
+    ``lease_until`` is its token: the write-back only touches rows still holding it.
     """
     now = utcnow()
     stmt = (
@@ -138,10 +153,16 @@ async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) ->
         stmt = stmt.with_for_update(skip_locked=True)
     rows = list((await session.exec(stmt)).all())
     lease = now + timedelta(seconds=lease_s)
+    claimed = []
     for row in rows:
+        if row.attempts >= MAX_ATTEMPTS:
+            log.error("sample %s failed: %d attempts ran out", row.decision_id, row.attempts)
+            row.status, row.lease_until = "failed", None
+            continue
         row.status, row.lease_until, row.attempts = "claimed", lease, row.attempts + 1
+        claimed.append(row)
     await session.commit()
-    return rows
+    return claimed
 
 
 def _insert_ignore(dialect: str, table: type) -> sa.Insert:
@@ -151,12 +172,72 @@ def _insert_ignore(dialect: str, table: type) -> sa.Insert:
 
 
 TRANSIENT_BACKOFF_S = 30.0
+# Claims of one sample before it is failed for good (crashes, lost leases, transient errors).
+MAX_ATTEMPTS = 5
+
+SHADOW_SALT = ":shadow"
+"""Salt of the hash that splits an escalated class's samples on a non-reference model."""
+
+SHADOW_FRACTION = 0.5
+"""Share of an escalated class's samples on a non-reference model graded as shadow probes."""
+
+SHADOW_MAX_TOKENS = 2048
+"""Output cap of the cheaper model's answer in a shadow probe (tokens)."""
+
+
+def shadow_model(policy: Policy, sample: Sample, entry: RoutingEntry | None) -> str | None:
+    """The cheaper model whose answer a shadow probe grades for ``sample``, or None (a normal
+    grade of the served answer).
+
+    A sample is a shadow sample when its class's routing-table ``entry`` is ``escalated`` on the
+    sample's model (read when the grading job runs), the ladder has a cheaper model
+    (``policy.previous_model(sample.model)``), and either the sample's model is the class's
+    reference model (there is nothing else to compare), or the decision id's salted hash point
+    ``sample_point(decision_id + ":shadow")`` is below :data:`SHADOW_FRACTION` (one half,
+    deterministic, so a retried grade makes the same choice). The salted point is independent of
+    the sampling point (``sample_point(decision_id) < sample_rate``), so the split stays one half
+    whatever the class's sample rate was or becomes. With no cheaper model the sample is graded
+    normally.
+    """
+    if entry is None or entry.status != "escalated" or entry.model != sample.model:
+        return None
+    cheaper = policy.previous_model(sample.model)
+    if cheaper is None:
+        return None
+    if sample.model == policy.reference_model(sample.task_class):
+        return cheaper
+    if sample_point(sample.decision_id + SHADOW_SALT) < SHADOW_FRACTION:
+        return cheaper
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Graded:
+    """One sample's grading: the reference model, the result or the provider error, and for a
+    shadow probe the cheaper model and the tokens its answer used."""
+
+    sample: Sample
+    reference: str
+    result: GradeResult | None
+    error: ProviderError | None
+    shadow: str | None = None
+    shadow_usage: Usage | None = None
 
 
 async def _grade_one(
-    sample: Sample, policy: Policy, env: GraderEnv, gate: asyncio.Semaphore
-) -> tuple[Sample, str, GradeResult | None, ProviderError | None]:
-    """Grade one sample with its class's grader; a provider failure is returned, not raised."""
+    sample: Sample,
+    policy: Policy,
+    env: GraderEnv,
+    gate: asyncio.Semaphore,
+    shadow: str | None = None,
+) -> _Graded:
+    """Grade one sample with its class's grader; a provider failure is returned, not raised.
+
+    With ``shadow`` (a cheaper model, :func:`shadow_model`), first ask that model for its answer
+    to the sample's input messages through ``env.provider_for(shadow)``, then grade that answer
+    in place of the served one. A cheaper answer that is empty, truncated or refused is a grade
+    without a verdict (parse status ``shadow_`` + the reason).
+    """
     settings = policy.settings_for(sample.task_class)
     reference = policy.reference_model(sample.task_class)
     view = SampleView(
@@ -167,12 +248,25 @@ async def _grade_one(
         sample.output_text,
         sample.meta or {},
     )
+    shadow_usage: Usage | None = None
     async with gate:
         try:
+            if shadow is not None:
+                cheap = await reference_answer(view, shadow, env, max_tokens=SHADOW_MAX_TOKENS)
+                shadow_usage = cheap.usage
+                missing = no_verdict_status(cheap.text, cheap.finish_reason)
+                if missing is not None:
+                    result = no_verdict(f"shadow_{missing}", cheap.text, Usage())
+                    return _Graded(sample, reference, result, None, shadow, shadow_usage)
+                view = replace(view, model=shadow, output_text=cheap.text)
             result = await GRADERS[settings.grader].grade(view, settings, reference, env)
         except ProviderError as exc:
-            return sample, reference, None, exc
-    return sample, reference, result, None
+            return _Graded(sample, reference, None, exc, shadow)
+        except Exception as exc:  # a grader bug or input it cannot read: this sample fails alone
+            log.exception("grader %s failed on %s", settings.grader, sample.decision_id)
+            error = ProviderError(f"grader error: {type(exc).__name__}: {exc}", transient=False)
+            return _Graded(sample, reference, None, error, shadow)
+    return _Graded(sample, reference, result, None, shadow, shadow_usage)
 
 
 async def grade_pending(
@@ -190,7 +284,12 @@ async def grade_pending(
     permanent failure is ``failed`` at once. A :class:`Deferred` sample (a rate-limit hint longer
     than the job's budget, field case P1) stays claimed until the hinted time and does not use up
     an attempt. A grade without a verdict (invalid/refused) on the first
-    attempt requeues the sample once (field case J2); the second attempt's grade is final."""
+    attempt requeues the sample once (field case J2); the second attempt's grade is final.
+
+    Shadow samples (:func:`shadow_model`) are graded on the cheaper model's answer and stored
+    with ``model`` = the cheaper model and ``shadow`` = true; their tokens and ``cost_usd`` add
+    the cheaper model's call (priced at its catalog price) to the reference model's calls. That
+    is grading spend: it creates no outcome and no serving cost."""
     run = GradingRun()
     batches = 0
     while max_batches is None or batches < max_batches:
@@ -201,22 +300,44 @@ async def grade_pending(
             catalog = {}
             if policy is not None:
                 catalog = {m.name: m for m in policy.spec.models}
+            classes = sorted({s.task_class for s in samples})
+            entries = {
+                e.task_class: e
+                for e in (
+                    await session.exec(
+                        select(RoutingEntry).where(col(RoutingEntry.task_class).in_(classes))
+                    )
+                ).all()
+            }
         if not samples or policy is None:
             break
         run.claimed += len(samples)
         gate = asyncio.Semaphore(concurrency)
-        outcomes = await asyncio.gather(*(_grade_one(s, policy, env, gate) for s in samples))
+        outcomes = await asyncio.gather(
+            *(
+                _grade_one(s, policy, env, gate, shadow_model(policy, s, entries.get(s.task_class)))
+                for s in samples
+            )
+        )
         async with sessions() as session:
             dialect = dialect_of(session)
             ids = [s.decision_id for s in samples]
-            rows = {
-                r.decision_id: r
-                for r in (
-                    await session.exec(select(Sample).where(col(Sample.decision_id).in_(ids)))
-                ).all()
-            }
-            for sample, reference, result, error in outcomes:
+            mine = select(Sample).where(col(Sample.decision_id).in_(ids))
+            if dialect == "postgresql":
+                mine = mine.with_for_update()
+            rows = {r.decision_id: r for r in (await session.exec(mine)).all()}
+            for graded in outcomes:
+                sample, reference, result, error = (
+                    graded.sample,
+                    graded.reference,
+                    graded.result,
+                    graded.error,
+                )
                 row = rows[sample.decision_id]
+                if row.status != "claimed" or row.lease_until != sample.lease_until:
+                    # Our lease ran out and another worker took the sample: its result stands.
+                    run.lost_leases += 1
+                    continue
                 if result is None:
                     assert error is not None
                     now = utcnow()
@@ -236,6 +357,12 @@ async def grade_pending(
                     continue
                 price = catalog.get(reference)
                 cost = cost_usd(result.usage, price)
+                if graded.shadow is not None:
+                    # The cheaper model's answer, at its own catalog price (grading spend).
+                    cheap_usage = graded.shadow_usage or Usage()
+                    cheap_cost = cost_usd(cheap_usage, catalog.get(graded.shadow))
+                    cost = None if cost is None or cheap_cost is None else cost + cheap_cost
+                    result = replace(result, usage=add_usage(result.usage, cheap_usage))
                 run.cost_usd += cost or 0.0
                 if _requeue_without_verdict(row, result, cost):
                     run.retried += 1
@@ -245,7 +372,8 @@ async def grade_pending(
                     _insert_ignore(dialect, Grade).values(
                         decision_id=sample.decision_id,
                         task_class=sample.task_class,
-                        model=sample.model,
+                        model=graded.shadow or sample.model,
+                        shadow=graded.shadow is not None,
                         reference_model=reference,
                         grader=policy.settings_for(sample.task_class).grader,
                         verdict=result.verdict,

@@ -12,6 +12,7 @@ Across processes each escalation run claims its tick in ``job_run`` under an adv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -87,15 +88,24 @@ class Evaluator:
 
     @property
     def env(self) -> GraderEnv:
+        """The grading environment, built on first use (synchronously: prefer :meth:`load_env`
+        inside the event loop)."""
         if self._env is None:
             self._env = self._env_factory()
+        return self._env
+
+    async def load_env(self) -> GraderEnv:
+        """The grading environment, built on first use in a worker thread, so loading the
+        held-out sets (about half a second) does not stall route calls on the event loop."""
+        if self._env is None:
+            self._env = await asyncio.to_thread(self._env_factory)
         return self._env
 
     async def grade(self) -> GradingRun:
         """Grade everything queued (the grading job)."""
         run = await grade_pending(
             self._sessions,
-            self.env,
+            await self.load_env(),
             batch_size=self._batch_size,
             concurrency=self._concurrency,
             lease_s=self._lease_s,

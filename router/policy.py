@@ -9,6 +9,7 @@ routing table. Matching is pure and allocation-light: it runs on every route cal
 from __future__ import annotations
 
 import fnmatch
+import logging
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.errors import PolicyError, field_path
+
+log = logging.getLogger(__name__)
 
 TIERS: tuple[str, ...] = ("trivial", "standard", "complex", "critical")
 Grader = Literal[
@@ -266,18 +269,51 @@ class Policy:
         return self.spec.tier_models[tier]
 
     def settings_for(self, task_class: str) -> ClassSettings:
-        """Defaults overlaid with every matching ``[[classes]]`` override, in file order."""
+        """Defaults overlaid with every matching ``[[classes]]`` override, in file order.
+
+        Never raises (it runs on every route call): an override that would make the merged
+        settings invalid together with an earlier one (two globs that overlap, e.g. p0 from one
+        and threshold from another) is skipped and logged. :func:`parse_policy` refuses such a
+        policy for every class its rules and globs name, so this only catches classes no rule
+        names.
+        """
         cached = self._settings_cache.get(task_class)
         if cached is not None:
             return cached
-        merged: dict[str, Any] = self.spec.defaults.model_dump()
-        for override in self.spec.classes:
-            if fnmatch.fnmatchcase(task_class, override.match):
-                merged.update(override.overrides)
-        settings = ClassSettings(**merged)
+        settings, conflict = self._merge(task_class)
+        if conflict is not None:
+            log.error("policy %s: %s; that override is skipped", self.name, conflict)
         if len(self._settings_cache) < 100_000:
             self._settings_cache[task_class] = settings
         return settings
+
+    def _merge(self, task_class: str) -> tuple[ClassSettings, str | None]:
+        """Merged settings of ``task_class`` and the first conflict met (None if none)."""
+        settings = self.spec.defaults
+        conflict = None
+        for i, override in enumerate(self.spec.classes):
+            if not fnmatch.fnmatchcase(task_class, override.match):
+                continue
+            try:
+                settings = ClassSettings(**{**settings.model_dump(), **override.overrides})
+            except ValidationError as exc:
+                msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                conflict = conflict or f"classes[{i}] for class '{task_class}': {msg}"
+        return settings, conflict
+
+    def check_overlaps(self) -> None:
+        """Merge the settings of every class the rules name and of every glob taken as a class
+        name, so overlapping overrides that conflict are refused at load.
+
+        Raises:
+            PolicyError: a class's merged settings are invalid (names the override).
+        """
+        names = {t + r.class_suffix for r in self.spec.rules for t in r.task_types}
+        names |= {c.match for c in self.spec.classes}
+        for name in sorted(names):
+            _, conflict = self._merge(name)
+            if conflict is not None:
+                raise PolicyError(conflict, field="classes")
 
     def reference_model(self, task_class: str) -> str:
         """The class's reference model: its setting, else the premium model."""
@@ -326,7 +362,9 @@ def parse_policy(body: str, *, source: str = "<policy>") -> Policy:
             loc, msg = msg.split(": ", 1)
         where = f"{loc}: " if loc else ""
         raise PolicyError(f"{source}: {where}{msg}", field=loc or None) from exc
-    return Policy(spec, body)
+    policy = Policy(spec, body)
+    policy.check_overlaps()
+    return policy
 
 
 def load_policy(path: str | Path) -> Policy:

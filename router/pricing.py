@@ -113,6 +113,29 @@ def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") ->
         return Usage()
     if not isinstance(usage, Mapping):
         raise InvalidInput(f"{field} must be an object", field=field)
+    anthropic_cache_keys = ("cache_read_input_tokens", "cache_creation_input_tokens")
+    if isinstance(usage.get("input_tokens_details"), Mapping) and not any(
+        k in usage for k in anthropic_cache_keys
+    ):
+        # OpenAI Responses API: input_tokens INCLUDES input_tokens_details.cached_tokens and
+        # output_tokens includes output_tokens_details.reasoning_tokens (OpenAI API reference,
+        # "The response object" / usage) - the Chat Completions rule under other names.
+        return normalize_usage(
+            {
+                "prompt_tokens": usage.get("input_tokens"),
+                "completion_tokens": usage.get("output_tokens"),
+                "prompt_tokens_details": _details(usage, "input_tokens_details", field),
+                "completion_tokens_details": _details(usage, "output_tokens_details", field),
+            },
+            field=field,
+        )
+    if not any(k in usage for k in (*_OPENAI_KEYS, *_ANTHROPIC_KEYS)):
+        raise InvalidInput(
+            f"{field} has none of the token counts tierwise prices (OpenAI prompt_tokens/"
+            "completion_tokens, Responses input_tokens/output_tokens, Anthropic input_tokens/"
+            "output_tokens); send null when usage is unknown",
+            field=field,
+        )
     openai_shape = any(k in usage for k in _OPENAI_KEYS)
     if openai_shape and any(k in usage for k in _ANTHROPIC_KEYS):
         raise InvalidInput(

@@ -27,8 +27,8 @@ def _check_json(value: Any, path: str = "") -> None:
     json type rejects them) and NUL characters (PostgreSQL text rejects them)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path or 'value'}: NaN and Infinity are not valid JSON numbers")
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{path or 'value'}: NUL characters are not allowed")
+    if isinstance(value, str):
+        _check_text(value, path or "value")
     if isinstance(value, dict):
         for key, item in value.items():
             _check_json(key, path)
@@ -43,9 +43,18 @@ def _clean_json(value: Any) -> Any:
     return value
 
 
-def _no_nul(value: str) -> str:
+def _check_text(value: str, where: str) -> None:
+    """NUL (PostgreSQL text refuses it) and lone surrogates (not encodable as UTF-8)."""
     if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
+        raise ValueError(f"{where}: NUL characters are not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where}: not valid Unicode text (lone surrogate)") from exc
+
+
+def _no_nul(value: str) -> str:
+    _check_text(value, "text")
     return value
 
 

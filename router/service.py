@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,6 +31,10 @@ from router.sampling import is_sampled
 from router.table import RoutingSnapshot, current_version, load_snapshot
 
 log = logging.getLogger(__name__)
+
+
+# Decisions kept in memory while the database cannot take them (~1 KB each).
+MAX_BUFFERED_DECISIONS = 200_000
 
 
 class NoPolicy(TierwiseError):
@@ -67,8 +71,11 @@ def decide(
 
     The policy's rules give the task class and base tier; the routing-table entry, when the class
     has one, gives the current model and status. A decision is sampled when the decision id hashes
-    under the class's sample rate, unless the class is pinned or already on its reference model
-    (there is nothing to compare it with).
+    under the class's sample rate, unless the class is pinned, or on its reference model and not
+    ``escalated`` (there is nothing to compare it with). An ``escalated`` class is sampled even on
+    its reference model: its samples are the shadow probes that can bring it back down (the
+    grading job asks the next cheaper model for its answer, off the hot path; see
+    ``evaluator.jobs.is_shadow_sample``).
     """
     policy = snapshot.policy
     match = policy.match(task_type, input_tokens, has_tool_calls)
@@ -84,7 +91,9 @@ def decide(
     settings = policy.settings_for(match.task_class)
     reference = settings.reference_model or policy.spec.premium_model
     sampled = (
-        status != "pinned" and model != reference and is_sampled(decision_id, settings.sample_rate)
+        status != "pinned"
+        and (model != reference or status == "escalated")
+        and is_sampled(decision_id, settings.sample_rate)
     )
     return RouteDecision(
         decision_id=decision_id,
@@ -159,6 +168,8 @@ class Router:
         self._flush_size = flush_size
         self._buffer: list[dict[str, Any]] = []
         self._flush_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- snapshot -------------------------------------------------------------------------
@@ -231,32 +242,48 @@ class Router:
             }
         )
         if len(self._buffer) >= self._flush_size and not self._flush_lock.locked():
-            asyncio.get_running_loop().create_task(self.flush())
+            self._wake.set()
         return decision
 
     async def flush(self) -> int:
-        """Write buffered decisions in one batch; returns how many were written."""
+        """Write buffered decisions in one batch; returns how many were written.
+
+        A database that is down, locked or out of connections keeps the batch for the next try
+        (the buffer is bounded at ``MAX_BUFFERED_DECISIONS``; past that the oldest are dropped and
+        logged). Only rows the database refuses as data (``IntegrityError``/``DataError``) are
+        written one by one and the refused ones dropped, so one bad row cannot block the rest.
+        A cancelled flush (shutdown, a cancelled request) puts its batch back.
+
+        Raises:
+            DBAPIError | OSError: the database could not be reached; the batch is kept.
+        """
         async with self._flush_lock:
             batch, self._buffer = self._buffer, []
             if not batch:
                 return 0
             try:
                 await self._write_decisions(batch)
-            except DBAPIError:
-                # One bad row must not block every later decision: write them one by one and
-                # drop (and log) only those the database refuses.
+            except (IntegrityError, DataError):
                 written = 0
                 for row in batch:
                     try:
                         await self._write_decisions([row])
                         written += 1
-                    except DBAPIError:
+                    except (IntegrityError, DataError):
                         log.exception("decision %s refused by the database; dropped", row["id"])
                 return written
-            except Exception:
-                self._buffer[:0] = batch  # database unreachable: keep them for the next try
+            except BaseException:
+                self._restore(batch)
                 raise
             return len(batch)
+
+    def _restore(self, batch: list[dict[str, Any]]) -> None:
+        """Put an unwritten batch back in front of the buffer, within its bound."""
+        self._buffer[:0] = batch
+        excess = len(self._buffer) - MAX_BUFFERED_DECISIONS
+        if excess > 0:
+            log.error("decision buffer full: dropping the %d oldest unwritten decisions", excess)
+            del self._buffer[:excess]
 
     async def _write_decisions(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions() as session:
@@ -403,25 +430,38 @@ class Router:
     async def start(self) -> None:
         """Load the snapshot and start the poller and the batch writer."""
         await self.refresh(force=True)
+        self._stopping.clear()
         self._tasks = [
-            asyncio.create_task(self._every(self._poll_interval_s, self.refresh), name="poll"),
-            asyncio.create_task(self._every(self._flush_interval_s, self.flush), name="flush"),
+            asyncio.create_task(
+                self._loop(self._poll_interval_s, self.refresh, self._stopping), name="poll"
+            ),
+            asyncio.create_task(
+                self._loop(self._flush_interval_s, self.flush, self._wake), name="flush"
+            ),
         ]
 
     async def stop(self) -> None:
-        """Stop background tasks and write what is buffered."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the background loops (each finishes what it is doing: no write is cut in half)
+        and write what is buffered.
+
+        Raises:
+            DBAPIError | OSError: the final write failed; the decisions stay in the buffer.
+        """
+        self._stopping.set()
+        self._wake.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.flush()
 
-    @staticmethod
-    async def _every(interval: float, fn: Any) -> None:
-        while True:
-            await asyncio.sleep(interval)
+    async def _loop(self, interval: float, fn: Any, wake: asyncio.Event) -> None:
+        """Run ``fn`` every ``interval`` s, sooner when ``wake`` is set, until stop."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval)
+            if wake is not self._stopping:
+                wake.clear()
+            if self._stopping.is_set():
+                return
             try:
                 await fn()
             except Exception:

@@ -78,10 +78,13 @@ async def latest_policy(session: AsyncSession) -> LoadedPolicy | None:
 
 async def load_snapshot(session: AsyncSession) -> RoutingSnapshot | None:
     """Read policy, table and catalog into a snapshot; None before any policy is applied."""
+    # The version is read first: if a change commits between the two reads, the snapshot looks
+    # older than it is and the next poll reloads it (the reverse order could pin a new version
+    # number to an old policy for good).
+    version = await current_version(session)
     policy = await latest_policy(session)
     if policy is None:
         return None
-    version = await current_version(session)
     rows = (await session.exec(select(RoutingEntry))).all()
     entries = {
         r.task_class: EntryView(r.task_class, r.tier, r.model, r.status, r.version, r.changed_at)

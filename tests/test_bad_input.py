@@ -98,6 +98,8 @@ async def test_bad_route_calls_are_422_and_store_nothing(
         ({"output_text": "a\u0000b"}, "output_text"),
         ({"served_model": "gpt\u0000"}, "served_model"),
         ({"latency_ms": "12"}, "latency_ms"),
+        ({"output_text": "a\ud800b"}, "output_text"),
+        ({"usage": {}}, "usage"),
     ],
 )
 async def test_bad_outcomes_are_422_and_store_nothing(

@@ -95,3 +95,15 @@ def test_non_utf8_files_are_refused_cleanly(tmp_path: Path) -> None:
     data.write_bytes(b'{"id": 1}\n\xff\xfe\n')
     result = tierwise("replay", str(data), "--database-url", f"sqlite+aiosqlite:///{tmp_path}/x.db")
     assert result.returncode == 2 and "not UTF-8" in result.stdout
+
+
+def test_conflicting_overlapping_overrides_are_refused(tmp_path: Path) -> None:
+    text = DEFAULT_POLICY.read_text(encoding="utf-8") + (
+        '\n[[classes]]\nmatch = "classify*"\np0 = 0.01\np1 = 0.03\n'
+        '\n[[classes]]\nmatch = "*fy"\np0 = 0.04\nthreshold = 0.05\n'
+    )
+    path = tmp_path / "overlap.toml"
+    path.write_text(text, encoding="utf-8")
+    result = tierwise("policy", "check", str(path))
+    assert result.returncode == 2
+    assert "classes[1] for class 'classify'" in " ".join(result.stdout.split())

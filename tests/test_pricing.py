@@ -127,3 +127,24 @@ def test_bad_counts_name_the_field(raw: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         normalize_usage(raw)
     assert info.value.field == field
+
+
+def test_openai_responses_shape_counts_cached_inside_input() -> None:
+    usage = normalize_usage(
+        {
+            "input_tokens": 2006,
+            "output_tokens": 300,
+            "input_tokens_details": {"cached_tokens": 1920},
+            "output_tokens_details": {"reasoning_tokens": 100},
+        }
+    )
+    assert usage == Usage(
+        input_tokens=86, cached_input_tokens=1920, output_tokens=300, reasoning_tokens=100
+    )
+    assert cost_usd(usage, price(2.50, 10.0, cached=1.25)) == pytest.approx(0.005615, abs=1e-12)
+
+
+@pytest.mark.parametrize("raw", [{}, {"total_tokens": 5000}, {"promptTokenCount": 10}])
+def test_usage_without_known_counts_is_refused_not_free(raw: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput, match="none of the token counts"):
+        normalize_usage(raw)

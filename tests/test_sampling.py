@@ -6,6 +6,9 @@ import random
 
 from router.sampling import is_sampled, sample_point
 
+SAMPLE_POINT_DECISION_1 = 0.3262336137895553
+SAMPLE_POINT_HEX = 0.799479299340421
+
 
 def _ids(n: int) -> list[str]:
     rng = random.Random(20261129)
@@ -37,3 +40,9 @@ def test_rate_zero_picks_none_and_one_picks_all() -> None:
     ids = _ids(10_000)
     assert not any(is_sampled(i, 0.0) for i in ids)
     assert all(is_sampled(i, 1.0) for i in ids)
+
+
+def test_sample_point_is_the_same_on_every_replica() -> None:
+    # Pinned values: a change of hash (or a salted one) would make replicas disagree.
+    assert sample_point("decision-1") == SAMPLE_POINT_DECISION_1
+    assert sample_point("0123456789abcdef0123456789abcdef") == SAMPLE_POINT_HEX

@@ -65,7 +65,7 @@ def db_upgrade(database_url: DbOption = None) -> None:
     """Create or migrate the schema (alembic upgrade head)."""
     settings = _settings(database_url)
     migrate.upgrade(settings.database_url)
-    console.print(f"schema at head on {settings.database_url}")
+    console.print(f"schema at head on {migrate.make_url_safe(settings.database_url)}")
 
 
 @policy_app.command("apply")
