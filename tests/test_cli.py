@@ -74,7 +74,7 @@ def test_policy_check_accepts_the_default() -> None:
                 "--database-url",
                 "sqlite+aiosqlite:////no/such/dir/x.db",
             ],
-            "unable to open database file",
+            "folder /no/such/dir does not exist",
         ),
         (["replay", "no-such.jsonl"], "cannot read data set"),
     ],

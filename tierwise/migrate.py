@@ -25,9 +25,26 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def _check_sqlite_path(database_url: str) -> None:
+    """Refuse a SQLite file whose folder does not exist before any driver thread starts (a
+    failed aiosqlite connect leaves a worker thread that reports to a closed loop)."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        folder = Path(url.database).expanduser().parent
+        if not folder.is_dir():
+            raise InvalidInput(
+                f"cannot use database {database_url}: folder {folder} does not exist",
+                field="database_url",
+            )
+
+
 @contextmanager
 def _database_errors(database_url: str) -> Iterator[None]:
     """Turn "cannot reach or open the database" into InvalidInput naming ``database_url``."""
+    _check_sqlite_path(database_url)
     try:
         yield
     except (ArgumentError, NoSuchModuleError, OperationalError, InterfaceError, OSError) as exc:
