@@ -3,16 +3,19 @@ escalation history, and the operators' changes (pin, unpin, override)."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from pydantic import SecretStr
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
 from evaluator.models import EscalationEvent
 from evaluator.schemas import EscalationOut, ManualChangeIn, OverrideIn, QualityOut
+from router.errors import Unauthorized
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
@@ -25,6 +28,26 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+
+
+async def require_operator(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Operator calls need ``Authorization: Bearer <admin token>`` when the service has one
+    (``TIERWISE_ADMIN_TOKEN``, passed in by the app factory as ``app.state.admin_token``).
+
+    Raises:
+        Unauthorized: the token is set and the header is missing or wrong (401).
+    """
+    token: SecretStr | None = getattr(request.app.state, "admin_token", None)
+    if token is None:
+        return
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("operator calls need Authorization: Bearer <admin token>")
+
+
+OPERATOR = [Depends(require_operator)]
 
 
 def _quality(s: ClassState) -> QualityOut:
@@ -90,6 +113,7 @@ async def _done(session: AsyncSession, event: EscalationEvent) -> EscalationOut:
     "/classes/{task_class}/pin",
     response_model=EscalationOut,
     responses={409: {"description": "Already pinned"}},
+    dependencies=OPERATOR,
 )
 async def pin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep) -> EscalationOut:
     """Freeze ``task_class`` on its current model: it is no longer sampled, and the escalation
@@ -102,6 +126,7 @@ async def pin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep) 
     "/classes/{task_class}/unpin",
     response_model=EscalationOut,
     responses={409: {"description": "Not pinned"}},
+    dependencies=OPERATOR,
 )
 async def unpin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep) -> EscalationOut:
     """Hand ``task_class`` back to the escalation job on its current model (``baseline`` on the
@@ -114,6 +139,7 @@ async def unpin(task_class: ClassPath, body: ManualChangeIn, session: SessionDep
     "/classes/{task_class}/override",
     response_model=EscalationOut,
     responses={409: {"description": "The class is already there"}},
+    dependencies=OPERATOR,
 )
 async def override(task_class: ClassPath, body: OverrideIn, session: SessionDep) -> EscalationOut:
     """Move ``task_class`` to ``model`` (any catalog model, up or down); with ``pin`` it stays

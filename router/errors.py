@@ -6,6 +6,7 @@ into ``{"error": {"code", "message", "field"}}`` with the class's HTTP status::
     TierwiseError (500, "internal")
     +-- InvalidInput (422, "invalid_input")        bad value in a request or a policy file
     |   +-- PolicyError (422, "invalid_policy")    a routing policy that cannot be applied
+    +-- Unauthorized (401, "unauthorized")         operator call without the admin token
     +-- NotFound (404, "not_found")                unknown decision id, task class, model
     +-- Conflict (409, "conflict")                 a write that contradicts stored state
 """
@@ -55,6 +56,11 @@ class InvalidInput(TierwiseError):
 
 class PolicyError(InvalidInput):
     code = "invalid_policy"
+
+
+class Unauthorized(TierwiseError):
+    code = "unauthorized"
+    status = 401
 
 
 class NotFound(TierwiseError):

@@ -114,6 +114,9 @@ def create_app(
                 escalation_interval_s=settings.escalation_interval_s,
             )
         app.state.settings = settings
+        app.state.admin_token = settings.admin_token
+        if settings.admin_token is None:
+            log.warning("operator endpoints are open: set TIERWISE_ADMIN_TOKEN to protect them")
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.router = data_plane

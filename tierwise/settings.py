@@ -55,4 +55,9 @@ class Settings(BaseSettings):
         description="longest one reference call may wait on rate-limit hints, s; a longer "
         "retry-after defers the sample to the next grading run",
     )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="required as 'Authorization: Bearer <token>' by the operator endpoints "
+        "(pin, unpin, override); unset = open, as suits a single embedded process",
+    )
     log_level: str = "INFO"
