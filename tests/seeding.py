@@ -1,5 +1,5 @@
-"""Write graded verdicts straight into the database (decision -> sample -> grade), for tests of
-the escalation job that should not depend on a grader or the replay."""
+"""Write samples and graded verdicts straight into the database (decision -> sample -> grade),
+for tests of the jobs that should not depend on the API, a grader or the replay."""
 
 from __future__ import annotations
 
@@ -14,6 +14,54 @@ from router.db import utcnow
 from router.models import Decision, Sample
 
 _ids = itertools.count()
+
+
+def add_samples(
+    session: AsyncSession,
+    ids: list[str],
+    *,
+    task_class: str,
+    model: str,
+    at: datetime,
+    messages: list[dict[str, str]] | None = None,
+    output_text: str = "a",
+    status: str = "queued",
+) -> None:
+    """Add a sampled decision and its sample for each id (caller flushes/commits). Sample
+    ``created_at`` follows the order of ``ids`` so claims take them in that order."""
+    session.add_all(
+        [
+            Decision(
+                id=did,
+                task_type=task_class,
+                task_class=task_class,
+                tier="standard",
+                model=model,
+                provider="test",
+                table_version=1,
+                sampled=True,
+                input_tokens=10,
+                has_tool_calls=False,
+                created_at=at,
+            )
+            for did in ids
+        ]
+    )
+    session.add_all(
+        [
+            Sample(
+                decision_id=did,
+                task_class=task_class,
+                model=model,
+                input_messages=messages or [{"role": "user", "content": "q"}],
+                output_text=output_text,
+                status=status,
+                decided_at=at,
+                created_at=at + timedelta(microseconds=i),
+            )
+            for i, did in enumerate(ids)
+        ]
+    )
 
 
 async def seed_grades(
@@ -33,39 +81,7 @@ async def seed_grades(
     at = decided_at or utcnow() + timedelta(seconds=1)
     ids = [f"seed-{next(_ids)}-{at.timestamp():.0f}" for _ in range(n)]
     async with sessions() as session:
-        session.add_all(
-            [
-                Decision(
-                    id=did,
-                    task_type=task_class,
-                    task_class=task_class,
-                    tier="trivial",
-                    model=model,
-                    provider="test",
-                    table_version=1,
-                    sampled=True,
-                    input_tokens=10,
-                    has_tool_calls=False,
-                    created_at=at,
-                )
-                for did in ids
-            ]
-        )
-        await session.flush()
-        session.add_all(
-            [
-                Sample(
-                    decision_id=did,
-                    task_class=task_class,
-                    model=model,
-                    input_messages=[{"role": "user", "content": "q"}],
-                    output_text="a",
-                    status="graded",
-                    decided_at=at,
-                )
-                for did in ids
-            ]
-        )
+        add_samples(session, ids, task_class=task_class, model=model, at=at, status="graded")
         await session.flush()
         session.add_all(
             [

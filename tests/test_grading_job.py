@@ -16,9 +16,10 @@ from evaluator.jobs import MAX_ATTEMPTS, grade_pending
 from evaluator.providers.base import ChatRequest, ChatResponse, Provider
 from evaluator.service import JUDGE_PROMPTS_FILE
 from router.db import utcnow
-from router.models import Decision, Sample
+from router.models import Sample
 from router.pricing import Usage
 from tests.conftest import DATASETS, apply, policy_named
+from tests.seeding import add_samples
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,36 +45,18 @@ def env() -> GraderEnv:
 async def seed(
     sessions: async_sessionmaker[AsyncSession], rows: list[tuple[str, list[dict[str, str]]]]
 ) -> None:
-    now = utcnow()
     async with sessions() as session:
-        for i, (decision_id, messages) in enumerate(rows):
-            session.add(
-                Decision(
-                    id=decision_id,
-                    task_type="poetry",
-                    task_class="poetry",
-                    tier="standard",
-                    model="claude-3-5-haiku",
-                    provider="anthropic",
-                    table_version=1,
-                    sampled=True,
-                    input_tokens=5,
-                    has_tool_calls=False,
-                    created_at=now,
-                )
+        for decision_id, messages in rows:
+            add_samples(
+                session,
+                [decision_id],
+                task_class="poetry",
+                model="claude-3-5-haiku",
+                at=utcnow(),
+                messages=messages,
+                output_text="A poem.",
             )
             await session.flush()
-            session.add(
-                Sample(
-                    decision_id=decision_id,
-                    task_class="poetry",
-                    model="claude-3-5-haiku",
-                    input_messages=messages,
-                    output_text="A poem.",
-                    decided_at=now,
-                    created_at=now + timedelta(microseconds=i),
-                )
-            )
         await session.commit()
 
 

@@ -24,6 +24,7 @@ from router.pricing import Usage, cost_usd
 from router.sampling import is_sampled
 from router.tokens import estimate_message_tokens, estimate_text_tokens
 from tests.conftest import DATASETS, apply, policy_named, running_service
+from tests.seeding import add_samples
 
 pytestmark = pytest.mark.asyncio
 
@@ -140,37 +141,14 @@ async def _queue_samples(
     """``n`` queued samples of GPT-4 answers to "2+2?" in the math class, decided at ``at``."""
     ids = [f"probe-{tag}-{i}" for i in range(n)]
     async with sessions() as session:
-        session.add_all(
-            [
-                Decision(
-                    id=i,
-                    task_type=MATH,
-                    task_class=MATH,
-                    tier="complex",
-                    model=GPT4,
-                    provider="replay",
-                    table_version=2,
-                    sampled=True,
-                    input_tokens=5,
-                    has_tool_calls=False,
-                    created_at=at,
-                )
-                for i in ids
-            ]
-        )
-        await session.flush()
-        session.add_all(
-            [
-                Sample(
-                    decision_id=i,
-                    task_class=MATH,
-                    model=GPT4,
-                    input_messages=[{"role": "user", "content": "What is 2+2?"}],
-                    output_text="4",
-                    decided_at=at,
-                )
-                for i in ids
-            ]
+        add_samples(
+            session,
+            ids,
+            task_class=MATH,
+            model=GPT4,
+            at=at,
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+            output_text="4",
         )
         await session.commit()
 
