@@ -38,10 +38,10 @@ from pydantic import SecretStr  # noqa: E402
 from evaluator.datasets import load_judge_prompts  # noqa: E402
 from evaluator.graders import GraderEnv  # noqa: E402
 from evaluator.jobs import grade_pending  # noqa: E402
-from evaluator.providers import AnthropicProvider, OpenAIProvider, Provider  # noqa: E402
 from router.db import make_engine, session_factory, utcnow  # noqa: E402
 from router.models import Decision, Sample  # noqa: E402
 from router.policy import builtin_policy_path, parse_policy  # noqa: E402
+from router.providers import AnthropicProvider, OpenAIProvider, Provider  # noqa: E402
 from router.table import apply_policy  # noqa: E402
 from tierwise import migrate  # noqa: E402
 from tierwise.settings import Settings  # noqa: E402

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import InvalidInput
+from router.providers.replay import RecordedAnswer, RecordedJudgment, ReplayProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +208,18 @@ def load_judge_prompts(path: str | Path) -> dict[str, dict[str, Any]]:
 def index_items(sets: Iterable[HeldOutSet]) -> dict[str, HeldOutItem]:
     """All items of ``sets`` by id."""
     return {item.id: item for s in sets for item in s.items}
+
+
+def replay_provider(sets: Iterable[HeldOutSet]) -> ReplayProvider:
+    """A :class:`~router.providers.ReplayProvider` answering from the sets' recordings: every
+    recorded output text (by model and input messages) and every recorded judge prompt."""
+    answers: list[RecordedAnswer] = []
+    judgments: list[RecordedJudgment] = []
+    for held_out in sets:
+        for item in held_out.items:
+            for model, out in item.outputs.items():
+                if out.text is not None:
+                    answers.append(RecordedAnswer(model, item.messages, out.text))
+                if out.judge is not None:
+                    judgments.append(RecordedJudgment(out.judge.user_prompt, out.judge.judgment))
+    return ReplayProvider(answers, judgments)

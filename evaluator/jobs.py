@@ -37,11 +37,11 @@ from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView, add_u
 from evaluator.graders._base import no_verdict, reference_answer
 from evaluator.models import Grade
 from evaluator.parsing import no_verdict_status
-from evaluator.providers.base import Deferred, ProviderError
 from router.db import dialect_of, utcnow
 from router.models import RoutingEntry, Sample
 from router.policy import Policy
 from router.pricing import Usage, cost_usd
+from router.providers.base import Deferred, ProviderError
 from router.sampling import sample_point
 from router.table import latest_policy
 

@@ -26,12 +26,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.datasets import HeldOutSet, index_items, load_held_out, load_judge_prompts
+from evaluator.datasets import (
+    HeldOutSet,
+    index_items,
+    load_held_out,
+    load_judge_prompts,
+    replay_provider,
+)
 from evaluator.escalation import EPOCH, tick_of
 from evaluator.graders import GraderEnv
 from evaluator.jobs import EscalationRun, GradingRun, grade_pending, run_escalation
-from evaluator.providers.base import Provider
-from evaluator.providers.replay import ReplayProvider
+from router.providers.base import Provider
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ HELD_OUT_FILES = ("mt_bench.jsonl", "gsm8k.jsonl", "mmlu.jsonl")
 
 def replay_env(sets: Sequence[HeldOutSet], datasets_dir: Path) -> GraderEnv:
     """A grading environment answered entirely from recordings (offline)."""
-    provider = ReplayProvider(sets)
+    provider = replay_provider(sets)
     return GraderEnv(
         provider_for=lambda _model: provider,
         items=index_items(sets),

@@ -16,18 +16,17 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from evaluator.datasets import HeldOutItem, load_held_out, load_judge_prompts
+from evaluator.datasets import HeldOutItem, load_held_out, load_judge_prompts, replay_provider
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
 from evaluator.jobs import FIRST_ATTEMPT, grade_pending
 from evaluator.models import Grade
-from evaluator.providers.base import ChatRequest, ChatResponse, FinishReason, Provider
-from evaluator.providers.replay import ReplayProvider
 from evaluator.report import class_reports
 from router import policy as policy_mod
 from router.errors import PolicyError
 from router.models import Sample
 from router.policy import ClassSettings, builtin_policy_path, parse_policy
 from router.pricing import Usage
+from router.providers.base import ChatRequest, ChatResponse, FinishReason, Provider
 from tests.conftest import DATASETS, apply, running_service
 
 CHEAP, REFERENCE = "mixtral-8x7b-instruct", "gpt-4-1106-preview"
@@ -224,7 +223,7 @@ async def test_label_reference_without_a_label_is_invalid_and_synonyms_count() -
 def replay_env() -> GraderEnv:
     sets = [load_held_out(DATASETS / "mt_bench.jsonl"), load_held_out(DATASETS / "gsm8k.jsonl")]
     items = {**held_out("mt_bench"), **held_out("gsm8k")}
-    return env_with(ReplayProvider(sets), items)
+    return env_with(replay_provider(sets), items)
 
 
 async def test_json_fields_on_recorded_mt_bench_extraction_rows() -> None:

@@ -13,11 +13,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GraderEnv
 from evaluator.jobs import MAX_ATTEMPTS, grade_pending
-from evaluator.providers.base import ChatRequest, ChatResponse, Provider
 from evaluator.service import JUDGE_PROMPTS_FILE
 from router.db import utcnow
 from router.models import Sample
 from router.pricing import Usage
+from router.providers.base import ChatRequest, ChatResponse, Provider
 from tests.conftest import DATASETS, apply, policy_named
 from tests.seeding import add_samples
 

@@ -18,8 +18,8 @@ from evaluator.parsing import (
     parse_rating,
     synonym_map,
 )
-from evaluator.providers.base import FinishReason
 from router.policy import ClassSettings
+from router.providers.base import FinishReason
 from tests.test_graders import REFERENCE, Scripted, env_with, sample
 
 # ---- J1: every example of the field case, exact values -----------------------------------------

@@ -27,7 +27,12 @@ from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GRADERS, GraderEnv, SampleView
 from evaluator.jobs import grade_pending
 from evaluator.models import Grade
-from evaluator.providers import (
+from router.db import utcnow
+from router.errors import InvalidInput
+from router.models import Decision, Sample
+from router.policy import ClassSettings, ModelPrice, builtin_policy_path, parse_policy
+from router.pricing import cost_usd
+from router.providers import (
     AnthropicProvider,
     ChatRequest,
     Deferred,
@@ -37,13 +42,8 @@ from evaluator.providers import (
     provider_from_settings,
     retry_after_s,
 )
-from evaluator.providers import anthropic as anthropic_adapter
-from evaluator.providers import openai as openai_adapter
-from router.db import utcnow
-from router.errors import InvalidInput
-from router.models import Decision, Sample
-from router.policy import ClassSettings, ModelPrice, builtin_policy_path, parse_policy
-from router.pricing import cost_usd
+from router.providers import anthropic as anthropic_adapter
+from router.providers import openai as openai_adapter
 from router.table import apply_policy
 from tests.conftest import DATASETS, make_settings, running_service
 from tests.wire import (

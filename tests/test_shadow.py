@@ -15,12 +15,12 @@ from evaluator.datasets import HeldOutSet, load_held_out
 from evaluator.escalation import class_state, override_class, run_escalation, window_counts
 from evaluator.jobs import SHADOW_FRACTION, grade_pending, shadow_model
 from evaluator.models import Grade
-from evaluator.providers.base import ChatRequest, ChatResponse, Provider
 from evaluator.service import provider_env
 from router.db import utcnow
 from router.models import Decision, Outcome, RoutingEntry, Sample
 from router.policy import ModelPrice
 from router.pricing import Usage, cost_usd
+from router.providers.base import ChatRequest, ChatResponse, Provider
 from router.sampling import is_sampled
 from router.tokens import estimate_message_tokens, estimate_text_tokens
 from tests.conftest import DATASETS, apply, policy_named, running_service

@@ -22,7 +22,9 @@ from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
 from evaluator.graders._judge import PAIRWISE_SCHEMA, RATING_SCHEMA, JudgeSingleGrader
 from evaluator.parsing import ParsedPairwise, ParsedRating, parse_pairwise_json, parse_rating_json
-from evaluator.providers import (
+from router.policy import ClassSettings
+from router.pricing import Usage
+from router.providers import (
     AnthropicProvider,
     ChatRequest,
     ChatResponse,
@@ -30,8 +32,6 @@ from evaluator.providers import (
     Provider,
     ReplayProvider,
 )
-from router.policy import ClassSettings
-from router.pricing import Usage
 from tests.conftest import DATASETS
 from tests.wire import (
     ANTHROPIC_PATH,

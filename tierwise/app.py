@@ -18,11 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
-from evaluator.providers import Provider, provider_from_settings
 from evaluator.service import Evaluator, default_replay_env, provider_env
 from router.db import make_engine, session_factory
 from router.errors import TierwiseError, field_path
 from router.policy import load_policy
+from router.providers import Provider, provider_from_settings
 from router.service import Router
 from router.table import apply_policy, latest_policy
 from tierwise.settings import Settings

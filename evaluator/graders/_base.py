@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evaluator.datasets import HeldOutItem
-from evaluator.providers.base import ChatRequest, ChatResponse, Provider
 from router.policy import ClassSettings
 from router.pricing import Usage
+from router.providers.base import ChatRequest, ChatResponse, Provider
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,8 @@ from evaluator.parsing import (
     parse_rating,
     parse_rating_json,
 )
-from evaluator.providers.base import ChatRequest, ChatResponse
 from router.policy import ClassSettings
+from router.providers.base import ChatRequest, ChatResponse
 from router.tokens import text_of
 
 

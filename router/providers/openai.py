@@ -21,15 +21,15 @@ import httpx2
 import openai
 from pydantic import SecretStr
 
-from evaluator.providers.base import (
+from router.errors import InvalidInput
+from router.pricing import normalize_usage
+from router.providers.base import (
     ChatRequest,
     ChatResponse,
     FinishReason,
     ProviderError,
     SDKProvider,
 )
-from router.errors import InvalidInput
-from router.pricing import normalize_usage
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam

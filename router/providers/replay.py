@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from evaluator.datasets import HeldOutSet
-from evaluator.providers.base import ChatRequest, ChatResponse, Provider, ReplayMiss
 from router.pricing import Usage
+from router.providers.base import ChatRequest, ChatResponse, Provider, ReplayMiss
 from router.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 
@@ -29,24 +29,47 @@ def _canonical(messages: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(str(m.get("role")), text_of(m.get("content"))) for m in messages]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedAnswer:
+    """One recorded reply: ``model`` (catalog name) answered ``messages`` with ``text``."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedJudgment:
+    """One recorded judge call: the exact user prompt the judge saw and its judgment text."""
+
+    prompt: str
+    judgment: str
+
+
 class ReplayProvider(Provider):
-    """Answers from recordings; raises ReplayMiss for anything it has not seen."""
+    """Answers from recordings; raises ReplayMiss for anything it has not seen.
+
+    The data plane knows nothing of held-out sets: the evaluator turns its sets into
+    :class:`RecordedAnswer` and :class:`RecordedJudgment` rows
+    (``evaluator.datasets.recordings``).
+    """
 
     name = "replay"
     # Recorded judgments are MT-Bench free text, looked up by the exact prompt: graders must send
     # the plain template here, never a schema request (which would change the prompt).
     supports_structured_output = False
 
-    def __init__(self, sets: Iterable[HeldOutSet]) -> None:
-        self._answers: dict[str, str] = {}
-        self._judgments: dict[str, str] = {}
-        for held_out in sets:
-            for item in held_out.items:
-                for model, out in item.outputs.items():
-                    if out.text is not None:
-                        self._answers[_key("answer", model, _canonical(item.messages))] = out.text
-                    if out.judge is not None:
-                        self._judgments[_key("judge", out.judge.user_prompt)] = out.judge.judgment
+    def __init__(
+        self,
+        answers: Iterable[RecordedAnswer] = (),
+        judgments: Iterable[RecordedJudgment] = (),
+    ) -> None:
+        self._answers: dict[str, str] = {
+            _key("answer", a.model, _canonical(a.messages)): a.text for a in answers
+        }
+        self._judgments: dict[str, str] = {
+            _key("judge", j.prompt): j.judgment for j in judgments
+        }
 
     @property
     def size(self) -> tuple[int, int]:

@@ -22,7 +22,9 @@ import anthropic
 from anthropic.types import TextBlock, ToolUseBlock
 from pydantic import SecretStr
 
-from evaluator.providers.base import (
+from router.errors import InvalidInput
+from router.pricing import normalize_usage
+from router.providers.base import (
     ChatRequest,
     ChatResponse,
     FinishReason,
@@ -30,8 +32,6 @@ from evaluator.providers.base import (
     SDKProvider,
     WaitBudget,
 )
-from router.errors import InvalidInput
-from router.pricing import normalize_usage
 from router.tokens import text_of
 
 if TYPE_CHECKING:

@@ -16,9 +16,10 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from evaluator.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
-from evaluator.providers.anthropic import AnthropicProvider
-from evaluator.providers.base import (
+from router.errors import InvalidInput
+from router.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
+from router.providers.anthropic import AnthropicProvider
+from router.providers.base import (
     ChatRequest,
     ChatResponse,
     Deferred,
@@ -29,10 +30,9 @@ from evaluator.providers.base import (
     WaitBudget,
     retry_after_s,
 )
-from evaluator.providers.openai import DEFAULT_BASE_URL as OPENAI_BASE_URL
-from evaluator.providers.openai import OpenAIProvider
-from evaluator.providers.replay import ReplayProvider
-from router.errors import InvalidInput
+from router.providers.openai import DEFAULT_BASE_URL as OPENAI_BASE_URL
+from router.providers.openai import OpenAIProvider
+from router.providers.replay import ReplayProvider
 
 __all__ = [
     "AnthropicProvider",
