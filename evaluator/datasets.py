@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import InvalidInput
-from router.providers.replay import RecordedAnswer, RecordedJudgment, ReplayProvider
+from router.providers import RecordedAnswer, RecordedJudgment, ReplayProvider
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import logging
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -81,51 +80,33 @@ class GradingRun:
     cost_usd: float = 0.0
 
 
-# Field case J2: a grade without a verdict (invalid/refused) on the first attempt is requeued
-# once; what that attempt spent is kept in the sample's meta under this key and added to the
-# final grade's tokens and cost, so the books hold both calls and the grade row is written once.
-FIRST_ATTEMPT = "first_attempt"
 NO_VERDICT = ("invalid", "refused")
-
-
-def _first_attempt(row: Sample) -> dict[str, Any] | None:
-    first = (row.meta or {}).get(FIRST_ATTEMPT)
-    return first if isinstance(first, dict) else None
+"""Verdicts that are no verdict: the first such grade of a sample is retried once."""
 
 
 def _requeue_without_verdict(row: Sample, result: GradeResult, cost: float | None) -> bool:
-    """Requeue ``row`` for its one retry if ``result`` has no verdict and this was the first
-    attempt (recording that attempt in ``row.meta``). True when requeued."""
-    if result.verdict not in NO_VERDICT or _first_attempt(row) is not None:
+    """Requeue ``row`` for its one retry if ``result`` has no verdict and no earlier attempt
+    had one either (the spend of this attempt goes to ``row.earlier_*``, the job's own
+    columns). True when requeued."""
+    if result.verdict not in NO_VERDICT or row.earlier_verdict is not None:
         return False
-    row.meta = {
-        **(row.meta or {}),
-        FIRST_ATTEMPT: {
-            "verdict": result.verdict,
-            "parse_status": result.parse_status,
-            "input_tokens": result.usage.total_input_tokens,
-            "output_tokens": result.usage.output_tokens,
-            "cost_usd": cost,
-        },
-    }
+    row.earlier_verdict = result.verdict
+    row.earlier_input_tokens = result.usage.total_input_tokens
+    row.earlier_output_tokens = result.usage.output_tokens
+    row.earlier_cost_usd = cost
     row.status, row.lease_until = "queued", None
     return True
 
 
 def _spend(row: Sample, result: GradeResult, cost: float | None) -> tuple[int, int, float | None]:
-    """(input tokens, output tokens, USD) of the final grade: this attempt plus a first attempt
+    """(input tokens, output tokens, USD) of the final grade: this attempt plus an earlier one
     that had no verdict; USD is None (unpriced) if either attempt is."""
     tokens_in, tokens_out = result.usage.total_input_tokens, result.usage.output_tokens
-    first = _first_attempt(row)
-    if first is None:
+    if row.earlier_verdict is None:
         return tokens_in, tokens_out, cost
-    earlier = first.get("cost_usd")
-    total = None if cost is None or earlier is None else cost + float(earlier)
-    return (
-        tokens_in + int(first.get("input_tokens", 0)),
-        tokens_out + int(first.get("output_tokens", 0)),
-        total,
-    )
+    earlier = row.earlier_cost_usd
+    total = None if cost is None or earlier is None else cost + earlier
+    return tokens_in + row.earlier_input_tokens, tokens_out + row.earlier_output_tokens, total
 
 
 async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) -> list[Sample]:
@@ -246,7 +227,7 @@ async def _grade_one(
         sample.model,
         sample.input_messages,
         sample.output_text,
-        sample.meta or {},
+        sample.item_id,
     )
     shadow_usage: Usage | None = None
     async with gate:

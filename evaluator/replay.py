@@ -107,7 +107,7 @@ async def run(
                 json={
                     "task_type": item.task_type,
                     "messages": item.messages,
-                    "metadata": {"item_id": item.id},
+                    "item_id": item.id,
                     "request_id": f"replay-{replay_plan.seed}-{start + offset}",
                 },
             )

@@ -60,10 +60,11 @@ def default_replay_env(datasets_dir: Path) -> GraderEnv:
     return replay_env(sets, datasets_dir)
 
 
-def provider_env(provider: Provider, datasets_dir: Path) -> GraderEnv:
-    """A grading environment where every reference call goes to ``provider``."""
+def provider_env(provider_for: Callable[[str], Provider], datasets_dir: Path) -> GraderEnv:
+    """A grading environment whose calls for a model go to ``provider_for(model)`` (a
+    :class:`router.providers.ProviderRegistry`'s ``for_model``)."""
     return GraderEnv(
-        provider_for=lambda _model: provider,
+        provider_for=provider_for,
         items={},
         judge_prompts=load_judge_prompts(datasets_dir / JUDGE_PROMPTS_FILE),
     )

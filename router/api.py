@@ -45,7 +45,12 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
     else:
         raise InvalidInput("input_tokens: give input_tokens or messages", field="input_tokens")
     d = router.route(
-        body.task_type, tokens, body.has_tool_calls, body.metadata, request_id=body.request_id
+        body.task_type,
+        tokens,
+        body.has_tool_calls,
+        body.metadata,
+        request_id=body.request_id,
+        item_id=body.item_id,
     )
     return RouteResponse(
         decision_id=d.decision_id,

@@ -23,6 +23,9 @@ def _ts(*, index: bool = False) -> Any:
 class Model(SQLModel, table=True):
     """Model catalog row: one priced model. Prices are USD per 1M tokens.
 
+    ``api_model`` is the id sent to the provider (NULL = ``name``); ``aliases`` the other names
+    the provider reports for it (``router.policy.ModelPrice``).
+
     ``cached_input_usd_per_mtok`` / ``cache_write_usd_per_mtok`` default to the input price when
     NULL. ``batch_discount`` is the fraction taken off by the provider's batch API (0.5 for OpenAI
     Batch and Anthropic Message Batches, per their pricing pages).
@@ -37,6 +40,8 @@ class Model(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     provider: str = Field(max_length=64)
+    api_model: str | None = Field(default=None, max_length=128)
+    aliases: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     input_usd_per_mtok: float
     cached_input_usd_per_mtok: float | None = None
     cache_write_usd_per_mtok: float | None = None
@@ -105,6 +110,7 @@ class Decision(SQLModel, table=True):
     input_tokens: int
     has_tool_calls: bool
     meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    item_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts(index=True)
 
 
@@ -136,6 +142,11 @@ class Sample(SQLModel, table=True):
     """A sampled outcome's text, queued for grading.
 
     ``status``: ``queued`` -> ``claimed`` (lease until ``lease_until``) -> ``graded`` | ``failed``.
+    ``meta`` is the caller's route metadata, kept for reports and never read by the jobs;
+    ``item_id`` the held-out item the request replays. The grading job's own state lives in
+    its own columns: ``attempts``, the lease, and ``earlier_*``, the spend of an earlier
+    attempt that gave no verdict (its one retry is used once ``earlier_verdict`` is set; the
+    final grade books both attempts). Tokens; USD (NULL = unpriced).
     """
 
     __tablename__ = "sample"
@@ -146,8 +157,13 @@ class Sample(SQLModel, table=True):
     input_messages: list[dict[str, Any]] = Field(sa_type=sa.JSON)
     output_text: str = Field(sa_type=sa.Text)
     meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    item_id: str | None = Field(default=None, max_length=200)
     status: str = Field(default="queued", max_length=16, index=True)
     attempts: int = 0
+    earlier_verdict: str | None = Field(default=None, max_length=16)
+    earlier_input_tokens: int = 0
+    earlier_output_tokens: int = 0
+    earlier_cost_usd: float | None = None
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = _ts()

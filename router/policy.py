@@ -51,10 +51,20 @@ class _Strict(BaseModel):
 
 
 class ModelPrice(_Strict):
-    """A catalog entry. Prices are USD per 1M tokens; NULL cached/cache-write = input price."""
+    """A catalog entry. Prices are USD per 1M tokens; NULL cached/cache-write = input price.
+
+    ``name`` is tierwise's name for the model (the routing table, the books); ``provider`` picks
+    the adapter (``router.providers.ProviderRegistry``); ``api_model`` is the id the provider's
+    API expects (default: ``name``; e.g. ``claude-3-5-sonnet-20241022`` for
+    ``claude-3-5-sonnet``); ``aliases`` are the other names a provider reports back for it
+    (dated ids such as ``gpt-4o-mini-2024-07-18``), so an outcome naming one is priced and graded
+    as this model.
+    """
 
     name: str = Field(min_length=1, max_length=128)
     provider: str = Field(min_length=1, max_length=64)
+    api_model: str | None = Field(default=None, min_length=1, max_length=128)
+    aliases: tuple[str, ...] = Field(default=(), max_length=32)
     input_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
     cached_input_usd_per_mtok: float | None = Field(
@@ -189,6 +199,15 @@ class PolicyFile(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("models: duplicate model name")
         known = set(names)
+        seen: dict[str, str] = {}
+        for i, m in enumerate(self.models):
+            for alias in m.aliases:
+                owner = seen.get(alias) or (alias if alias in known else None)
+                if owner is not None:
+                    raise ValueError(
+                        f"models[{i}].aliases: '{alias}' already names model '{owner}'"
+                    )
+                seen[alias] = m.name
         for tier in TIERS:
             if tier not in self.tier_models:
                 raise ValueError(f"tier_models: missing tier '{tier}'")

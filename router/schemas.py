@@ -120,6 +120,14 @@ class RouteRequest(BaseModel):
         "request's task type, tokens and tool use, so a retried route call gets the same "
         "decision (and sampling answer). Default: a random id.",
     )
+    item_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The held-out item this request replays (tierwise replay and eval runs): "
+        "graders that use recorded references look it up. Not part of metadata, which is the "
+        "caller's own and never read by the jobs.",
+    )
 
 
 class RouteResponse(BaseModel):

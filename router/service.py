@@ -13,7 +13,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from router.db import dialect_of, utcnow
 from router.errors import NotFound, TierwiseError
 from router.models import Decision, Outcome, Sample
+from router.policy import ModelPrice
 from router.pricing import cost_usd, normalize_usage
 from router.sampling import is_sampled
 from router.table import RoutingSnapshot, current_version, load_snapshot
@@ -180,6 +181,11 @@ class Router:
             raise NoPolicy("no routing policy applied yet: run `tierwise policy apply FILE`")
         return self._snapshot
 
+    @property
+    def catalog(self) -> dict[str, ModelPrice]:
+        """The serving snapshot's model catalog; empty before any policy was applied."""
+        return {} if self._snapshot is None else self._snapshot.catalog
+
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload the snapshot if the table version moved (or ``force``). True if reloaded."""
         async with self._sessions() as session:
@@ -211,6 +217,7 @@ class Router:
         meta: dict[str, Any] | None,
         *,
         request_id: str | None = None,
+        item_id: str | None = None,
     ) -> RouteDecision:
         """Decide and buffer the decision for the batch writer. No I/O.
 
@@ -238,6 +245,7 @@ class Router:
                 "input_tokens": input_tokens,
                 "has_tool_calls": has_tool_calls,
                 "meta": meta,
+                "item_id": item_id,
                 "created_at": utcnow(),
             }
         )
@@ -310,6 +318,10 @@ class Router:
         def where(i: int, name: str) -> str:
             return f"{labels[i]}.{name}" if labels[i] else name
 
+        # A dated id the provider reported (gpt-4o-mini-2024-07-18) is priced and graded as the
+        # catalog model it names.
+        canonical = self.snapshot.canonical
+        reports = [replace(r, served_model=canonical(r.served_model)) for r in reports]
         ids = [r.decision_id for r in reports]
         usages = [normalize_usage(r.usage, field=where(i, "usage")) for i, r in enumerate(reports)]
         async with self._sessions() as session:
@@ -419,6 +431,7 @@ class Router:
                 input_messages=report.input_messages,
                 output_text=report.output_text,
                 meta=decision.meta,
+                item_id=decision.item_id,
                 status="queued",
                 attempts=0,
                 decided_at=decision.created_at,

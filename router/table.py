@@ -7,7 +7,8 @@ router replica's snapshot poller sees it. Functions here only flush; the caller 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -41,10 +42,17 @@ class RoutingSnapshot:
     policy: LoadedPolicy
     entries: dict[str, EntryView]
     catalog: dict[str, ModelPrice]
+    # Every name a provider may report for a catalog model (its name and aliases) -> its name.
+    names: dict[str, str] = field(default_factory=dict)
 
     def provider_of(self, model: str) -> str:
         price = self.catalog.get(model)
         return price.provider if price is not None else "unknown"
+
+    def canonical(self, reported: str) -> str:
+        """The catalog name for a model name a caller or provider reported (a dated alias such
+        as ``gpt-4o-mini-2024-07-18`` becomes ``gpt-4o-mini``); unknown names are kept."""
+        return self.names.get(reported, reported)
 
 
 async def current_version(session: AsyncSession) -> int:
@@ -92,29 +100,42 @@ async def load_snapshot(session: AsyncSession) -> RoutingSnapshot | None:
     }
     models = (await session.exec(select(Model))).all()
     catalog = {
-        m.name: ModelPrice(
-            name=m.name,
-            provider=m.provider,
-            input_usd_per_mtok=m.input_usd_per_mtok,
-            output_usd_per_mtok=m.output_usd_per_mtok,
-            cached_input_usd_per_mtok=m.cached_input_usd_per_mtok,
-            cache_write_usd_per_mtok=m.cache_write_usd_per_mtok,
-            batch_discount=m.batch_discount,
-        )
-        for m in models
+        m.name: ModelPrice.model_validate(m.model_dump(exclude={"updated_at"})) for m in models
     }
-    return RoutingSnapshot(version=version, policy=policy, entries=entries, catalog=catalog)
+    return RoutingSnapshot(
+        version=version,
+        policy=policy,
+        entries=entries,
+        catalog=catalog,
+        names=catalog_names(catalog.values()),
+    )
+
+
+def catalog_names(models: Iterable[ModelPrice]) -> dict[str, str]:
+    """Every name of every catalog model (its own, its ``api_model`` id and its aliases) ->
+    its catalog name. An
+    alias that is also another model's name, or that two models claim, resolves to the model
+    of that name or to the first claimant (a policy file refuses both; the catalog table keeps
+    models of earlier policies)."""
+    names: dict[str, str] = {}
+    models = list(models)
+    for m in models:
+        for alias in (*m.aliases, *([m.api_model] if m.api_model else [])):
+            names.setdefault(alias, m.name)
+    names.update({m.name: m.name for m in models})
+    return names
 
 
 async def upsert_models(session: AsyncSession, models: list[ModelPrice]) -> None:
     """Insert or update catalog rows (prices USD per 1M tokens)."""
     now = utcnow()
     for price in models:
+        values = {**price.model_dump(), "aliases": list(price.aliases)}
         row = await session.get(Model, price.name)
         if row is None:
-            session.add(Model(**price.model_dump(), updated_at=now))
+            session.add(Model(**values, updated_at=now))
         else:
-            for key, value in price.model_dump().items():
+            for key, value in values.items():
                 setattr(row, key, value)
             row.updated_at = now
     await session.flush()

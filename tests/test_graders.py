@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from evaluator.datasets import HeldOutItem, load_held_out, load_judge_prompts, replay_provider
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
-from evaluator.jobs import FIRST_ATTEMPT, grade_pending
+from evaluator.jobs import grade_pending
 from evaluator.models import Grade
 from evaluator.report import class_reports
 from router import policy as policy_mod
@@ -76,8 +76,8 @@ def env_with(provider: Provider, items: dict[str, HeldOutItem] | None = None) ->
     )
 
 
-def sample(messages: list[dict[str, Any]], output: str, **meta: Any) -> SampleView:
-    return SampleView("d-1", "test", CHEAP, messages, output, dict(meta))
+def sample(messages: list[dict[str, Any]], output: str, item_id: str | None = None) -> SampleView:
+    return SampleView("d-1", "test", CHEAP, messages, output, item_id)
 
 
 def held_out_sample(item: HeldOutItem) -> SampleView:
@@ -551,7 +551,7 @@ async def test_j2_no_verdict_is_retried_once_and_stored_once(database_url: str) 
             assert g.cost_usd == pytest.approx(2 * (100 * 10 + 10 * 30) / 1e6)
         for s in samples:
             assert s.status == "graded"
-            assert s.meta is not None and s.meta[FIRST_ATTEMPT]["parse_status"] == "refused"
+            assert (s.earlier_verdict, s.earlier_input_tokens, s.meta) == ("refused", 100, None)
         # Nothing left to grade; no second row.
         again = await grade_pending(svc.sessions, env_with(Scripted(replies())))
         assert again.claimed == 0

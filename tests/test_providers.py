@@ -423,7 +423,6 @@ SAMPLE = SampleView(
     "gpt-4o-mini",
     [{"role": "user", "content": "Summarise: the cat sat on the mat."}],
     "A cat sat on a mat.",
-    {},
 )
 
 
@@ -542,9 +541,11 @@ async def test_app_grades_through_the_configured_provider(
         anthropic_base_url=wire.anthropic_base_url,
     ) as svc:
         provider = svc.evaluator.env.provider_for("claude-3-5-sonnet")
-        assert isinstance(provider, AnthropicProvider)
+        assert provider.name == "anthropic"
         wire.enqueue(ANTHROPIC_PATH, Reply(body=anthropic_message("[[8]]")))
         assert (await provider.complete(ask())).text == "[[8]]"
+        # The catalog's api_model goes upstream, not the catalog name.
+        assert wire.hits(ANTHROPIC_PATH)[0].body["model"] == "claude-3-5-sonnet-20241022"
 
 
 # ---- the grading job end to end --------------------------------------------------------------

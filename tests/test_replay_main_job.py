@@ -65,7 +65,7 @@ async def graded(url: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, 
     async with session_factory(engine)() as session:
         rows = (
             await session.exec(
-                select(Grade.task_class, Grade.verdict, Sample.meta)
+                select(Grade.task_class, Grade.verdict, Sample.item_id)
                 .join(Sample, col(Sample.decision_id) == col(Grade.decision_id))
                 .where(col(Grade.model) == "mixtral-8x7b-instruct", col(Grade.shadow).is_(False))
             )
@@ -73,9 +73,9 @@ async def graded(url: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, 
         events = {e.task_class: e for e in (await session.exec(select(EscalationEvent))).all()}
     await engine.dispose()
     by_class: dict[str, list[tuple[str, str]]] = {}
-    for task_class, verdict, meta in rows:
-        assert meta is not None
-        by_class.setdefault(task_class, []).append((meta["item_id"], verdict))
+    for task_class, verdict, item_id in rows:
+        assert item_id is not None
+        by_class.setdefault(task_class, []).append((item_id, verdict))
     return by_class, events
 
 

@@ -60,7 +60,7 @@ async def test_an_escalated_class_is_probed_by_the_cheaper_model(database_url: s
             ).all()
             rows = (
                 await session.exec(
-                    select(Grade, Sample.meta).join(
+                    select(Grade, Sample.item_id).join(
                         Sample, col(Sample.decision_id) == col(Grade.decision_id)
                     )
                 )
@@ -71,7 +71,7 @@ async def test_an_escalated_class_is_probed_by_the_cheaper_model(database_url: s
         # Routing: on its reference model, the escalated class is sampled at its rate (5%).
         assert later and all(d.model == GPT4 for d in later)
         assert [d.sampled for d in later] == [is_sampled(d.id, 0.05) for d in later]
-        graded = [(g, str((meta or {})["item_id"])) for g, meta in rows]
+        graded = [(g, str(item_id)) for g, item_id in rows]
         shadow = [(g, item_id) for g, item_id in graded if g.shadow]
         assert len(shadow) == sum(d.sampled for d in later) > 0
         # Grading: every sample on GPT-4 is a shadow probe of Mixtral, judged by GPT-4 with the
@@ -179,7 +179,7 @@ async def test_shadow_agreement_brings_the_class_back(
         await override_class(session, MATH, model=GPT4, actor="test", reason="escalate it")
         await session.commit()
     provider = CheapModelAnswersWell()
-    env = provider_env(provider, DATASETS)
+    env = provider_env(lambda _model: provider, DATASETS)
     now = datetime.now(UTC)
     returned = []
     for day in range(4):

@@ -54,7 +54,6 @@ SAMPLE = SampleView(
     "gpt-4o-mini",
     [{"role": "user", "content": "Summarise: the cat sat on the mat."}],
     "A cat sat on a mat.",
-    {},
 )
 REFERENCE_ANSWER = "The cat sat on the mat."
 

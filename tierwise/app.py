@@ -21,8 +21,13 @@ from evaluator.graders import GraderEnv
 from evaluator.service import Evaluator, default_replay_env, provider_env
 from router.db import make_engine, session_factory
 from router.errors import TierwiseError, field_path
-from router.policy import load_policy
-from router.providers import Provider, provider_from_settings
+from router.policy import ModelPrice, load_policy
+from router.providers import (
+    ProviderRegistry,
+    ProviderSettings,
+    adapters_from_settings,
+    provider_from_settings,
+)
 from router.service import Router
 from router.table import apply_policy, latest_policy
 from tierwise.settings import Settings
@@ -71,6 +76,20 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
             log.info("applied policy %s at start-up: table version %d", path, result.version)
 
 
+def live_registry(
+    settings: ProviderSettings, catalog: Callable[[], Mapping[str, ModelPrice]]
+) -> ProviderRegistry:
+    """The registry of live providers ``settings.reference_provider`` asks for: ``catalog``
+    (each model's own provider) or one provider name (every model there).
+
+    Raises:
+        InvalidInput: an unknown provider name, a missing key, a bad ``providers`` entry.
+    """
+    if settings.reference_provider == "catalog":
+        return ProviderRegistry(adapters_from_settings(settings), catalog)
+    return ProviderRegistry({}, catalog, force=provider_from_settings(settings))
+
+
 def create_app(
     settings: Settings | None = None, *, env_factory: Callable[[], GraderEnv] | None = None
 ) -> FastAPI:
@@ -81,9 +100,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        live: Provider | None = None
-        if env_factory is None and settings.reference_provider != "replay":
-            live = provider_from_settings(settings)  # InvalidInput: unknown name, no key
         engine = make_engine(
             settings.database_url, statement_cache_size=settings.db_statement_cache_size
         )
@@ -93,13 +109,16 @@ def create_app(
             poll_interval_s=settings.snapshot_poll_s,
             flush_interval_s=settings.decision_flush_s,
         )
+        live: ProviderRegistry | None = None
+        if env_factory is None and settings.reference_provider != "replay":
+            live = live_registry(settings, lambda: data_plane.catalog)  # InvalidInput
         control_plane = Evaluator(
             sessions,
             env_factory
             or (
                 (lambda: default_replay_env(settings.datasets_dir))
                 if live is None
-                else (lambda: provider_env(live, settings.datasets_dir))
+                else (lambda: provider_env(live.for_model, settings.datasets_dir))
             ),
             batch_size=settings.grading_batch_size,
             concurrency=settings.grading_concurrency,
@@ -108,6 +127,13 @@ def create_app(
         if settings.policy_file is not None:
             await _apply_initial_policy(sessions, settings.policy_file)
         await data_plane.start()
+        if live is not None:
+            for provider, models in live.unconfigured(data_plane.catalog).items():
+                log.warning(
+                    "no provider '%s' is configured: calls to %s will fail",
+                    provider,
+                    ", ".join(sorted(models)),
+                )
         if settings.run_scheduler:
             control_plane.start_scheduler(
                 grading_interval_s=settings.grading_interval_s,

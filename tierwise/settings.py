@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.providers import ProviderConfig
+
 
 class Settings(BaseSettings):
     """tierwise settings; every field can be set as ``TIERWISE_<FIELD>`` (or in ``.env``)."""
@@ -35,12 +37,20 @@ class Settings(BaseSettings):
     run_scheduler: bool = Field(default=True, description="run grading/escalation jobs here")
     datasets_dir: Path = Field(default=Path("datasets"))
     reference_provider: str = Field(
-        default="replay", description="replay | openai | anthropic: who answers grading calls"
+        default="replay",
+        description="who answers grading calls: replay (recorded answers, offline) | catalog "
+        "(each model's own provider, from the catalog's provider field) | a provider name "
+        "(openai, anthropic or a key of providers: every model goes there)",
     )
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict,
+        description="upstreams beyond openai and anthropic, by the catalog's provider name, as "
+        'JSON: {"together": {"kind": "openai", "base_url": "...", "api_key": "..."}}',
+    )
     openai_concurrency: int = Field(default=8, ge=1, description="OpenAI calls in flight")
     anthropic_concurrency: int = Field(default=8, ge=1, description="Anthropic calls in flight")
     provider_max_retries: int = Field(

@@ -15,14 +15,15 @@ from router.providers.base import ChatRequest, ChatResponse, Provider
 
 @dataclass(frozen=True, slots=True)
 class SampleView:
-    """What a grader sees of a sample: the conversation, the graded answer, the decision meta."""
+    """What a grader sees of a sample: the conversation, the graded answer, and the held-out item
+    the request replays (None for live traffic). Never the caller's metadata."""
 
     decision_id: str
     task_class: str
     model: str
     input_messages: list[dict[str, Any]]
     output_text: str
-    meta: dict[str, Any]
+    item_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +58,7 @@ class GraderEnv:
     judge_prompts: Mapping[str, Mapping[str, Any]]
 
     def item_of(self, sample: SampleView) -> HeldOutItem | None:
-        item_id = sample.meta.get("item_id") if sample.meta else None
-        return self.items.get(item_id) if isinstance(item_id, str) else None
+        return self.items.get(sample.item_id) if sample.item_id is not None else None
 
 
 class Grader(abc.ABC):

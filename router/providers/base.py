@@ -88,6 +88,9 @@ class Provider(abc.ABC):
     """A reference-model client. One abstract method; adapters map SDK shapes to ours."""
 
     name: str = "provider"
+    uses_api_ids: bool = True
+    """True when the upstream expects the catalog's ``api_model`` ids (every live API); the
+    replay provider's recordings are keyed by catalog names instead."""
     supports_structured_output: bool = False
     """True when :meth:`complete` honours ``ChatRequest.verdict_schema`` (a native JSON-schema
     reply mode: OpenAI ``response_format``, Anthropic forced tool use)."""

@@ -55,6 +55,7 @@ class ReplayProvider(Provider):
     """
 
     name = "replay"
+    uses_api_ids = False
     # Recorded judgments are MT-Bench free text, looked up by the exact prompt: graders must send
     # the plain template here, never a schema request (which would change the prompt).
     supports_structured_output = False
