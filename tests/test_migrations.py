@@ -6,10 +6,17 @@ for value, and seeds each table that has no rows yet from ``SEEDERS`` (one entry
 a table without one fails the walk, so a migration that adds a table adds its seeder here). Then
 it downgrades one step at a time to base, checking each step gives back the tables and columns
 the upgrade saw at that revision with the rows still in them, and upgrades to head again.
+
+The probes put one throwaway revision on top of head, in a copy of the scripts folder that keeps
+the real ``env.py``: a batch alter (a column and a unique constraint) of ``decision``, which
+``outcome`` and ``sample`` reference and which SQLite alters by recreating the table; and a step
+that writes a row whose foreign key points nowhere.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,11 +29,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.db import make_engine
 from tests.conftest import create_pg_database, drop_pg_database
 from tierwise import migrate
+from tierwise.migrate import MigrationError
 
 Row = dict[str, Any]
 Schema = dict[str, list[str]]  # table -> its column names, sorted
@@ -342,3 +351,171 @@ async def test_a_table_without_a_seeder_fails_the_walk(empty_url: str) -> None:
         f"no seeder for tables ['job_run'] at revision {head}: add rows for them to SEEDERS in "
         "tests/test_migrations.py"
     )
+
+
+# ---- probes: one throwaway revision on top of head ---------------------------------------------
+
+PROBE_SCRIPT = '''"""probe written by tests/test_migrations.py"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "probe"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{upgrade}
+
+
+def downgrade() -> None:
+{downgrade}
+'''
+
+BATCH_UPGRADE = """\
+    with op.batch_alter_table("decision") as batch_op:
+        batch_op.add_column(
+            sa.Column("probe", sa.String(16), nullable=False, server_default="kept")
+        )
+        batch_op.create_unique_constraint("uq_decision_probe", ["id", "probe"])"""
+
+BATCH_DOWNGRADE = """\
+    with op.batch_alter_table("decision") as batch_op:
+        batch_op.drop_constraint("uq_decision_probe", type_="unique")
+        batch_op.drop_column("probe")"""
+
+ORPHAN_UPGRADE = """\
+    op.execute(
+        "INSERT INTO sample (decision_id, task_class, model, input_messages, output_text, "
+        "status, attempts, decided_at, created_at) VALUES ('no-such-decision', 'c', 'm', '[]', "
+        "'', 'queued', 0, '2024-05-01 12:00:00', '2024-05-01 12:00:00')"
+    )"""
+
+
+def _with_probe(url: str, tmp_path: Path, upgrade: str, downgrade: str = "    pass") -> Config:
+    """Alembic config for ``url`` over a copy of the scripts with revision ``probe`` on head."""
+    head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
+    scripts = tmp_path / "alembic"
+    shutil.copytree(migrate.ROOT / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = PROBE_SCRIPT.format(head=head, upgrade=upgrade, downgrade=downgrade)
+    (scripts / "versions" / "probe.py").write_text(probe, encoding="utf-8")
+    cfg = migrate.alembic_config(url)
+    cfg.set_main_option("script_location", str(scripts))
+    return cfg
+
+
+async def _populated_at_head(url: str) -> tuple[str, Rows]:
+    """Upgrade ``url`` to head and seed every table; (head, the rows)."""
+    migrate.upgrade(url)
+    head = await _current(url)
+    assert head is not None
+    await _seed_empty_tables(url, head, SEEDERS)
+    return head, await _rows(url)
+
+
+async def _execute(url: str, *statements: str) -> None:
+    async with _connect(url) as conn:
+        for statement in statements:
+            await conn.execute(sa.text(statement))
+        await conn.commit()
+
+
+async def test_a_batch_alter_of_a_referenced_table_keeps_every_row(
+    empty_url: str, tmp_path: Path
+) -> None:
+    head, before = await _populated_at_head(empty_url)
+    cfg = _with_probe(empty_url, tmp_path, BATCH_UPGRADE, BATCH_DOWNGRADE)
+
+    command.upgrade(cfg, "probe")
+    assert await _current(empty_url) == "probe"
+    schema = await _schema(empty_url)
+    assert schema["decision"] == sorted([*before["decision"][0], "probe"])
+    after = await _rows(empty_url)
+    assert [row["probe"] for row in after["decision"]] == ["kept", "kept"]
+    assert _projected(after, await _schema(empty_url)) == after
+    assert {
+        t: [{k: r[k] for k in rows[0]} for r in after[t]] for t, rows in before.items()
+    } == before
+    # The foreign keys of outcome and sample still point at decision and are enforced.
+    with pytest.raises(IntegrityError):
+        await _execute(
+            empty_url,
+            "INSERT INTO outcome (decision_id, task_class, served_model, status, input_tokens, "
+            "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
+            "created_at) VALUES ('no-such-decision', 'c', 'm', 'ok', 0, 0, 0, 0, 0, "
+            "'2024-05-01 12:00:00')",
+        )
+
+    command.downgrade(cfg, head)
+    assert await _current(empty_url) == head
+    assert await _rows(empty_url) == before
+
+
+async def test_a_step_that_breaks_a_foreign_key_is_rolled_back(
+    empty_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head, before = await _populated_at_head(empty_url)
+    cfg = _with_probe(empty_url, tmp_path, ORPHAN_UPGRADE)
+    monkeypatch.setattr(migrate, "alembic_config", lambda url: cfg)
+
+    with pytest.raises(MigrationError) as failed:
+        migrate.upgrade(empty_url, "probe")
+    if backend == "sqlite":
+        assert failed.value.message == (
+            "migration rolled back: rows break a foreign key: sample rowid 2 -> decision"
+        )
+    else:
+        assert failed.value.message == (
+            'migration rolled back: insert or update on table "sample" violates foreign key '
+            'constraint "sample_decision_id_fkey"'
+        )
+    assert await _current(empty_url) == head
+    assert await _rows(empty_url) == before
+
+
+async def test_a_leftover_batch_copy_is_dropped_and_the_retry_succeeds(
+    empty_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    head, before = await _populated_at_head(empty_url)
+    # What a batch alter of decision that failed half-way leaves: a partial copy.
+    await _execute(
+        empty_url,
+        "CREATE TABLE _alembic_tmp_decision (id VARCHAR(64) NOT NULL PRIMARY KEY)",
+        "INSERT INTO _alembic_tmp_decision (id) VALUES ('dec-1')",
+    )
+    cfg = _with_probe(empty_url, tmp_path, BATCH_UPGRADE, BATCH_DOWNGRADE)
+
+    with caplog.at_level(logging.WARNING, logger="tierwise.migrate"):
+        command.upgrade(cfg, "probe")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "dropping _alembic_tmp_decision, left from a failed batch migration of decision "
+            "(decision is intact)",
+        )
+    ]
+    assert await _current(empty_url) == "probe"
+    assert sorted(await _schema(empty_url)) == sorted(before)
+    after = await _rows(empty_url)
+    assert [row["id"] for row in after["decision"]] == ["dec-1", "dec-2"]
+    command.downgrade(cfg, head)
+    assert await _rows(empty_url) == before
+
+
+async def test_a_leftover_batch_copy_of_a_missing_table_is_kept_and_refused(
+    empty_url: str,
+) -> None:
+    head, _ = await _populated_at_head(empty_url)
+    await _execute(empty_url, "CREATE TABLE _alembic_tmp_ghost (id INTEGER PRIMARY KEY)")
+
+    with pytest.raises(MigrationError) as failed:
+        migrate.upgrade(empty_url)
+    assert failed.value.message == (
+        "_alembic_tmp_ghost is left from a failed batch migration of ghost, but ghost does not "
+        "exist, so it may hold ghost's only rows: restore ghost from it (or drop it) and "
+        "migrate again"
+    )
+    assert "_alembic_tmp_ghost" in await _schema(empty_url)
+    assert await _current(empty_url) == head
