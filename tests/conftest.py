@@ -66,10 +66,11 @@ def _pg_admin(sql: str) -> None:
         pool.submit(asyncio.run, run()).result()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database at Alembic head for this test session."""
-    name = f"tierwise_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+def create_pg_database(prefix: str) -> str:
+    """Create an empty PostgreSQL database ``<prefix>_<pid>_<6 hex>``; its ``postgresql+asyncpg``
+    URL. Skips the calling test when the server is unreachable (fails it under CI). Drop it with
+    :func:`drop_pg_database`."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
         _pg_admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
@@ -78,10 +79,22 @@ def pg_url() -> Iterator[str]:
             pytest.fail(message + " (CI requires it)")
         pytest.skip(message)
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
+    return f"{base}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop the database :func:`create_pg_database` made, closing its open connections."""
+    name = url.rsplit("/", 1)[1]
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database at Alembic head for this test session."""
+    url = create_pg_database("tierwise_test")
     migrate.upgrade(url)
     yield url
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_pg_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,28 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from router.errors import InvalidInput
+from router.errors import InvalidInput, TierwiseError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Alembic's batch mode on SQLite builds the altered table as ``_alembic_tmp_<table>``, copies the
+# rows, drops ``<table>`` and renames the copy.
+BATCH_TMP_PREFIX = "_alembic_tmp_"
+
+
+class MigrationError(TierwiseError):
+    """A migration that was refused or rolled back (the database is left as it was before the
+    run): it would break foreign keys, or an earlier failed run left something to look at."""
+
+    code = "migration_failed"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -43,10 +60,13 @@ def _check_sqlite_path(database_url: str) -> None:
 
 @contextmanager
 def _database_errors(database_url: str) -> Iterator[None]:
-    """Turn "cannot reach or open the database" into InvalidInput naming ``database_url``."""
+    """Turn "cannot reach or open the database" into InvalidInput naming ``database_url``, and a
+    step that breaks a constraint (its run rolled back) into MigrationError."""
     _check_sqlite_path(database_url)
     try:
         yield
+    except IntegrityError as exc:
+        raise MigrationError(f"migration rolled back: {str(exc.orig).splitlines()[0]}") from exc
     except (ArgumentError, NoSuchModuleError, OperationalError, InterfaceError, OSError) as exc:
         shown = make_url_safe(database_url)
         raise InvalidInput(
@@ -68,6 +88,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     Raises:
         InvalidInput: the URL is malformed, names an unknown driver, or the database cannot be
             opened or reached (field ``database_url``).
+        MigrationError: nothing of the run is kept: a step broke a constraint (a foreign key
+            on SQLite is checked once the steps ran, PostgreSQL refuses the statement), or a
+            ``_alembic_tmp_<table>`` is left from a failed run while ``<table>`` is gone.
     """
     with _database_errors(database_url):
         command.upgrade(alembic_config(database_url), revision)
@@ -77,7 +100,7 @@ def reset(database_url: str) -> None:
     """Drop every tierwise table (``downgrade base``) and build them again (``upgrade head``).
 
     Raises:
-        InvalidInput: as :func:`upgrade`.
+        InvalidInput, MigrationError: as :func:`upgrade`.
     """
     cfg = alembic_config(database_url)
     with _database_errors(database_url):
