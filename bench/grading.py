@@ -1,7 +1,7 @@
 """Grading benchmark: grades per second through the full grading job.
 
 Each run queues N samples in a fresh SQLite database at Alembic head (``tierwise.migrate``),
-then times ``evaluator.jobs.grade_pending`` grading all of them with the MT-Bench judge
+then times ``evaluator.grading.grade_pending`` grading all of them with the MT-Bench judge
 (``judge_single``) through a real provider adapter and its SDK, against the loopback wire
 server of the tests (``python -m tests.wire``: uvicorn + Starlette on 127.0.0.1, in its own
 process so the judge's CPU is not charged to the grading job). The judge answers
@@ -37,7 +37,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from evaluator.datasets import load_judge_prompts  # noqa: E402
 from evaluator.graders import GraderEnv  # noqa: E402
-from evaluator.jobs import grade_pending  # noqa: E402
+from evaluator.grading import grade_pending  # noqa: E402
 from router.db import make_engine, session_factory, utcnow  # noqa: E402
 from router.models import Decision, Sample  # noqa: E402
 from router.policy import builtin_policy_path, parse_policy  # noqa: E402
@@ -217,7 +217,7 @@ def main() -> None:
 
     settings = Settings()
     print(
-        "tierwise grading benchmark: evaluator.jobs.grade_pending, judge_single, SQLite at "
+        "tierwise grading benchmark: evaluator.grading.grade_pending, judge_single, SQLite at "
         "Alembic head;\njudge = loopback wire server (python -m tests.wire, own process) via "
         "the openai / anthropic SDKs"
     )

@@ -19,7 +19,7 @@ class Grade(SQLModel, table=True):
     enter the disagreement rate. ``raw_output`` is the judge's (or reference model's) text;
     ``cost_usd`` is NULL when the reference model is unpriced.
 
-    ``shadow``: a shadow probe of an escalated class (:func:`evaluator.jobs.shadow_model`):
+    ``shadow``: a shadow probe of an escalated class (:func:`evaluator.grading.shadow_model`):
     ``model`` is then the next cheaper model, whose answer to the sample's input was obtained by
     the grading job and graded in place of the served answer; ``cost_usd`` includes that call.
     Shadow grades are the way back's evidence only, never the served model's own.

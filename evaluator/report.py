@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.jobs import ClassState, class_states
+from evaluator.escalation import ClassState, class_states
 from evaluator.models import EscalationEvent, Grade
 from router.models import Decision, Outcome
 from router.pricing import Usage, cost_usd

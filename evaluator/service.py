@@ -33,9 +33,9 @@ from evaluator.datasets import (
     load_judge_prompts,
     replay_provider,
 )
-from evaluator.escalation import EPOCH, tick_of
+from evaluator.escalation import EPOCH, EscalationRun, run_escalation, tick_of
 from evaluator.graders import GraderEnv
-from evaluator.jobs import EscalationRun, GradingRun, grade_pending, run_escalation
+from evaluator.grading import GradingRun, grade_pending
 from router.providers.base import Provider
 
 log = logging.getLogger(__name__)

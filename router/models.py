@@ -94,6 +94,17 @@ class RoutingEntry(SQLModel, table=True):
     changed_at: datetime = _ts()
 
 
+class TaskClass(SQLModel, table=True):
+    """The class registry: every task class ever routed, added by the decision writer when a
+    batch holds a class it has not written before. The escalation job and the quality endpoint
+    read the class list here, not from the decisions."""
+
+    __tablename__ = "task_class"
+
+    name: str = Field(primary_key=True, max_length=200)
+    first_routed_at: datetime = _ts()
+
+
 class Decision(SQLModel, table=True):
     """A route call's answer, written in batches off the hot path."""
 

@@ -17,15 +17,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.db import dialect_of, utcnow
+from router.db import utcnow
+from router.dialect import insert_ignore
 from router.errors import NotFound, TierwiseError
-from router.models import Decision, Outcome, Sample
+from router.models import Decision, Outcome, Sample, TaskClass
 from router.policy import ModelPrice
 from router.pricing import cost_usd, normalize_usage
 from router.sampling import is_sampled
@@ -76,7 +76,7 @@ def decide(
     ``escalated`` (there is nothing to compare it with). An ``escalated`` class is sampled even on
     its reference model: its samples are the shadow probes that can bring it back down (the
     grading job asks the next cheaper model for its answer, off the hot path; see
-    ``evaluator.jobs.is_shadow_sample``).
+    ``evaluator.grading.shadow_model``).
     """
     policy = snapshot.policy
     match = policy.match(task_type, input_tokens, has_tool_calls)
@@ -122,13 +122,6 @@ def _gradable(decision: Decision, report: OutcomeReport) -> bool:
     )
 
 
-def _insert(dialect: str, table: Any) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
-
-
 @dataclass(frozen=True, slots=True)
 class OutcomeReport:
     """A validated outcome, as the API hands it to the service."""
@@ -172,6 +165,8 @@ class Router:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Classes this process has written to the class registry (``task_class``).
+        self._known_classes: set[str] = set()
 
     # ---- snapshot -------------------------------------------------------------------------
     @property
@@ -294,9 +289,18 @@ class Router:
             del self._buffer[:excess]
 
     async def _write_decisions(self, rows: list[dict[str, Any]]) -> None:
+        new = {r["task_class"]: r["created_at"] for r in rows} if rows else {}
+        for known in self._known_classes & new.keys():
+            del new[known]
         async with self._sessions() as session:
-            await session.exec(_insert(dialect_of(session), Decision), params=rows)
+            if new:
+                await session.exec(
+                    insert_ignore(session, TaskClass),
+                    params=[{"name": c, "first_routed_at": at} for c, at in new.items()],
+                )
+            await session.exec(insert_ignore(session, Decision), params=rows)
             await session.commit()
+        self._known_classes |= new.keys()
 
     # ---- outcomes -------------------------------------------------------------------------
     async def record_outcomes(
@@ -352,7 +356,6 @@ class Router:
                 ).all()
             )
             catalog = self.snapshot.catalog
-            dialect = dialect_of(session)
             results: list[OutcomeResult] = []
             now = utcnow()
             seen: set[str] = set()
@@ -363,7 +366,7 @@ class Router:
                     # came without its text may still get the text now.
                     queued = False
                     if report.decision_id not in sampled_done and _gradable(decision, report):
-                        await self._queue_sample(session, dialect, decision, report, now)
+                        await self._queue_sample(session, decision, report, now)
                         sampled_done.add(report.decision_id)
                         queued = True
                     dup_note = (
@@ -377,7 +380,7 @@ class Router:
                 price = catalog.get(report.served_model)
                 cost = None if report.usage is None else cost_usd(usage, price)
                 await session.exec(
-                    _insert(dialect, Outcome).values(
+                    insert_ignore(session, Outcome).values(
                         decision_id=report.decision_id,
                         task_class=decision.task_class,
                         served_model=report.served_model,
@@ -408,7 +411,7 @@ class Router:
                             "(send them again with the same decision_id)"
                         )
                     else:
-                        await self._queue_sample(session, dialect, decision, report, now)
+                        await self._queue_sample(session, decision, report, now)
                         sampled_done.add(report.decision_id)
                         queued = True
                 results.append(OutcomeResult(report.decision_id, True, cost, queued, note))
@@ -418,13 +421,12 @@ class Router:
     @staticmethod
     async def _queue_sample(
         session: AsyncSession,
-        dialect: str,
         decision: Decision,
         report: OutcomeReport,
         now: datetime,
     ) -> None:
         await session.exec(
-            _insert(dialect, Sample).values(
+            insert_ignore(session, Sample).values(
                 decision_id=report.decision_id,
                 task_class=decision.task_class,
                 model=report.served_model,

@@ -49,6 +49,7 @@ TABLES = (
     "routing_state",
     "rule_state",
     "job_run",
+    "task_class",
 )
 
 

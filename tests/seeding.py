@@ -11,7 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.models import Grade
 from router.db import utcnow
-from router.models import Decision, Sample
+from router.dialect import insert_ignore
+from router.models import Decision, Sample, TaskClass
 
 _ids = itertools.count()
 
@@ -81,6 +82,8 @@ async def seed_grades(
     at = decided_at or utcnow() + timedelta(seconds=1)
     ids = [f"seed-{next(_ids)}-{at.timestamp():.0f}" for _ in range(n)]
     async with sessions() as session:
+        # Routed classes are in the class registry (the decision writer adds them).
+        await session.exec(insert_ignore(session, TaskClass).values(name=task_class))
         add_samples(session, ids, task_class=task_class, model=model, at=at, status="graded")
         await session.flush()
         session.add_all(

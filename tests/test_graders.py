@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from evaluator.datasets import HeldOutItem, load_held_out, load_judge_prompts, replay_provider
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
-from evaluator.jobs import grade_pending
+from evaluator.grading import grade_pending
 from evaluator.models import Grade
 from evaluator.report import class_reports
 from router import policy as policy_mod

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GraderEnv
-from evaluator.jobs import MAX_ATTEMPTS, grade_pending
+from evaluator.grading import MAX_CLAIMS, grade_pending
 from evaluator.service import JUDGE_PROMPTS_FILE
 from router.db import utcnow
 from router.models import Sample
@@ -88,7 +88,7 @@ async def test_a_sample_whose_claims_keep_expiring_is_failed(
     async with sessions() as session:
         row = await session.get(Sample, "stuck")
         assert row is not None
-        row.status, row.attempts = "claimed", MAX_ATTEMPTS
+        row.status, row.attempts = "claimed", MAX_CLAIMS
         row.lease_until = utcnow() - timedelta(seconds=1)
         await session.commit()
     run = await grade_pending(sessions, env())

@@ -30,4 +30,4 @@ def test_evaluator_never_imports_the_composition_root() -> None:
 
 
 def test_the_check_sees_imports() -> None:
-    assert ("evaluator/jobs.py", "router") in _imports("evaluator")
+    assert ("evaluator/grading/_job.py", "router") in _imports("evaluator")

@@ -193,6 +193,7 @@ SEEDERS: dict[str, list[Row]] = {
             "result": {"graded": 3, "failed": 0},
         }
     ],
+    "task_class": [{"name": "other-class", "first_routed_at": AT}],
 }
 
 

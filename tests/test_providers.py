@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GRADERS, GraderEnv, SampleView
-from evaluator.jobs import grade_pending
+from evaluator.grading import grade_pending
 from evaluator.models import Grade
 from router.db import utcnow
 from router.errors import InvalidInput

@@ -138,3 +138,24 @@ async def test_policy_file_setting_applies_a_policy_on_first_start(database_url:
     # A second start does not apply it again.
     async with running_service(database_url, policy=None, policy_file=path) as svc:
         assert (await svc.client.get("/healthz")).json()["table_version"] == 1
+
+
+async def test_routed_classes_enter_the_class_registry_once(service: Service) -> None:
+    """The decision writer adds each new class to ``task_class``; the escalation job and the
+    quality endpoint read the class list there."""
+    from sqlmodel import select
+
+    from router.models import TaskClass
+
+    for task_type, tokens in [("classify", 10), ("classify", 900), ("classify", 20), ("poem", 5)]:
+        r = await service.client.post(
+            "/v1/route", json={"task_type": task_type, "input_tokens": tokens}
+        )
+        assert r.status_code == 200
+        await service.router.flush()
+    async with service.sessions() as session:
+        names = (await session.exec(select(TaskClass.name).order_by(TaskClass.name))).all()
+    assert names == ["classify", "classify:large", "poem"]
+    quality = await service.client.get("/v1/classes/poem/quality")
+    assert quality.status_code == 200 and quality.json()["n_graded"] == 0
+    assert (await service.client.get("/v1/classes/never-routed/quality")).status_code == 404

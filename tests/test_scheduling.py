@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-import evaluator.escalation as escalation
+import evaluator.escalation._job as escalation_job
 from evaluator.escalation import run_escalation, tick_of
 from evaluator.graders import GraderEnv
 from evaluator.models import EscalationEvent, JobRun
@@ -219,7 +219,7 @@ async def test_the_unique_constraint_holds_without_lock_and_tick(
     async def no_lock(_session: AsyncSession, _name: str) -> bool:
         return True
 
-    monkeypatch.setattr(escalation, "try_job_lock", no_lock)
+    monkeypatch.setattr(escalation_job, "try_advisory_lock", no_lock)
     await seed_grades(pg, "classify", "gpt-4o-mini", n=400, k=20)
     other = make_engine(pg_url)
     try:

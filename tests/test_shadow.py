@@ -13,11 +13,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from evaluator import replay
 from evaluator.datasets import HeldOutSet, load_held_out
 from evaluator.escalation import class_state, override_class, run_escalation, window_counts
-from evaluator.jobs import SHADOW_FRACTION, grade_pending, shadow_model
+from evaluator.grading import SHADOW_FRACTION, grade_pending, shadow_model
 from evaluator.models import Grade
 from evaluator.service import provider_env
 from router.db import utcnow
-from router.models import Decision, Outcome, RoutingEntry, Sample
+from router.models import Decision, Outcome, RoutingEntry, Sample, TaskClass
 from router.policy import ModelPrice
 from router.pricing import Usage, cost_usd
 from router.providers.base import ChatRequest, ChatResponse, Provider
@@ -160,20 +160,7 @@ async def test_shadow_agreement_brings_the_class_back(
     returns the class to Mixtral on probation after K = 3 windows."""
     await apply(sessions, policy_named("replay"))
     async with sessions() as session:
-        session.add(  # routed once on its policy model, so the class is known
-            Decision(
-                id="routed-0",
-                task_type=MATH,
-                task_class=MATH,
-                tier="standard",
-                model=MIXTRAL,
-                provider="replay",
-                table_version=1,
-                sampled=False,
-                input_tokens=5,
-                has_tool_calls=False,
-            )
-        )
+        session.add(TaskClass(name=MATH))  # routed once, so the class registry knows it
         await session.commit()
     async with sessions() as session:
         await override_class(session, MATH, model=GPT4, actor="test", reason="escalate it")

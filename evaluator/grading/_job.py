@@ -1,69 +1,36 @@
-"""Scheduled jobs of the control plane: grade queued samples, apply the escalation rule.
-
-Both are plain async functions over a session factory, so the scheduler, the replay driver and
-the tests run the very same code. On PostgreSQL, samples are claimed with ``FOR UPDATE SKIP
-LOCKED`` and a lease (a crashed worker's claims return to the pool when the lease runs out), and
-each escalation run holds a transaction-level advisory lock so concurrent workers run it once.
-
-Shadow probes (the way back of an escalated class, docs/escalation.md): a sample of an
-``escalated`` class is graded as a *shadow* sample (:func:`shadow_model`): the grading job asks
-the next cheaper model on the ladder for its answer to the sample's input messages, grades that
-answer with the class's grader against the class's reference model, and stores the grade with
-``model`` = the cheaper model and ``shadow`` = true. Those grades are the only evidence the way
-back reads (:func:`evaluator.escalation.window_counts` with ``shadow=True``).
-"""
+"""The grading job: claim a batch, grade it concurrently (shadow probes included), write back the
+rows that still hold their lease."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.escalation import ClassState as ClassState
-from evaluator.escalation import EscalationRun as EscalationRun
-from evaluator.escalation import class_states as class_states
-from evaluator.escalation import run_escalation as run_escalation
-from evaluator.escalation import window_counts as window_counts
 from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView, add_usage
 from evaluator.graders._base import no_verdict, reference_answer
+from evaluator.grading._attempts import requeue_without_verdict, spend
+from evaluator.grading._probes import shadow_model
+from evaluator.grading._queue import MAX_TRANSIENT_FAILURES, TRANSIENT_BACKOFF_S, claim_samples
 from evaluator.models import Grade
 from evaluator.parsing import no_verdict_status
 from router.db import dialect_of, utcnow
+from router.dialect import insert_ignore
 from router.models import RoutingEntry, Sample
 from router.policy import Policy
 from router.pricing import Usage, cost_usd
-from router.providers.base import Deferred, ProviderError
-from router.sampling import sample_point
+from router.providers import Deferred, ProviderError
 from router.table import latest_policy
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _advisory_key(name: str) -> int:
-    return zlib.crc32(f"tierwise:{name}".encode())
-
-
-async def _try_job_lock(session: AsyncSession, name: str) -> bool:
-    """Take the job's transaction-level advisory lock on PostgreSQL; always True on SQLite
-    (one process owns an embedded database)."""
-    if dialect_of(session) != "postgresql":
-        return True
-    conn = await session.connection()
-    got = await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_advisory_key(name))))
-    return bool(got.scalar_one())
-
-
-# ---- grading ---------------------------------------------------------------------------------
+SHADOW_MAX_TOKENS = 2048
+"""Output cap of the cheaper model's answer in a shadow probe (tokens)."""
 
 
 @dataclass
@@ -78,118 +45,6 @@ class GradingRun:
     retried: int = 0
     lost_leases: int = 0
     cost_usd: float = 0.0
-
-
-NO_VERDICT = ("invalid", "refused")
-"""Verdicts that are no verdict: the first such grade of a sample is retried once."""
-
-
-def _requeue_without_verdict(row: Sample, result: GradeResult, cost: float | None) -> bool:
-    """Requeue ``row`` for its one retry if ``result`` has no verdict and no earlier attempt
-    had one either (the spend of this attempt goes to ``row.earlier_*``, the job's own
-    columns). True when requeued."""
-    if result.verdict not in NO_VERDICT or row.earlier_verdict is not None:
-        return False
-    row.earlier_verdict = result.verdict
-    row.earlier_input_tokens = result.usage.total_input_tokens
-    row.earlier_output_tokens = result.usage.output_tokens
-    row.earlier_cost_usd = cost
-    row.status, row.lease_until = "queued", None
-    return True
-
-
-def _spend(row: Sample, result: GradeResult, cost: float | None) -> tuple[int, int, float | None]:
-    """(input tokens, output tokens, USD) of the final grade: this attempt plus an earlier one
-    that had no verdict; USD is None (unpriced) if either attempt is."""
-    tokens_in, tokens_out = result.usage.total_input_tokens, result.usage.output_tokens
-    if row.earlier_verdict is None:
-        return tokens_in, tokens_out, cost
-    earlier = row.earlier_cost_usd
-    total = None if cost is None or earlier is None else cost + earlier
-    return tokens_in + row.earlier_input_tokens, tokens_out + row.earlier_output_tokens, total
-
-
-async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) -> list[Sample]:
-    """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) for
-    ``lease_s`` seconds, and commit. A sample whose lease has expired ``MAX_ATTEMPTS`` times
-    (a worker kept dying on it) is marked ``failed`` instead of being claimed again.
-
-    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same sample.
-    SQLite takes no row locks: one process owns an embedded database. The claim's
-    ``lease_until`` is its token: the write-back only touches rows still holding it.
-    """
-    now = utcnow()
-    stmt = (
-        select(Sample)
-        .where(
-            or_(
-                col(Sample.status) == "queued",
-                (col(Sample.status) == "claimed") & (col(Sample.lease_until) < now),
-            )
-        )
-        .order_by(col(Sample.created_at))
-        .limit(limit)
-    )
-    if dialect_of(session) == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    rows = list((await session.exec(stmt)).all())
-    lease = now + timedelta(seconds=lease_s)
-    claimed = []
-    for row in rows:
-        if row.attempts >= MAX_ATTEMPTS:
-            log.error("sample %s failed: %d attempts ran out", row.decision_id, row.attempts)
-            row.status, row.lease_until = "failed", None
-            continue
-        row.status, row.lease_until, row.attempts = "claimed", lease, row.attempts + 1
-        claimed.append(row)
-    await session.commit()
-    return claimed
-
-
-def _insert_ignore(dialect: str, table: type) -> sa.Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
-
-
-TRANSIENT_BACKOFF_S = 30.0
-# Claims of one sample before it is failed for good (crashes, lost leases, transient errors).
-MAX_ATTEMPTS = 5
-
-SHADOW_SALT = ":shadow"
-"""Salt of the hash that splits an escalated class's samples on a non-reference model."""
-
-SHADOW_FRACTION = 0.5
-"""Share of an escalated class's samples on a non-reference model graded as shadow probes."""
-
-SHADOW_MAX_TOKENS = 2048
-"""Output cap of the cheaper model's answer in a shadow probe (tokens)."""
-
-
-def shadow_model(policy: Policy, sample: Sample, entry: RoutingEntry | None) -> str | None:
-    """The cheaper model whose answer a shadow probe grades for ``sample``, or None (a normal
-    grade of the served answer).
-
-    A sample is a shadow sample when its class's routing-table ``entry`` is ``escalated`` on the
-    sample's model (read when the grading job runs), the ladder has a cheaper model
-    (``policy.previous_model(sample.model)``), and either the sample's model is the class's
-    reference model (there is nothing else to compare), or the decision id's salted hash point
-    ``sample_point(decision_id + ":shadow")`` is below :data:`SHADOW_FRACTION` (one half,
-    deterministic, so a retried grade makes the same choice). The salted point is independent of
-    the sampling point (``sample_point(decision_id) < sample_rate``), so the split stays one half
-    whatever the class's sample rate was or becomes. With no cheaper model the sample is graded
-    normally.
-    """
-    if entry is None or entry.status != "escalated" or entry.model != sample.model:
-        return None
-    cheaper = policy.previous_model(sample.model)
-    if cheaper is None:
-        return None
-    if sample.model == policy.reference_model(sample.task_class):
-        return cheaper
-    if sample_point(sample.decision_id + SHADOW_SALT) < SHADOW_FRACTION:
-        return cheaper
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +116,8 @@ async def grade_pending(
 ) -> GradingRun:
     """Grade queued samples until none are left (or ``max_batches``). Returns counts and the
     grading spend in USD. A transient provider failure leaves the sample claimed for a back-off
-    (30 s x attempts) and it is retried in a later run, up to 3 attempts, then ``failed``; a
+    (``TRANSIENT_BACKOFF_S`` x claims) and it is retried in a later run until
+    ``MAX_TRANSIENT_FAILURES`` claims, then ``failed``; a
     permanent failure is ``failed`` at once. A :class:`Deferred` sample (a rate-limit hint longer
     than the job's budget, field case P1) stays claimed until the hinted time and does not use up
     an attempt. A grade without a verdict (invalid/refused) on the first
@@ -328,7 +184,7 @@ async def grade_pending(
                         run.deferred += 1
                         row.lease_until = now + timedelta(seconds=error.retry_after_s)
                         row.attempts = max(0, row.attempts - 1)
-                    elif error.transient and row.attempts < 3:
+                    elif error.transient and row.attempts < MAX_TRANSIENT_FAILURES:
                         backoff = TRANSIENT_BACKOFF_S * row.attempts
                         row.lease_until = now + timedelta(seconds=backoff)
                     else:
@@ -345,12 +201,12 @@ async def grade_pending(
                     cost = None if cost is None or cheap_cost is None else cost + cheap_cost
                     result = replace(result, usage=add_usage(result.usage, cheap_usage))
                 run.cost_usd += cost or 0.0
-                if _requeue_without_verdict(row, result, cost):
+                if requeue_without_verdict(row, result, cost):
                     run.retried += 1
                     continue
-                tokens_in, tokens_out, cost = _spend(row, result, cost)
+                tokens_in, tokens_out, cost = spend(row, result, cost)
                 await session.exec(
-                    _insert_ignore(dialect, Grade).values(
+                    insert_ignore(session, Grade).values(
                         decision_id=sample.decision_id,
                         task_class=sample.task_class,
                         model=graded.shadow or sample.model,
@@ -373,9 +229,3 @@ async def grade_pending(
                 run.verdicts[result.verdict] = run.verdicts.get(result.verdict, 0) + 1
             await session.commit()
     return run
-
-
-# ---- escalation ------------------------------------------------------------------------------
-# The escalation job (the sequential rule, its state per class, exactly-once runs, operators'
-# changes) lives in evaluator.escalation; ClassState, EscalationRun, class_states,
-# run_escalation and window_counts stay importable from here (imported at the top).

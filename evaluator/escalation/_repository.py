@@ -1,0 +1,116 @@
+"""The escalation job's SQL: verdict counts per window, the rule state rows, the job's tick,
+and the table change with its event. Functions here flush; the job or the request commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from evaluator.models import Grade, JobRun, RuleStateRow
+from evaluator.sequential import RuleState
+from router.db import utcnow
+from router.dialect import insert_ignore
+from router.models import RoutingEntry, TaskClass
+
+
+async def window_counts(
+    session: AsyncSession,
+    task_class: str,
+    model: str,
+    since: datetime,
+    *,
+    shadow: bool = False,
+) -> dict[str, int]:
+    """Verdict counts ``{verdict: count}`` for ``task_class`` on ``model`` over samples decided
+    at or after ``since``: the served model's own grades, or with ``shadow`` only the shadow
+    probes (grades of ``model``'s answers obtained by the grading job for an escalated class,
+    ``Grade.shadow``). The two never mix."""
+    rows = await session.exec(
+        select(Grade.verdict, func.count())
+        .where(
+            col(Grade.task_class) == task_class,
+            col(Grade.model) == model,
+            col(Grade.decided_at) >= since,
+            col(Grade.shadow) == shadow,
+        )
+        .group_by(col(Grade.verdict))
+    )
+    return {verdict: int(count) for verdict, count in rows.all()}
+
+
+def graded_counts(counts: dict[str, int]) -> tuple[int, int]:
+    return counts.get("agree", 0) + counts.get("disagree", 0), counts.get("disagree", 0)
+
+
+async def routed_classes(session: AsyncSession, only: str | None = None) -> set[str]:
+    """Task classes the class registry knows (every class ever routed), or just ``only``."""
+    stmt = select(TaskClass.name)
+    if only is not None:
+        stmt = stmt.where(col(TaskClass.name) == only)
+    return set((await session.exec(stmt)).all())
+
+
+async def table_entries(session: AsyncSession, only: str | None = None) -> dict[str, RoutingEntry]:
+    """Routing-table rows by class (or just ``only``'s)."""
+    stmt = select(RoutingEntry)
+    if only is not None:
+        stmt = stmt.where(col(RoutingEntry.task_class) == only)
+    return {e.task_class: e for e in (await session.exec(stmt)).all()}
+
+
+async def rule_states(session: AsyncSession, only: str | None = None) -> dict[str, RuleStateRow]:
+    """Saved rule states by class (or just ``only``'s)."""
+    stmt = select(RuleStateRow)
+    if only is not None:
+        stmt = stmt.where(col(RuleStateRow.task_class) == only)
+    return {r.task_class: r for r in (await session.exec(stmt)).all()}
+
+
+async def save_state(
+    session: AsyncSession,
+    row: RuleStateRow | None,
+    task_class: str,
+    model: str,
+    window_start: datetime,
+    state: RuleState,
+    action: str,
+    reason: str,
+) -> RuleStateRow:
+    if row is None:
+        row = RuleStateRow(
+            task_class=task_class,
+            model=model,
+            window_start=window_start,
+            state=state.to_dict(),
+            action=action,
+            reason=reason,
+        )
+        session.add(row)
+    else:
+        row.model, row.window_start, row.state = model, window_start, state.to_dict()
+        row.action, row.reason, row.updated_at = action, reason, utcnow()
+    return row
+
+
+async def claim_tick(session: AsyncSession, job: str, tick: datetime, worker: str) -> bool:
+    """Insert this run's ``job_run`` row; False when the tick already has one (another worker
+    ran it). The row commits or rolls back with the run."""
+    values = {"job": job, "tick": tick, "worker": worker[:128], "started_at": utcnow()}
+    conn = await session.connection()
+    result = await conn.execute(insert_ignore(session, JobRun).values(**values))
+    return bool(result.rowcount == 1)
+
+
+async def record_tick_result(
+    session: AsyncSession, job: str, tick: datetime, result: dict[str, Any]
+) -> None:
+    """Store what the run of ``job`` at ``tick`` did on its ``job_run`` row."""
+    await session.exec(
+        sa.update(JobRun)
+        .where(col(JobRun.job) == job, col(JobRun.tick) == tick)
+        .values(result=result)
+    )

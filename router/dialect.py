@@ -1,0 +1,65 @@
+"""The few statements that differ between SQLite and PostgreSQL, written once.
+
+Every module that needs one of these asks here instead of branching on the dialect itself:
+
+- :func:`insert_ignore`: ``INSERT ... ON CONFLICT DO NOTHING`` (both dialects have it).
+- :func:`skip_locked`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers never
+  claim the same row; SQLite takes no row locks (one process owns an embedded database, and
+  SQLite serialises writers).
+- :func:`try_advisory_lock` / :func:`advisory_lock`: a transaction-level advisory lock on
+  PostgreSQL (``pg_try_advisory_xact_lock`` / ``pg_advisory_xact_lock``, released at commit or
+  rollback), keyed by a job name; always granted on SQLite.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from router.db import dialect_of
+
+T = TypeVar("T", bound=Select[Any])
+
+
+def insert_ignore(session: AsyncSession, table: Any) -> Any:
+    """``INSERT INTO table ... ON CONFLICT DO NOTHING`` for the session's dialect; add
+    ``.values(...)`` or pass rows as ``params``."""
+    if dialect_of(session) == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def skip_locked(session: AsyncSession, stmt: T) -> T:
+    """``stmt`` with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; unchanged on SQLite."""
+    if dialect_of(session) == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def lock_key(name: str) -> int:
+    """The advisory-lock key of a job name: CRC-32 of ``tierwise:<name>`` (fits PostgreSQL's
+    bigint key space; stable across processes and versions)."""
+    return zlib.crc32(f"tierwise:{name}".encode())
+
+
+async def try_advisory_lock(session: AsyncSession, name: str) -> bool:
+    """Take ``name``'s transaction-level advisory lock without waiting: True when taken (always
+    on SQLite), False when another transaction holds it."""
+    if dialect_of(session) != "postgresql":
+        return True
+    conn = await session.connection()
+    got = await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lock_key(name))))
+    return bool(got.scalar_one())
+
+
+async def advisory_lock(session: AsyncSession, name: str) -> None:
+    """Take ``name``'s transaction-level advisory lock, waiting for its holder; no-op on
+    SQLite."""
+    if dialect_of(session) == "postgresql":
+        conn = await session.connection()
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(name))))
