@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import col, select
 
 from evaluator.datasets import HeldOutItem, load_held_out, load_judge_prompts, replay_provider
-from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView
+from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView, add_usage
 from evaluator.grading import grade_pending
 from evaluator.models import Grade
 from evaluator.report import class_reports
@@ -444,13 +444,15 @@ async def test_pairwise_consistent_tie_and_cheap_win_agree(
     )
 
 
-async def test_pairwise_without_a_verdict_is_invalid_and_stops() -> None:
+async def test_pairwise_without_a_verdict_is_invalid_and_books_every_call() -> None:
     view, reference = mt_bench_turn1()
     provider = pairwise_script(reference, lambda _a, _b: "Both answers have merit [[AB]].")
     got = await grade("judge_pairwise", view, env_with(provider))
     assert (got.verdict, got.parse_status) == ("invalid", "no_verdict")
-    assert len(provider.requests) == 2  # type: ignore[attr-defined]
-    # The judge refuses (J2): refused, not a verdict.
+    # The reference answer, then both orders as one stage: all three calls are paid for.
+    requests = provider.requests  # type: ignore[attr-defined]
+    assert len(requests) == 3 and got.usage == add_usage(CALL_USAGE, CALL_USAGE, CALL_USAGE)
+    # The judge refuses: refused, not a verdict.
     judge_refuses = pairwise_script(reference, lambda _a, _b: "I cannot judge these answers.")
     refused = await grade("judge_pairwise", view, env_with(judge_refuses))
     assert (refused.verdict, refused.parse_status) == ("refused", "refused")
@@ -576,3 +578,38 @@ async def test_j2_second_failure_is_final_and_counted_per_class(database_url: st
         assert (report.graded_total, report.invalid_total, report.invalid_rate) == (0, 1, 1.0)
         assert report.no_verdict == {"truncated": 1}
         assert report.state.decision.estimate.n == 0  # kept out of the disagreement rate
+
+
+async def test_graders_state_their_calls_in_stages_without_calling_a_provider() -> None:
+    """Phase one of every grader is pure: it names the calls it needs (each to be answered by
+    the real-time job or a batch), then turns the answers into a verdict."""
+    from evaluator.graders import Stage
+
+    class NoCalls(Provider):
+        async def complete(self, request: ChatRequest) -> ChatResponse:
+            raise AssertionError("a grader called a provider itself")
+
+    view, reference = mt_bench_turn1()
+    env = env_with(NoCalls())
+    stages = {}
+    for name, grader in GRADERS.items():
+        first = grader.step(view, settings(grader=name), REFERENCE, env, {})
+        stages[name] = sorted(first.requests) if isinstance(first, Stage) else first.verdict
+        if isinstance(first, Stage):
+            assert {r.model for r in first.requests.values()} == {REFERENCE}
+    assert stages == {
+        "exact": ["reference"],
+        "label": ["reference"],
+        "json_fields": ["reference"],
+        "numeric": ["reference"],
+        "choice": ["reference"],
+        "reference_answer": ["reference"],
+        "judge_single": ["judge"],
+        "judge_pairwise": ["reference"],
+        "recorded_correctness": "invalid",  # no recorded correctness for MT-Bench: no call
+    }
+    own = ChatResponse(reference, REFERENCE, "stop", CALL_USAGE)
+    second = GRADERS["judge_pairwise"].step(
+        view, settings(grader="judge_pairwise"), REFERENCE, env, {"reference": own}
+    )
+    assert isinstance(second, Stage) and sorted(second.requests) == ["judge_A", "judge_B"]

@@ -1,9 +1,13 @@
 """Graders: decide whether the cheap model's answer agrees with the reference.
 
-A grader has one abstract method, :meth:`Grader.grade`; :data:`GRADERS` is the registry by name
-(the ``grader`` setting of a task class). Graders return a :class:`GradeResult`; they never write
-to the database. Verdicts: ``agree``, ``disagree``, ``invalid`` (no usable verdict: unparseable,
-truncated, missing reference) and ``refused``; only agree/disagree enter the disagreement rate.
+A grader has one abstract method, :meth:`Grader.step`: given the answers so far it states the
+next :class:`Stage` of provider calls or returns the :class:`GradeResult` (two phases: what to
+ask, then what the answers mean; a pairwise judge has two stages). :meth:`Grader.grade` runs the
+stages back to back in real time; batch grading submits them through a batch API.
+:data:`GRADERS` is the registry by name (the ``grader`` setting of a task class). Graders never
+call providers and never write to the database. Verdicts: ``agree``, ``disagree``, ``invalid``
+(no usable verdict: unparseable, truncated, missing reference) and ``refused``; only
+agree/disagree enter the disagreement rate.
 
 =====================  ==========================================================================
 grader                 how it decides
@@ -27,7 +31,17 @@ A class graded by a judge escalates only with a calibrated judge: see
 
 from __future__ import annotations
 
-from evaluator.graders._base import Grader, GraderEnv, GradeResult, SampleView, add_usage
+from evaluator.graders._base import (
+    Answers,
+    Grader,
+    GraderEnv,
+    GradeResult,
+    SampleView,
+    Stage,
+    add_usage,
+    answer_request,
+    no_verdict,
+)
 from evaluator.graders._compare import (
     COMPARERS,
     Comparison,
@@ -73,6 +87,7 @@ __all__ = [
     "COMPARERS",
     "GRADERS",
     "JUDGE_GRADERS",
+    "Answers",
     "ChoiceGrader",
     "Comparison",
     "ComparisonGrader",
@@ -88,11 +103,14 @@ __all__ = [
     "RecordedCorrectnessGrader",
     "ReferenceAnswerGrader",
     "SampleView",
+    "Stage",
     "add_usage",
+    "answer_request",
     "compare_choice",
     "compare_exact",
     "compare_json_fields",
     "compare_label",
     "compare_numeric",
+    "no_verdict",
     "select_path",
 ]

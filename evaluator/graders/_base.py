@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -61,21 +62,63 @@ class GraderEnv:
         return self.items.get(sample.item_id) if sample.item_id is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """The provider calls a grade needs next, by key (``"reference"``, ``"judge"``,
+    ``"judge_A"`` ...). Each request names its model by catalog name; the calls of one stage
+    are independent of each other and may run concurrently or go into one provider batch."""
+
+    requests: Mapping[str, ChatRequest]
+
+
+Answers = Mapping[str, ChatResponse]
+"""The replies of every stage so far, by request key."""
+
+
 class Grader(abc.ABC):
     """Base class: subclasses set ``name`` (the ``grader`` class setting) and implement
-    :meth:`grade`. Graders never write to the database."""
+    :meth:`step`, which either states the next :class:`Stage` of provider calls or turns the
+    answers into a verdict. Graders never call providers and never write to the database:
+    the real-time job runs the stages back to back (:meth:`grade`); batch grading submits each
+    stage through a provider's batch API and calls :meth:`step` again when the results are in.
+    """
 
     name: ClassVar[str]
 
     @abc.abstractmethod
+    def step(
+        self,
+        sample: SampleView,
+        settings: ClassSettings,
+        reference_model: str,
+        env: GraderEnv,
+        answers: Answers,
+    ) -> Stage | GradeResult:
+        """The next stage of calls for grading ``sample`` against ``reference_model`` given
+        ``answers`` (empty at first), or the grade once they suffice. Pure: no I/O (``env`` is
+        read only for templates, held-out items and whether a provider answers through a JSON
+        schema). A grade's ``usage`` sums every answer it used (tokens)."""
+
     async def grade(
         self, sample: SampleView, settings: ClassSettings, reference_model: str, env: GraderEnv
     ) -> GradeResult:
-        """Grade one sample against ``reference_model``.
+        """Grade in real time: each stage's calls concurrently, stages back to back.
 
         Raises:
-            ProviderError: the reference call failed (the job decides whether to retry).
+            ProviderError: a call failed (the job decides whether to retry).
         """
+        answers: dict[str, ChatResponse] = {}
+        while True:
+            nxt = self.step(sample, settings, reference_model, env, answers)
+            if isinstance(nxt, GradeResult):
+                return nxt
+            keys = [k for k in nxt.requests if k not in answers]
+            if not keys:
+                raise RuntimeError(f"grader {self.name} asked again for answers it has")
+            replies = await asyncio.gather(
+                *(env.provider_for(nxt.requests[k].model).complete(nxt.requests[k]) for k in keys)
+            )
+            answers.update(zip(keys, replies, strict=True))
 
 
 def add_usage(*usages: Usage) -> Usage:
@@ -89,17 +132,10 @@ def add_usage(*usages: Usage) -> Usage:
     )
 
 
-async def reference_answer(
-    sample: SampleView, reference_model: str, env: GraderEnv, *, max_tokens: int = 1024
-) -> ChatResponse:
-    """The reference model's own answer to the sample's conversation.
-
-    Raises:
-        ProviderError: the call failed.
-    """
-    return await env.provider_for(reference_model).complete(
-        ChatRequest(model=reference_model, messages=sample.input_messages, max_tokens=max_tokens)
-    )
+def answer_request(sample: SampleView, model: str, *, max_tokens: int = 1024) -> ChatRequest:
+    """``model``'s own answer to the sample's conversation (a reference answer, or the cheaper
+    model's answer in a shadow probe)."""
+    return ChatRequest(model=model, messages=sample.input_messages, max_tokens=max_tokens)
 
 
 def no_verdict(status: str, raw: str, usage: Usage) -> GradeResult:

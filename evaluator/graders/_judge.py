@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluator.graders._base import (
+    Answers,
     Grader,
     GraderEnv,
     GradeResult,
     SampleView,
+    Stage,
     add_usage,
+    answer_request,
     no_verdict,
-    reference_answer,
 )
 from evaluator.parsing import (
     ParsedPairwise,
@@ -123,16 +125,18 @@ _PAIRWISE = _Schema(
 )
 
 
-async def _judge(
-    env: GraderEnv, model: str, system: str, prompt: str, schema: _Schema
-) -> tuple[ChatResponse, bool]:
-    """One judge call; True with the reply when it was asked for through ``schema``.
+def _structured(env: GraderEnv, model: str) -> bool:
+    """Whether ``model``'s provider answers through a JSON schema (so the judge is asked to)."""
+    return env.provider_for(model).supports_structured_output
 
-    A provider without ``supports_structured_output`` gets exactly ``prompt`` and no schema.
-    """
-    provider = env.provider_for(model)
-    structured = provider.supports_structured_output
-    request = ChatRequest(
+
+def _judge_request(
+    env: GraderEnv, model: str, system: str, prompt: str, schema: _Schema
+) -> ChatRequest:
+    """One judge call. A provider without ``supports_structured_output`` gets exactly
+    ``prompt`` and no schema."""
+    structured = _structured(env, model)
+    return ChatRequest(
         model=model,
         system=system,
         messages=[
@@ -145,7 +149,6 @@ async def _judge(
         verdict_schema=schema.schema if structured else None,
         verdict_name=schema.name,
     )
-    return await provider.complete(request), structured
 
 
 def _read_rating(reply: ChatResponse, structured: bool) -> ParsedRating:
@@ -212,15 +215,22 @@ class JudgeSingleGrader(Grader):
         prompt = str(template["prompt_template"]).format(**fields)
         return name, str(template["system_prompt"]), prompt
 
-    async def grade(
-        self, sample: SampleView, settings: ClassSettings, reference_model: str, env: GraderEnv
-    ) -> GradeResult:
-        try:
-            _, system, prompt = self.build_prompt(sample, env)
-        except KeyError:
-            return GradeResult("invalid", "no_judge_template")
-        reply, structured = await _judge(env, reference_model, system, prompt, _RATING)
-        parsed = _read_rating(reply, structured)
+    def step(
+        self,
+        sample: SampleView,
+        settings: ClassSettings,
+        reference_model: str,
+        env: GraderEnv,
+        answers: Answers,
+    ) -> Stage | GradeResult:
+        reply = answers.get("judge")
+        if reply is None:
+            try:
+                _, system, prompt = self.build_prompt(sample, env)
+            except KeyError:
+                return GradeResult("invalid", "no_judge_template")
+            return Stage({"judge": _judge_request(env, reference_model, system, prompt, _RATING)})
+        parsed = _read_rating(reply, _structured(env, reference_model))
         if parsed.score is None:
             return no_verdict(parsed.status, reply.text, reply.usage)
         verdict = "disagree" if parsed.score < settings.pass_mark else "agree"
@@ -238,16 +248,18 @@ _CREDIT = {"cheap": 1.0, "tie": 0.5, "reference": 0.0}
 class JudgePairwiseGrader(Grader):
     """The reference model answers the conversation itself, then judges its own answer against
     the graded one with MT-Bench's ``pair-v2`` template (``pair-v2-multi-turn`` for a second
-    turn), **in both orders**: graded answer as A, then as B.
+    turn), **in both orders**: graded answer as A, then as B. Two stages: the reference
+    answer, then both judgments (independent of each other, so they run concurrently or go
+    into one provider batch).
 
     Each order's verdict is the last ``[[A]]``/``[[B]]``/``[[C]]``
     (:func:`evaluator.parsing.parse_pairwise`). Both orders agreeing decide: the reference
     better is a ``disagree``; the graded answer better, or a tie, is an ``agree``. Orders that
-    disagree are position bias, not evidence (field case J3, and MT-Bench's own rule: a win
-    counts only if it holds in both orders): the pair is a tie (``agree``), stored with
+    disagree are position bias, not evidence (MT-Bench's own rule: a win counts only if it
+    holds in both orders): the pair is a tie (``agree``), stored with
     ``parse_status`` ``position_flip`` and ``position_flip=True`` so the flip rate per class
-    can be reported. An order without a verdict (J2) makes the grade ``invalid``/``refused``;
-    the second order is then not asked. ``raw_output`` holds the reference answer and both
+    can be reported. An order without a verdict makes the grade ``invalid``/``refused`` (both
+    orders were asked, and both are paid). ``raw_output`` holds the reference answer and the
     judgments; ``usage`` sums all three calls. With a structured provider each order is asked
     for as :data:`PAIRWISE_SCHEMA`; an agreeing pair is ``ok_structured`` when both verdicts
     came from the JSON, else ``ok`` (see the module doc).
@@ -283,32 +295,53 @@ class JudgePairwiseGrader(Grader):
         prompt = str(template["prompt_template"]).format(**fields)
         return name, str(template["system_prompt"]), prompt
 
-    async def grade(
-        self, sample: SampleView, settings: ClassSettings, reference_model: str, env: GraderEnv
-    ) -> GradeResult:
-        own = await reference_answer(sample, reference_model, env, max_tokens=2048)
+    def step(
+        self,
+        sample: SampleView,
+        settings: ClassSettings,
+        reference_model: str,
+        env: GraderEnv,
+        answers: Answers,
+    ) -> Stage | GradeResult:
+        own = answers.get("reference")
+        if own is None:
+            request = answer_request(sample, reference_model, max_tokens=2048)
+            return Stage({"reference": request})
         missing = no_verdict_status(own.text, own.finish_reason)
         if missing is not None:
             return no_verdict(f"reference_{missing}", own.text, own.usage)
-        raws, usages, winners = [f"[reference answer]\n{own.text}"], [own.usage], []
-        statuses: set[str] = set()
-        for position, a, b, meaning in (
+        orders = (
             ("A", sample.output_text, own.text, _CHEAP_FIRST),
             ("B", own.text, sample.output_text, _REFERENCE_FIRST),
-        ):
-            try:
-                _, system, prompt = self.build_prompt(sample, a, b, env)
-            except KeyError:
-                return GradeResult("invalid", "no_judge_template", usage=add_usage(*usages))
-            reply, structured = await _judge(env, reference_model, system, prompt, _PAIRWISE)
-            usages.append(reply.usage)
-            raws.append(f"[judgment, graded answer as {position}]\n{reply.text}")
+        )
+        if f"judge_{orders[0][0]}" not in answers:
+            requests = {}
+            for position, a, b, _ in orders:
+                try:
+                    _, system, prompt = self.build_prompt(sample, a, b, env)
+                except KeyError:
+                    return GradeResult("invalid", "no_judge_template", usage=own.usage)
+                requests[f"judge_{position}"] = _judge_request(
+                    env, reference_model, system, prompt, _PAIRWISE
+                )
+            return Stage(requests)
+        structured = _structured(env, reference_model)
+        replies = [answers[f"judge_{position}"] for position, _, _, _ in orders]
+        raw = "\n\n".join(
+            [f"[reference answer]\n{own.text}"]
+            + [
+                f"[judgment, graded answer as {position}]\n{reply.text}"
+                for (position, _, _, _), reply in zip(orders, replies, strict=True)
+            ]
+        )
+        usage = add_usage(own.usage, *(reply.usage for reply in replies))
+        winners, statuses = [], set()
+        for (_, _, _, meaning), reply in zip(orders, replies, strict=True):
             parsed = _read_pairwise(reply, structured)
             if parsed.winner is None:
-                return no_verdict(parsed.status, "\n\n".join(raws), add_usage(*usages))
+                return no_verdict(parsed.status, raw, usage)
             winners.append(meaning[parsed.winner])
             statuses.add(parsed.status)
-        raw, usage = "\n\n".join(raws), add_usage(*usages)
         if winners[0] != winners[1]:
             return GradeResult(
                 "agree", "position_flip", raw, score=0.5, usage=usage, position_flip=True

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from evaluator.graders._base import (
+    Answers,
     Grader,
     GraderEnv,
     GradeResult,
     SampleView,
+    Stage,
+    answer_request,
     no_verdict,
-    reference_answer,
 )
 from evaluator.graders._compare import COMPARERS
 from evaluator.parsing import no_verdict_status
@@ -35,10 +37,18 @@ class ComparisonGrader(Grader):
         """The comparer this grader uses for ``settings``."""
         return self.compare or settings.compare
 
-    async def grade(
-        self, sample: SampleView, settings: ClassSettings, reference_model: str, env: GraderEnv
-    ) -> GradeResult:
-        reply = await reference_answer(sample, reference_model, env, max_tokens=self.max_tokens)
+    def step(
+        self,
+        sample: SampleView,
+        settings: ClassSettings,
+        reference_model: str,
+        env: GraderEnv,
+        answers: Answers,
+    ) -> Stage | GradeResult:
+        reply = answers.get("reference")
+        if reply is None:
+            request = answer_request(sample, reference_model, max_tokens=self.max_tokens)
+            return Stage({"reference": request})
         missing = no_verdict_status(reply.text, reply.finish_reason)
         if missing is not None:
             return no_verdict(missing, reply.text, reply.usage)
@@ -102,9 +112,14 @@ class RecordedCorrectnessGrader(Grader):
 
     name = "recorded_correctness"
 
-    async def grade(
-        self, sample: SampleView, settings: ClassSettings, reference_model: str, env: GraderEnv
-    ) -> GradeResult:
+    def step(
+        self,
+        sample: SampleView,
+        settings: ClassSettings,
+        reference_model: str,
+        env: GraderEnv,
+        answers: Answers,
+    ) -> Stage | GradeResult:
         item = env.item_of(sample)
         if item is None:
             return GradeResult("invalid", "no_held_out_item")

@@ -12,8 +12,15 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.graders import GRADERS, GraderEnv, GradeResult, SampleView, add_usage
-from evaluator.graders._base import no_verdict, reference_answer
+from evaluator.graders import (
+    GRADERS,
+    GraderEnv,
+    GradeResult,
+    SampleView,
+    add_usage,
+    answer_request,
+    no_verdict,
+)
 from evaluator.grading._attempts import requeue_without_verdict, spend
 from evaluator.grading._probes import shadow_model
 from evaluator.grading._queue import MAX_TRANSIENT_FAILURES, TRANSIENT_BACKOFF_S, claim_samples
@@ -88,7 +95,8 @@ async def _grade_one(
     async with gate:
         try:
             if shadow is not None:
-                cheap = await reference_answer(view, shadow, env, max_tokens=SHADOW_MAX_TOKENS)
+                probe = answer_request(view, shadow, max_tokens=SHADOW_MAX_TOKENS)
+                cheap = await env.provider_for(shadow).complete(probe)
                 shadow_usage = cheap.usage
                 missing = no_verdict_status(cheap.text, cheap.finish_reason)
                 if missing is not None:
