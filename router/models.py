@@ -2,6 +2,8 @@
 outcomes and the samples queued for grading. API schemas live in ``router.schemas``.
 
 Prices are USD per 1M tokens (``*_usd_per_mtok``); costs are USD; latencies ms; timestamps UTC.
+JSON columns are ``router.db.JSONDict`` / ``JSONList``: a change to the value's top level in place
+(``row.meta["k"] = v``) is saved on commit; dicts and lists nested inside are read-only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from router.db import UTCDateTime, utcnow
+from router.db import JSONDict, JSONList, JSONTrackingModel, UTCDateTime, utcnow
 
 
 def _ts(*, index: bool = False) -> Any:
@@ -89,8 +91,11 @@ class RoutingEntry(SQLModel, table=True):
     changed_at: datetime = _ts()
 
 
-class Decision(SQLModel, table=True):
-    """A route call's answer, written in batches off the hot path."""
+class Decision(JSONTrackingModel, table=True):
+    """A route call's answer, written in batches off the hot path.
+
+    ``meta``: the caller's metadata (a JSON object, or None); nested values are read-only.
+    """
 
     __tablename__ = "decision"
 
@@ -104,15 +109,16 @@ class Decision(SQLModel, table=True):
     sampled: bool
     input_tokens: int
     has_tool_calls: bool
-    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     created_at: datetime = _ts(index=True)
 
 
-class Outcome(SQLModel, table=True):
+class Outcome(JSONTrackingModel, table=True):
     """What the caller reported after calling the model; one per decision (idempotent).
 
     Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
-    model has no price row ("unpriced", field case U4), never 0.
+    model has no price row ("unpriced", field case U4), never 0. ``usage_raw`` is the usage
+    object as the caller reported it (nested values, such as token details, are read-only).
     """
 
     __tablename__ = "outcome"
@@ -128,14 +134,19 @@ class Outcome(SQLModel, table=True):
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
-    usage_raw: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    usage_raw: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     created_at: datetime = _ts(index=True)
 
 
-class Sample(SQLModel, table=True):
+class Sample(JSONTrackingModel, table=True):
     """A sampled outcome's text, queued for grading.
 
     ``status``: ``queued`` -> ``claimed`` (lease until ``lease_until``) -> ``graded`` | ``failed``.
+
+    ``input_messages`` is a list of message dicts: the list itself can change in place, each
+    message is read-only (replace it: ``row.input_messages[0] = {**m, "content": "..."}``).
+    ``meta`` is the decision's metadata plus the grading job's notes (``first_attempt``, a
+    nested dict, so read-only: assign the key again to change it).
     """
 
     __tablename__ = "sample"
@@ -143,9 +154,9 @@ class Sample(SQLModel, table=True):
     decision_id: str = Field(primary_key=True, foreign_key="decision.id", max_length=64)
     task_class: str = Field(max_length=200, index=True)
     model: str = Field(max_length=128)
-    input_messages: list[dict[str, Any]] = Field(sa_type=sa.JSON)
+    input_messages: list[dict[str, Any]] = Field(sa_type=JSONList)
     output_text: str = Field(sa_type=sa.Text)
-    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     status: str = Field(default="queued", max_length=16, index=True)
     attempts: int = 0
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
