@@ -1,5 +1,7 @@
 """Tables owned by the control plane: grades, escalation events, the escalation rule's state per
-class and the runs of scheduled jobs. Costs USD, times UTC."""
+class and the runs of scheduled jobs. Costs USD, times UTC. JSON columns are
+``router.db.JSONDict``: a change to the value's top level in place is saved on commit; dicts and
+lists nested inside are read-only."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from router.db import UTCDateTime, utcnow
+from router.db import JSONDict, JSONTrackingModel, UTCDateTime, utcnow
 
 
 class Grade(SQLModel, table=True):
@@ -51,7 +53,7 @@ class Grade(SQLModel, table=True):
     shadow: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
-class EscalationEvent(SQLModel, table=True):
+class EscalationEvent(JSONTrackingModel, table=True):
     """A routing-table change for a class, with its evidence.
 
     ``n`` graded samples (agree + disagree), ``k`` disagreements, ``rate`` = k/n, and the
@@ -85,30 +87,32 @@ class EscalationEvent(SQLModel, table=True):
     window_start: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The rule's state and statistic when the change was made (manual changes too): see
-    # evaluator.escalation.evidence_of.
-    evidence: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    # evaluator.escalation.evidence_of. A record: its nested values are read-only.
+    evidence: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
 
 
-class RuleStateRow(SQLModel, table=True):
+class RuleStateRow(JSONTrackingModel, table=True):
     """The sequential rule's state for one class (evaluator.sequential.RuleState.to_dict) on
     ``model`` over the window starting at ``window_start`` (the class's last change); a row for
-    another model or window is stale and is replaced by a fresh state."""
+    another model or window is stale and is replaced by a fresh state. ``state`` is replaced
+    whole on each update (its nested values, if any, are read-only)."""
 
     __tablename__ = "rule_state"
 
     task_class: str = Field(primary_key=True, max_length=200)
     model: str = Field(max_length=128)
     window_start: datetime = Field(sa_type=UTCDateTime)
-    state: dict[str, Any] = Field(sa_type=sa.JSON)
+    state: dict[str, Any] = Field(sa_type=JSONDict)
     action: str = Field(max_length=16)
     reason: str = Field(default="", sa_type=sa.Text)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class JobRun(SQLModel, table=True):
+class JobRun(JSONTrackingModel, table=True):
     """One run of a scheduled job for one tick (the start of its UTC interval). (job, tick) is
     unique, so however many workers fire on a tick, one run commits (field case S1); a run
-    that fails rolls back its row and the tick can run again."""
+    that fails rolls back its row and the tick can run again. ``result`` is the run's summary
+    (a JSON object; nested values read-only), written when the run ends."""
 
     __tablename__ = "job_run"
     __table_args__ = (sa.UniqueConstraint("job", "tick", name="uq_job_run_tick"),)
@@ -118,4 +122,4 @@ class JobRun(SQLModel, table=True):
     tick: datetime = Field(sa_type=UTCDateTime)
     worker: str = Field(max_length=128)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)

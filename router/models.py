@@ -2,6 +2,8 @@
 outcomes and the samples queued for grading. API schemas live in ``router.schemas``.
 
 Prices are USD per 1M tokens (``*_usd_per_mtok``); costs are USD; latencies ms; timestamps UTC.
+JSON columns are ``router.db.JSONDict`` / ``JSONList``: a change to the value's top level in place
+(``row.meta["k"] = v``) is saved on commit; dicts and lists nested inside are read-only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from router.db import UTCDateTime, utcnow
+from router.db import JSONDict, JSONList, JSONTrackingModel, UTCDateTime, utcnow
 
 
 def _ts(*, index: bool = False) -> Any:
@@ -20,7 +22,7 @@ def _ts(*, index: bool = False) -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
 
 
-class Model(SQLModel, table=True):
+class Model(JSONTrackingModel, table=True):
     """Model catalog row: one priced model. Prices are USD per 1M tokens.
 
     ``api_model`` is the id sent to the provider (NULL = ``name``); ``aliases`` the other names
@@ -41,7 +43,7 @@ class Model(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=128)
     provider: str = Field(max_length=64)
     api_model: str | None = Field(default=None, max_length=128)
-    aliases: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    aliases: list[str] = Field(default_factory=list, sa_type=JSONList)
     input_usd_per_mtok: float
     cached_input_usd_per_mtok: float | None = None
     cache_write_usd_per_mtok: float | None = None
@@ -105,8 +107,11 @@ class TaskClass(SQLModel, table=True):
     first_routed_at: datetime = _ts()
 
 
-class Decision(SQLModel, table=True):
-    """A route call's answer, written in batches off the hot path."""
+class Decision(JSONTrackingModel, table=True):
+    """A route call's answer, written in batches off the hot path.
+
+    ``meta``: the caller's metadata (a JSON object, or None); nested values are read-only.
+    """
 
     __tablename__ = "decision"
 
@@ -120,16 +125,17 @@ class Decision(SQLModel, table=True):
     sampled: bool
     input_tokens: int
     has_tool_calls: bool
-    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     item_id: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts(index=True)
 
 
-class Outcome(SQLModel, table=True):
+class Outcome(JSONTrackingModel, table=True):
     """What the caller reported after calling the model; one per decision (idempotent).
 
     Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
-    model has no price row ("unpriced", field case U4), never 0.
+    model has no price row ("unpriced", field case U4), never 0. ``usage_raw`` is the usage
+    object as the caller reported it (nested values, such as token details, are read-only).
     """
 
     __tablename__ = "outcome"
@@ -145,14 +151,17 @@ class Outcome(SQLModel, table=True):
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
-    usage_raw: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    usage_raw: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     created_at: datetime = _ts(index=True)
 
 
-class Sample(SQLModel, table=True):
+class Sample(JSONTrackingModel, table=True):
     """A sampled outcome's text, queued for grading.
 
     ``status``: ``queued`` -> ``claimed`` (lease until ``lease_until``) -> ``graded`` | ``failed``.
+
+    ``input_messages`` is a list of message dicts: the list itself can change in place, each
+    message is read-only (replace it: ``row.input_messages[0] = {**m, "content": "..."}``).
     ``meta`` is the caller's route metadata, kept for reports and never read by the jobs;
     ``item_id`` the held-out item the request replays. The grading job's own state lives in
     its own columns: ``attempts``, the lease, and ``earlier_*``, the spend of an earlier
@@ -165,9 +174,9 @@ class Sample(SQLModel, table=True):
     decision_id: str = Field(primary_key=True, foreign_key="decision.id", max_length=64)
     task_class: str = Field(max_length=200, index=True)
     model: str = Field(max_length=128)
-    input_messages: list[dict[str, Any]] = Field(sa_type=sa.JSON)
+    input_messages: list[dict[str, Any]] = Field(sa_type=JSONList)
     output_text: str = Field(sa_type=sa.Text)
-    meta: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     item_id: str | None = Field(default=None, max_length=200)
     status: str = Field(default="queued", max_length=16, index=True)
     attempts: int = 0
