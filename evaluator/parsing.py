@@ -376,6 +376,10 @@ def _json_values(text: str) -> list[Any]:
             except json.JSONDecodeError:
                 i += 1
                 continue
+            except RecursionError:  # nested past the decoder's depth: skip the run of openers
+                while i < len(text) and text[i] in "{[ \t\r\n":
+                    i += 1
+                continue
             found.append(value)
             i = end
         else:
@@ -394,12 +398,12 @@ def extract_json(text: str, *, finish_reason: str = "stop") -> ParsedJson:
     cleaned = text.replace("\\_", "_")
     try:
         return ParsedJson(json.loads(cleaned), "ok")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     for _lang, body in reversed(_FENCE.findall(cleaned)):
         try:
             return ParsedJson(json.loads(body), "ok")
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             values = _json_values(body)
             if values:
                 return ParsedJson(values[-1], "ok")

@@ -9,6 +9,7 @@ import pytest
 
 from evaluator.graders import GRADERS
 from evaluator.parsing import (
+    ParsedJson,
     ParsedRating,
     extract_json,
     find_label,
@@ -193,3 +194,10 @@ def test_extract_json(text: str, value: Any) -> None:
 def test_extract_json_without_json() -> None:
     assert extract_json("No JSON {here").status == "no_json"
     assert extract_json('{"a": 1', finish_reason="length").status == "truncated"
+
+
+def test_brackets_nested_past_the_decoders_depth_are_no_json_not_a_crash() -> None:
+    deep = "[" * 20000
+    assert extract_json(deep) == ParsedJson(None, "no_json")
+    assert extract_json(deep + ' then {"a": 1}') == ParsedJson({"a": 1}, "ok")
+    assert parse_rating(deep + " Rating: [[6]]") == ParsedRating(6.0, "ok")
