@@ -31,6 +31,17 @@ Shared rules:
 - **JSON wherever the reply puts it**: the whole reply, a markdown code fence (```` ```json ````
   or a bare ```` ``` ````, closed or left open at the end) or an object inside the prose. One
   helper finds it for every parser (:func:`_reply_json`).
+- **One verdict vocabulary**: binary and pairwise verdict words come from one table
+  (:data:`_VERDICT_WORDS`): agree/disagree, pass/fail, yes/no, correct/incorrect, and the pairwise
+  A/B/C of MT-Bench, LLMBar and PandaLM. Case, bold markdown (``**Pass**``), quotes and trailing
+  punctuation do not matter; a single letter counts in upper case only (in prose "a" is an
+  article).
+- **Negation**: a negated binary verdict word is not that word. "not correct" / "isn't correct"
+  reads as ``incorrect`` and "does not agree" as ``disagree`` when both words of that pair are
+  labels; a negated one without such an opposite ("not incorrect") names nothing. Other labels
+  are topics, named negated or not ("I can't verify my identity" is about "verify my
+  identity"). Whole tokens keep "incorrect" from ever matching "correct" and "disagree" from
+  matching "agree".
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,8 +255,41 @@ def _labelled_lines(text: str, pattern: re.Pattern[str]) -> list[_Line]:
     return out
 
 
-# ---- pairwise words --------------------------------------------------------------------------
+# ---- the verdict vocabulary ------------------------------------------------------------------
 
+# Every verdict word the parsers understand, by vocabulary and meaning. Binary vocabularies mean
+# "positive" or "negative"; the pairwise one means "A", "B" or "C" (C a tie). Keys are
+# case-folded, except single letters, which count in upper case only. Sources:
+# - pairwise: MT-Bench's "[[A]]" / "[[B]]" / "[[C]]", whose pair-v2 prompt calls the answers
+#   "Assistant A" / "Assistant B" (FastChat llm_judge, datasets/mt_bench_judge_prompts.jsonl);
+#   LLMBar's "Output (a)" / "Output (b)" (princeton-nlp/LLMBar, its recorded completions are
+#   behind datasets/llmbar.jsonl); PandaLM's "1" / "2" / "Tie" (WeOpenML/PandaLM, behind
+#   datasets/pandalm.jsonl);
+# - binary: agree/disagree (tierwise's own grade verdicts); pass/fail, yes/no and
+#   correct/incorrect (the common pass/fail rubric graders).
+_VERDICT_WORDS: dict[str, tuple[str, str]] = {
+    "agree": ("agree/disagree", "positive"),
+    "disagree": ("agree/disagree", "negative"),
+    "pass": ("pass/fail", "positive"),
+    "fail": ("pass/fail", "negative"),
+    "yes": ("yes/no", "positive"),
+    "no": ("yes/no", "negative"),
+    "correct": ("correct/incorrect", "positive"),
+    "incorrect": ("correct/incorrect", "negative"),
+    "A": ("pairwise", "A"),
+    "B": ("pairwise", "B"),
+    "C": ("pairwise", "C"),
+    "assistant a": ("pairwise", "A"),
+    "assistant b": ("pairwise", "B"),
+    "output (a)": ("pairwise", "A"),
+    "output (b)": ("pairwise", "B"),
+    "1": ("pairwise", "A"),
+    "2": ("pairwise", "B"),
+    "tie": ("pairwise", "C"),
+}
+# The pairwise words that count as a whole reply (or its first line) on their own: LLMBar and
+# PandaLM answer this way. A bare letter does not ("A" may start a sentence).
+_PAIRWISE_ALONE = frozenset({"output (a)", "output (b)", "1", "2", "tie"})
 # MT-Bench's pairwise format (FastChat llm_judge pair-v2: "[[A]]", "[[B]]", "[[C]]").
 _PAIR = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 _WRAPPING = " \t\r\n*_`'\"\u201c\u201d\u2018\u2019"
@@ -254,7 +298,7 @@ _TRAILING = ".,;:!?"
 
 def _bare(value: str) -> str:
     """``value`` without surrounding emphasis, quotes, code marks and trailing punctuation:
-    ``"**B**."`` -> ``B``."""
+    ``"**Pass**."`` -> ``Pass``."""
     previous = None
     while previous != value:
         previous = value
@@ -262,14 +306,62 @@ def _bare(value: str) -> str:
     return value
 
 
-def _pairwise_word(value: str) -> str | None:
-    """``A`` | ``B`` | ``C`` when the whole of ``value`` is one pairwise verdict (``[[B]]``,
-    ``B``, ``**B**.``; a letter in upper case only), else None."""
+def _pairwise_word(value: str, only: Container[str] | None = None) -> str | None:
+    """``A`` | ``B`` | ``C`` when the whole of ``value`` is one pairwise verdict word
+    (``[[B]]``, ``B``, ``Tie``, ``Output (a)``, ``**Assistant A**.``), else None; with ``only``,
+    just the words in it."""
     bare = _bare(value)
     bracketed = _PAIR.fullmatch(bare)
     if bracketed is not None:
-        return bracketed.group(1)
-    return bare if bare in ("A", "B", "C") else None
+        return None if only is not None else bracketed.group(1)
+    word = bare if len(bare) == 1 else " ".join(bare.casefold().split())
+    word = re.sub(r"\s*\(\s*([a-z])\s*\)", r" (\1)", word)
+    entry = _VERDICT_WORDS.get(word)
+    if entry is None or entry[0] != "pairwise" or (only is not None and word not in only):
+        return None
+    return entry[1]
+
+
+def _is_binary_word(word: str) -> bool:
+    """True for a word of a binary vocabulary of :data:`_VERDICT_WORDS` (``pass``, ``no``)."""
+    entry = _VERDICT_WORDS.get(word)
+    return entry is not None and entry[0] != "pairwise"
+
+
+def _negative_of(word: str) -> str | None:
+    """The negative word of ``word``'s binary vocabulary when ``word`` is a positive one
+    (``correct`` -> ``incorrect``), else None."""
+    entry = _VERDICT_WORDS.get(word)
+    if entry is None or entry[1] != "positive":
+        return None
+    return next(
+        w
+        for w, (vocabulary, meaning) in _VERDICT_WORDS.items()
+        if vocabulary == entry[0] and meaning == "negative"
+    )
+
+
+# Words that negate what follows, as normalize_answer leaves them ("doesn't" becomes "doesn t").
+_NEGATORS = frozenset(
+    "not never cannot neither nor dont doesnt didnt isnt wasnt "  # noqa: SIM905 - word list
+    "arent werent cant couldnt wont wouldnt shouldnt hasnt havent hadnt aint".split()
+)
+# Words allowed between a negator and the word it negates ("not at all correct", "not a pass").
+_BETWEEN = frozenset(
+    "a an the be been being really fully entirely completely "  # noqa: SIM905 - word list
+    "quite totally exactly necessarily always very so at all actually".split()
+)
+
+
+def _negated(before: str) -> bool:
+    """True when the normalised text ``before`` a word ends in a negation of it."""
+    tokens = before.rsplit(None, 4)
+    i = len(tokens) - 1
+    while i >= 0 and tokens[i] in _BETWEEN and len(tokens) - 1 - i < 2:
+        i -= 1
+    if i < 0:
+        return False
+    return tokens[i] in _NEGATORS or (tokens[i] == "t" and i > 0 and tokens[i - 1].endswith("n"))
 
 
 # ---- 1-10 ratings (J1) ---------------------------------------------------------------------
@@ -392,7 +484,7 @@ class ParsedPairwise:
 
 def _json_pairwise(text: str) -> list[tuple[_Json, str]]:
     """(object, winner) for each JSON object in ``text`` whose verdict member is a pairwise
-    verdict (:func:`_pairwise_word`)."""
+    verdict word (:data:`_VERDICT_WORDS`)."""
     return [
         (found, winner)
         for found, value in _json_fields(text, _PAIRWISE_FIELDS)
@@ -407,9 +499,11 @@ def parse_pairwise(text: str, *, finish_reason: str = "stop") -> ParsedPairwise:
     ``[[C]]`` (format of FastChat's ``pair-v2`` judge prompt,
     ``llm_judge/data/judge_prompts.jsonl``) outside a JSON object that gives the verdict; the
     ``"verdict"`` (or ``"winner"``, ...) member of a JSON object in the reply; a labelled line
-    ``Verdict: B`` / ``**Final verdict:** [[C]]``. A member's or line's whole value must be the
-    verdict (``B``, ``**B**.``; a letter in upper case only). Only whole tokens count:
-    ``[[AB]]``, a bare "A" in a sentence or "A is better." is ``no_verdict``. Never raises.
+    ``Verdict: B`` / ``**Final verdict:** Tie`` / ``Winner: Output (a)``. A member's or line's
+    whole value must be a pairwise word of :data:`_VERDICT_WORDS`. Only without any, a first
+    line that is just LLMBar's ``Output (a)`` / ``Output (b)`` or PandaLM's ``1`` / ``2`` /
+    ``Tie``. Only whole tokens count: ``[[AB]]``, a bare "A" in a sentence or "A is better." is
+    ``no_verdict``. Never raises.
     """
     missing = no_verdict_status(text, finish_reason)
     if missing is not None:
@@ -424,6 +518,10 @@ def parse_pairwise(text: str, *, finish_reason: str = "stop") -> ParsedPairwise:
             marked.append((line.start, winner))
     if marked:
         return ParsedPairwise(max(marked, key=lambda x: x[0])[1], "ok")
+    first = next((line for line in free.splitlines() if line.strip()), "")
+    alone = _pairwise_word(first, _PAIRWISE_ALONE)
+    if alone is not None:
+        return ParsedPairwise(alone, "ok")
     return ParsedPairwise(None, _missing(text, "no_verdict"))
 
 
@@ -431,10 +529,11 @@ def parse_pairwise_json(text: str, *, finish_reason: str = "stop") -> ParsedPair
     """The verdict of a structured pairwise reply ``{"explanation": str, "verdict": "A"|"B"|"C"}``.
 
     The object may be the whole reply, in a code fence or in the prose; the last object whose
-    ``verdict`` (or ``winner``, ...) is ``A``, ``B`` or ``C`` counts (upper case; bold and
-    trailing punctuation aside), and nothing in its explanation does. None when there is no such
-    object (the caller then falls back to :func:`parse_pairwise`).
-    ``truncated``/``refused``/``empty`` come first (:func:`no_verdict_status`). Never raises.
+    ``verdict`` (or ``winner``, ...) is a pairwise word of :data:`_VERDICT_WORDS` counts (``A``,
+    ``B``, ``C``, ``Tie``, ``Output (a)``, ``Assistant B``, PandaLM's ``1``/``2``; a letter in
+    upper case only), and nothing in its explanation does. None when there is no such object
+    (the caller then falls back to :func:`parse_pairwise`). ``truncated``/``refused``/``empty``
+    come first (:func:`no_verdict_status`). Never raises.
     """
     missing = no_verdict_status(text, finish_reason)
     if missing is not None:
@@ -589,24 +688,31 @@ class ParsedLabel:
     status: str
 
 
-def _labels_named(text: str, phrases: Mapping[str, str]) -> set[str]:
+def _labels_named(text: str, phrases: Mapping[str, str], negative: Mapping[str, str]) -> set[str]:
     """The canonical labels ``text`` names: ``phrases`` (normalised phrase -> canonical) found
-    as whole-token phrases, not inside a longer found phrase."""
+    as whole-token phrases, not inside a longer found phrase. A negated binary verdict word
+    (:data:`_VERDICT_WORDS`) names its ``negative`` (phrase -> canonical of its opposite) when
+    it has one, else nothing; any other phrase counts negated or not (the intent "verify my
+    identity" is what "I can't verify my identity" is about)."""
     hay = " " + normalize_answer(text) + " "
-    spans: list[tuple[int, int, str]] = []
+    spans: list[tuple[int, int, str, str]] = []
     for phrase, canonical in phrases.items():
         if not phrase:
             continue
         needle = " " + phrase + " "
         start = hay.find(needle)
         while start >= 0:
-            spans.append((start, start + len(needle), canonical))
+            spans.append((start, start + len(needle), phrase, canonical))
             start = hay.find(needle, start + 1)
-    return {
-        canonical
-        for s, e, canonical in spans
-        if not any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans)
-    }
+    named: set[str] = set()
+    for s, e, phrase, canonical in spans:
+        if any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _, _ in spans):
+            continue
+        if not _is_binary_word(phrase) or not _negated(hay[:s]):
+            named.add(canonical)
+        elif phrase in negative:
+            named.add(negative[phrase])
+    return named
 
 
 def _one_label(named: set[str], text: str) -> ParsedLabel:
@@ -634,7 +740,10 @@ def find_label(
     last that names a label deciding: the ``"label"`` (or ``"verdict"``, ``"answer"``,
     ``"intent"``, ...) string member of a JSON object in the reply (whole, fenced or in prose),
     or a line ``Verdict: agree`` / ``Intent: card_arrival``; so "Explanation: I disagree with
-    ...\\nVerdict: agree" is ``agree``. Never raises.
+    ...\\nVerdict: agree" is ``agree``. A negated binary verdict word of :data:`_VERDICT_WORDS`
+    is not that word: with both words of its pair among the labels a negated positive word is the
+    negative one ("not correct" is ``incorrect``, "doesn't agree" is ``disagree``), otherwise it
+    names nothing. Never raises.
     """
     missing = no_verdict_status(text, finish_reason)
     if missing is not None:
@@ -650,6 +759,11 @@ def find_label(
     for variant, canonical in syn.items():
         if canonical in phrases.values():
             phrases.setdefault(variant, canonical)
+    negative = {
+        phrase: phrases[opposite]
+        for phrase in phrases
+        if (opposite := _negative_of(phrase)) is not None and opposite in phrases
+    }
     given = [
         (found, value)
         for found, value in _json_fields(text, _LABEL_FIELDS)
@@ -659,10 +773,10 @@ def find_label(
     fields = [(found.start, value) for found, value in given]
     fields += [(line.start, line.value) for line in _labelled_lines(free, _LABEL_LINE)]
     for _, value in sorted(fields, key=lambda f: f[0], reverse=True):
-        named = _labels_named(value, phrases)
+        named = _labels_named(value, phrases, negative)
         if named:
             return _one_label(named, text)
-    return _one_label(_labels_named(text, phrases), text)
+    return _one_label(_labels_named(text, phrases, negative), text)
 
 
 # ---- JSON ------------------------------------------------------------------------------------

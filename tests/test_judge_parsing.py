@@ -27,7 +27,7 @@ from evaluator.parsing import (
 )
 from evaluator.providers.base import ChatRequest, FinishReason
 from router.policy import ClassSettings
-from tests.test_graders import REFERENCE, Scripted, env_with, replies, sample
+from tests.test_graders import REFERENCE, Scripted, env_with, intent_row, replies, rows, sample
 
 # ---- J1: every example of the field case, exact values -----------------------------------------
 
@@ -385,3 +385,109 @@ async def test_judges_read_fenced_json_verdicts() -> None:
         view, ClassSettings(grader="judge_pairwise"), REFERENCE, env_with(StructuredScripted(judge))
     )
     assert (pair.verdict, pair.parse_status, pair.score) == ("agree", "ok_structured", 1.0)
+
+
+# ---- one verdict vocabulary: binary words, pairwise words, negation ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "text", "label"),
+    [
+        (["pass", "fail"], "**Pass**", "pass"),
+        (["pass", "fail"], "Verdict: FAIL.", "fail"),
+        (["Pass", "Fail"], "pass!", "pass"),
+        (["yes", "no"], "No.", "no"),
+        (["yes", "no"], "Answer: **Yes**", "yes"),
+        (["correct", "incorrect"], "Incorrect!", "incorrect"),
+        (["correct", "incorrect"], "The answer is not correct.", "incorrect"),
+        (["correct", "incorrect"], "It isn't entirely correct.", "incorrect"),
+        (["correct", "incorrect"], "NOT CORRECT", "incorrect"),
+        (["agree", "disagree"], "The graded answer doesn't agree with the reference.", "disagree"),
+        (["agree", "disagree"], "Disagree.", "disagree"),
+        (["pass", "fail"], "It does not pass: the date is wrong.", "fail"),
+        (["pass", "fail"], "Pass. It does not fail any criterion.", "pass"),
+        (["correct", "incorrect"], "Correct, not incorrect.", "correct"),
+    ],
+)
+def test_binary_verdict_vocabularies(labels: list[str], text: str, label: str) -> None:
+    assert find_label(text, labels) == ParsedLabel(label, "ok")
+
+
+@pytest.mark.parametrize(
+    ("labels", "text"),
+    [
+        (["correct"], "incorrect"),  # "incorrect" never matches "correct"
+        (["agree"], "I disagree."),  # "disagree" never matches "agree"
+        (["correct"], "not correct"),  # negated, and "incorrect" is not a label
+        (["correct", "incorrect"], "It is not incorrect."),  # a negated negative names nothing
+    ],
+)
+def test_negations_and_longer_words_never_read_as_the_word(labels: list[str], text: str) -> None:
+    assert find_label(text, labels) == ParsedLabel(None, "no_label")
+
+
+def test_negation_applies_to_verdict_words_only() -> None:
+    # An intent is a topic: "I can't verify my identity" is about verifying one's identity
+    # (a real BANKING77 row, labelled unable_to_verify_identity).
+    row = intent_row("banking77", "banking77/1220")
+    labels = sorted({r["label"] for r in rows("banking77")})
+    assert row["text"] == "I can't verify my identity."
+    assert find_label(row["text"], labels) == ParsedLabel("verify my identity", "ok")
+
+
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [
+        ("Output (a)", "A"),  # LLMBar
+        ("Output (b).\n", "B"),
+        ("**Output (B)**", "B"),
+        ("1\n\n### Reason: Output 1 is concise and correct.", "A"),  # PandaLM
+        ("2", "B"),
+        ("Tie\n\nReason: both are fine.", "C"),
+        ("Verdict: Assistant B.", "B"),
+        ("Winner: output(a)", "A"),
+        ("Verdict: tie", "C"),
+        ("**Verdict:** [[A]]", "A"),
+        ('{"verdict": "Output (b)"}', "B"),
+        ('{"verdict": "**B**."}', "B"),
+        ('{"verdict": "tie"}', "C"),
+        ('{"winner": "2"}', "B"),
+    ],
+)
+def test_pairwise_verdict_vocabularies(text: str, winner: str) -> None:
+    assert parse_pairwise(text) == ParsedPairwise(winner, "ok")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A",  # a bare letter is no verdict on its own line ...
+        "Verdict: a",  # ... and a lower-case letter never is
+        "A is better.",
+        "Output (a) and Output (b) are both fine.",
+        "12 reasons to prefer B",
+        "Verdict: A and B are equally good",
+    ],
+)
+def test_pairwise_words_outside_the_vocabulary_are_no_verdict(text: str) -> None:
+    assert parse_pairwise(text) == ParsedPairwise(None, "no_verdict")
+
+
+def test_pairwise_json_vocabulary() -> None:
+    for value, winner in (("Tie", "C"), ("Output (a)", "A"), ("Assistant B", "B"), ("1", "A")):
+        assert parse_pairwise_json(json.dumps({"verdict": value})) == ParsedPairwise(winner, "ok")
+    assert parse_pairwise_json('{"verdict": "a"}') is None  # letters in upper case only
+
+
+def test_recorded_llmbar_completions_without_a_verdict_stay_without_one() -> None:
+    # LLMBar's recorded completions whose verdict upstream is null (refusals, empty answers).
+    seen = 0
+    for row in rows("llmbar"):
+        for judged in row["judges"].values():
+            for run in judged.get("raw", {}).values():
+                text, _upstream_finish = run["completion"]  # not a tierwise finish reason
+                parsed = parse_pairwise(text, finish_reason="stop")
+                assert parsed.winner is None, text
+                assert parsed.status == ("empty" if not text else "refused"), text
+                seen += 1
+    assert seen == 24
