@@ -269,6 +269,7 @@ def test_every_json_column_saves_changes_in_place() -> None:
                     column.type is JSONDict or column.type is JSONList
                 ) and issubclass(mapper.class_, JSONTrackingModel)
     assert json_columns == {
+        "model.aliases": True,
         "decision.meta": True,
         "outcome.usage_raw": True,
         "sample.input_messages": True,

@@ -3,24 +3,31 @@ pairwise, multiple-choice, label and JSON parsers the graders use."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from evaluator.graders import GRADERS
 from evaluator.parsing import (
+    ParsedChoice,
+    ParsedJson,
+    ParsedLabel,
+    ParsedPairwise,
     ParsedRating,
     extract_json,
     find_label,
     normalize_answer,
     parse_choice,
     parse_pairwise,
+    parse_pairwise_json,
     parse_rating,
+    parse_rating_json,
     synonym_map,
 )
 from router.policy import ClassSettings
-from router.providers.base import FinishReason
-from tests.test_graders import REFERENCE, Scripted, env_with, sample
+from router.providers.base import ChatRequest, FinishReason
+from tests.test_graders import REFERENCE, Scripted, env_with, intent_row, replies, rows, sample
 
 # ---- J1: every example of the field case, exact values -----------------------------------------
 
@@ -193,3 +200,294 @@ def test_extract_json(text: str, value: Any) -> None:
 def test_extract_json_without_json() -> None:
     assert extract_json("No JSON {here").status == "no_json"
     assert extract_json('{"a": 1', finish_reason="length").status == "truncated"
+
+
+def test_brackets_nested_past_the_decoders_depth_are_no_json_not_a_crash() -> None:
+    deep = "[" * 20000
+    assert extract_json(deep) == ParsedJson(None, "no_json")
+    assert extract_json(deep + ' then {"a": 1}') == ParsedJson({"a": 1}, "ok")
+    assert parse_rating(deep + " Rating: [[6]]") == ParsedRating(6.0, "ok")
+
+
+# ---- a labelled field wins over the free text around it ---------------------------------------
+
+# The pairwise reply from the review: its explanation names B, A and "disagree"; its field says A.
+PAIRWISE_REPLY = json.dumps(
+    {
+        "explanation": "Assistant B's answer is worse, A is better... the reference says disagree",
+        "verdict": "A",
+    }
+)
+AGREE = ["agree", "disagree"]
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ('{"explanation": "Far better than the 3/10 draft.", "rating": 8}', 8.0),
+        ('{"rating": 8, "explanation": "I first wrote Rating: [[3]]"}', 8.0),
+        ("Rating: 8\nExplanation: a weaker answer would get 3/10.", 8.0),
+        ("**Score:** 8/10\n\nI would rate this 4 if the dates were wrong.", 8.0),
+        ("Final rating:\n9\n\n(The reference got 6 out of 10.)", 9.0),
+        ("Explanation: the rubric's example says [[3]].\nRating: 8", 8.0),
+    ],
+)
+def test_rating_labelled_field_wins_over_free_text(text: str, score: float) -> None:
+    assert parse_rating(text) == ParsedRating(score, "ok")
+
+
+def test_rating_labelled_field_without_a_number_is_passed_over() -> None:
+    assert parse_rating("Rating: N/A, see below.\nI rate this 6.") == ParsedRating(6.0, "ok")
+    assert parse_rating('{"rating": "8", "explanation": "x"} 5/10') == ParsedRating(5.0, "ok")
+
+
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [
+        (PAIRWISE_REPLY, "A"),
+        ('{"explanation": "Format: [[B]] if B is better.", "verdict": "A"}', "A"),
+        ("Explanation: B is worse; I'd output [[B]] only if it fixed the dates.\nVerdict: A", "A"),
+        ("Assistant A rambles, B is crisp.\n\n**Final verdict:** B", "B"),
+        ("Both miss the point.\nVerdict:\nC", "C"),
+    ],
+)
+def test_pairwise_labelled_field_wins_over_free_text(text: str, winner: str) -> None:
+    assert parse_pairwise(text) == ParsedPairwise(winner, "ok")
+
+
+def test_pairwise_review_example_reads_the_field_everywhere() -> None:
+    assert parse_pairwise_json(PAIRWISE_REPLY) == ParsedPairwise("A", "ok")
+    assert extract_json(PAIRWISE_REPLY).value["verdict"] == "A"
+    # The same reply read as a binary label: only the field counts, not the explanation.
+    assert find_label(
+        '{"explanation": "the reference says disagree", "verdict": "agree"}', AGREE
+    ) == ParsedLabel("agree", "ok")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Explanation: the answer does not agree with the reference on the date.\nVerdict: agree",
+        "Explanation: I disagree with the grader's reading, but the facts match.\nVerdict: agree",
+        "**Verdict:** Agree.\n\nThe graded answer would disagree only on style.",
+        '{"explanation": "it does not disagree", "label": "agree"}',
+    ],
+)
+def test_label_labelled_field_wins_over_free_text(text: str) -> None:
+    assert find_label(text, AGREE) == ParsedLabel("agree", "ok")
+
+
+def test_label_fields_last_one_naming_a_label_decides() -> None:
+    labels = ["card_arrival", "exchange_rate"]
+    text = "Intent: card_arrival\nNote: not exchange_rate, although the rate is mentioned."
+    assert find_label(text, labels) == ParsedLabel("card arrival", "ok")
+    assert find_label("Intent: unsure\nLabel: exchange_rate", labels).label == "exchange rate"
+    # A field that names no label is passed over; the free text still counts then.
+    assert find_label("Answer: see above. It is card_arrival.", labels).label == "card arrival"
+    assert find_label("Verdict: agree or disagree", AGREE).status == "ambiguous_label"
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("Answer: B\n\nExplanation: Option A is wrong because 6 is not a generator.", "B"),
+        ('{"explanation": "Option A is tempting, but ...", "answer": "B"}', "B"),
+        ("The answer is (A)... no.\n**Final answer:** (C)", "C"),
+        ("Answer: A. Wait, no: the answer is B", "B"),  # the field's own value, last match
+    ],
+)
+def test_choice_labelled_field_wins_over_free_text(text: str, letter: str) -> None:
+    assert parse_choice(text) == ParsedChoice(letter, "ok")
+
+
+def test_extract_json_labelled_answer_wins_over_a_later_draft() -> None:
+    text = 'Final answer: {"a": 2}\n(My first draft was {"a": 1}.)'
+    assert extract_json(text) == ParsedJson({"a": 2}, "ok")
+    assert extract_json('Answer:\n{"a": [1,\n 2]}\nnot {"a": 3}').value == {"a": [1, 2]}
+
+
+# ---- JSON in code fences, read by every judge parser ------------------------------------------
+
+
+def fenced(value: dict[str, Any]) -> list[str]:
+    """``value`` in the fences judges write: ```json, bare ```, prose around it, on one line,
+    upper-case tag, left open at the end."""
+    body = json.dumps(value)
+    return [
+        f"```json\n{body}\n```",
+        f"```\n{body}\n```",
+        f"Here is my evaluation:\n\n```json\n{body}\n```\n\nHope this helps.",
+        f"```json {body} ```",
+        f"```JSON\n{json.dumps(value, indent=2)}\n```",
+        f"```json\n{body}\n",
+    ]
+
+
+@pytest.mark.parametrize("text", fenced({"explanation": "Better than 3/10.", "rating": 8}))
+def test_fenced_json_rating(text: str) -> None:
+    assert parse_rating_json(text) == ParsedRating(8.0, "ok")
+    assert parse_rating(text) == ParsedRating(8.0, "ok")
+
+
+@pytest.mark.parametrize("text", fenced({"explanation": "[[B]]? no: B is worse.", "verdict": "A"}))
+def test_fenced_json_pairwise(text: str) -> None:
+    assert parse_pairwise_json(text) == ParsedPairwise("A", "ok")
+    assert parse_pairwise(text) == ParsedPairwise("A", "ok")
+
+
+@pytest.mark.parametrize("text", fenced({"explanation": "I disagree at first", "verdict": "agree"}))
+def test_fenced_json_label_and_value(text: str) -> None:
+    assert find_label(text, AGREE) == ParsedLabel("agree", "ok")
+    assert extract_json(text).value == {"explanation": "I disagree at first", "verdict": "agree"}
+
+
+def test_fenced_json_choice_and_other_languages() -> None:
+    assert parse_choice(
+        '```json\n{"explanation": "Option A fails", "answer": "D"}\n```'
+    ).letter == ("D")
+    # A fence of code that is not JSON gives no verdict of its own.
+    code = "```python\nscore = {'x': 3}\n```\nRating: [[7]]"
+    assert parse_rating(code) == ParsedRating(7.0, "ok")
+    assert parse_rating_json(code) is None
+
+
+class StructuredScripted(Scripted):
+    """A scripted provider that claims structured output, so the judge reads the JSON first."""
+
+    supports_structured_output = True
+
+
+async def test_judges_read_fenced_json_verdicts() -> None:
+    reply = (
+        "```json\n" + json.dumps({"explanation": "Unlike a 3/10 answer...", "rating": 8}) + "\n```"
+    )
+    view = sample([{"role": "user", "content": "Write a haiku about tea."}], "Steam rises.")
+    for provider, status in (
+        (StructuredScripted(replies(reply)), "ok_structured"),
+        (Scripted(replies(reply)), "ok"),
+    ):
+        got = await GRADERS["judge_single"].grade(
+            view, ClassSettings(grader="judge_single", pass_mark=7), REFERENCE, env_with(provider)
+        )
+        assert (got.verdict, got.parse_status, got.score) == ("agree", status, 8.0)
+
+    def judge(request: ChatRequest) -> tuple[str, FinishReason]:
+        if request.system is None:
+            return "Own answer.", "stop"
+        cheap_first = "[The Start of Assistant A's Answer]\nSteam rises." in str(
+            request.messages[-1]["content"]
+        )
+        winner = "A" if cheap_first else "B"  # the graded answer wins in both orders
+        body = {"explanation": "Assistant B's answer is worse... or is it?", "verdict": winner}
+        return "```json\n" + json.dumps(body) + "\n```", "stop"
+
+    pair = await GRADERS["judge_pairwise"].grade(
+        view, ClassSettings(grader="judge_pairwise"), REFERENCE, env_with(StructuredScripted(judge))
+    )
+    assert (pair.verdict, pair.parse_status, pair.score) == ("agree", "ok_structured", 1.0)
+
+
+# ---- one verdict vocabulary: binary words, pairwise words, negation ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "text", "label"),
+    [
+        (["pass", "fail"], "**Pass**", "pass"),
+        (["pass", "fail"], "Verdict: FAIL.", "fail"),
+        (["Pass", "Fail"], "pass!", "pass"),
+        (["yes", "no"], "No.", "no"),
+        (["yes", "no"], "Answer: **Yes**", "yes"),
+        (["correct", "incorrect"], "Incorrect!", "incorrect"),
+        (["correct", "incorrect"], "The answer is not correct.", "incorrect"),
+        (["correct", "incorrect"], "It isn't entirely correct.", "incorrect"),
+        (["correct", "incorrect"], "NOT CORRECT", "incorrect"),
+        (["agree", "disagree"], "The graded answer doesn't agree with the reference.", "disagree"),
+        (["agree", "disagree"], "Disagree.", "disagree"),
+        (["pass", "fail"], "It does not pass: the date is wrong.", "fail"),
+        (["pass", "fail"], "Pass. It does not fail any criterion.", "pass"),
+        (["correct", "incorrect"], "Correct, not incorrect.", "correct"),
+    ],
+)
+def test_binary_verdict_vocabularies(labels: list[str], text: str, label: str) -> None:
+    assert find_label(text, labels) == ParsedLabel(label, "ok")
+
+
+@pytest.mark.parametrize(
+    ("labels", "text"),
+    [
+        (["correct"], "incorrect"),  # "incorrect" never matches "correct"
+        (["agree"], "I disagree."),  # "disagree" never matches "agree"
+        (["correct"], "not correct"),  # negated, and "incorrect" is not a label
+        (["correct", "incorrect"], "It is not incorrect."),  # a negated negative names nothing
+    ],
+)
+def test_negations_and_longer_words_never_read_as_the_word(labels: list[str], text: str) -> None:
+    assert find_label(text, labels) == ParsedLabel(None, "no_label")
+
+
+def test_negation_applies_to_verdict_words_only() -> None:
+    # An intent is a topic: "I can't verify my identity" is about verifying one's identity
+    # (a real BANKING77 row, labelled unable_to_verify_identity).
+    row = intent_row("banking77", "banking77/1220")
+    labels = sorted({r["label"] for r in rows("banking77")})
+    assert row["text"] == "I can't verify my identity."
+    assert find_label(row["text"], labels) == ParsedLabel("verify my identity", "ok")
+
+
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [
+        ("Output (a)", "A"),  # LLMBar
+        ("Output (b).\n", "B"),
+        ("**Output (B)**", "B"),
+        ("1\n\n### Reason: Output 1 is concise and correct.", "A"),  # PandaLM
+        ("2", "B"),
+        ("Tie\n\nReason: both are fine.", "C"),
+        ("Verdict: Assistant B.", "B"),
+        ("Winner: output(a)", "A"),
+        ("Verdict: tie", "C"),
+        ("**Verdict:** [[A]]", "A"),
+        ('{"verdict": "Output (b)"}', "B"),
+        ('{"verdict": "**B**."}', "B"),
+        ('{"verdict": "tie"}', "C"),
+        ('{"winner": "2"}', "B"),
+    ],
+)
+def test_pairwise_verdict_vocabularies(text: str, winner: str) -> None:
+    assert parse_pairwise(text) == ParsedPairwise(winner, "ok")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A",  # a bare letter is no verdict on its own line ...
+        "Verdict: a",  # ... and a lower-case letter never is
+        "A is better.",
+        "Output (a) and Output (b) are both fine.",
+        "12 reasons to prefer B",
+        "Verdict: A and B are equally good",
+    ],
+)
+def test_pairwise_words_outside_the_vocabulary_are_no_verdict(text: str) -> None:
+    assert parse_pairwise(text) == ParsedPairwise(None, "no_verdict")
+
+
+def test_pairwise_json_vocabulary() -> None:
+    for value, winner in (("Tie", "C"), ("Output (a)", "A"), ("Assistant B", "B"), ("1", "A")):
+        assert parse_pairwise_json(json.dumps({"verdict": value})) == ParsedPairwise(winner, "ok")
+    assert parse_pairwise_json('{"verdict": "a"}') is None  # letters in upper case only
+
+
+def test_recorded_llmbar_completions_without_a_verdict_stay_without_one() -> None:
+    # LLMBar's recorded completions whose verdict upstream is null (refusals, empty answers).
+    seen = 0
+    for row in rows("llmbar"):
+        for judged in row["judges"].values():
+            for run in judged.get("raw", {}).values():
+                text, _upstream_finish = run["completion"]  # not a tierwise finish reason
+                parsed = parse_pairwise(text, finish_reason="stop")
+                assert parsed.winner is None, text
+                assert parsed.status == ("empty" if not text else "refused"), text
+                seen += 1
+    assert seen == 24

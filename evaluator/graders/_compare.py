@@ -64,7 +64,9 @@ def compare_exact(reference: str, candidate: str, settings: ClassSettings) -> Co
 
 def compare_label(reference: str, candidate: str, settings: ClassSettings) -> Comparison:
     """Same class label (:func:`evaluator.parsing.find_label` over the class's ``labels`` and
-    ``synonyms``: whole-token phrases; without ``labels`` this is :func:`compare_exact`)."""
+    ``synonyms``: whole-token phrases, a labelled field such as ``Verdict: pass`` or a JSON
+    ``"label"`` first, a negated verdict word not read as itself; without ``labels`` this is
+    :func:`compare_exact`)."""
     syn = _synonyms(settings)
     ref = find_label(reference, settings.labels, syn)
     if ref.label is None:
@@ -218,7 +220,8 @@ class _FieldEq:
 
 def compare_json_fields(reference: str, candidate: str, settings: ClassSettings) -> Comparison:
     """Selected fields of the two JSON outputs (:func:`evaluator.parsing.extract_json`: the
-    whole reply, a code fence, or JSON inside prose), each compared under its mode:
+    whole reply, a code fence, JSON after an ``Answer:`` label, or JSON inside prose), each
+    compared under its mode:
 
     - ``auto``: numbers (and numeric strings) within the numeric tolerances, strings by
       :func:`~evaluator.parsing.normalize_answer` and ``synonyms``, objects by normalised key,

@@ -10,11 +10,12 @@ Anthropic), the call carries a verdict schema (:data:`RATING_SCHEMA` for judge_s
 gets one closing paragraph saying to answer through the schema (the template's own
 "[[rating]]" / "[[A]]" instruction stays, so a reply that ignores the schema still carries a
 readable verdict). The JSON is read first (:func:`evaluator.parsing.parse_rating_json`,
-:func:`~evaluator.parsing.parse_pairwise_json`); a reply that is not the expected JSON falls back
-to the text parsers. A verdict read from the JSON is stored with ``parse_status``
-``ok_structured``; one read from text keeps ``ok``. Providers without structured output (the
-replay provider, whose recordings are free text keyed by the exact prompt) get the plain
-template, byte for byte as before.
+:func:`~evaluator.parsing.parse_pairwise_json`: the whole reply, a markdown code fence or an
+object in prose, its verdict field and never its explanation); a reply without the expected JSON
+falls back to the text parsers, which read a JSON verdict field the same way. A verdict read
+from the JSON is stored with ``parse_status`` ``ok_structured``; one read from text keeps
+``ok``. Providers without structured output (the replay provider, whose recordings are free text
+keyed by the exact prompt) get the plain template, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ class JudgePairwiseGrader(Grader):
     answer, then both judgments (independent of each other, so they run concurrently or go
     into one provider batch).
 
-    Each order's verdict is the last ``[[A]]``/``[[B]]``/``[[C]]``
+    Each order's verdict is the last ``[[A]]``/``[[B]]``/``[[C]]`` or labelled verdict field
     (:func:`evaluator.parsing.parse_pairwise`). Both orders agreeing decide: the reference
     better is a ``disagree``; the graded answer better, or a tie, is an ``agree``. Orders that
     disagree are position bias, not evidence (MT-Bench's own rule: a win counts only if it

@@ -71,7 +71,8 @@ class ExactGrader(ComparisonGrader):
 
 
 class LabelGrader(ComparisonGrader):
-    """Same class label: whole-token matching against the class's ``labels`` and ``synonyms``."""
+    """Same class label: whole-token matching against the class's ``labels`` and ``synonyms``
+    (a labelled field first; see :func:`evaluator.parsing.find_label`)."""
 
     name = "label"
     compare = "label"
@@ -93,7 +94,8 @@ class NumericGrader(ComparisonGrader):
 
 
 class ChoiceGrader(ComparisonGrader):
-    """Same multiple-choice letter (anchored patterns, last match, whole token)."""
+    """Same multiple-choice letter (a labelled field first, then anchored patterns; last match,
+    whole token)."""
 
     name = "choice"
     compare = "choice"
