@@ -67,7 +67,7 @@ Abrupt Changes: Theory and Application", Prentice Hall (1993); E. B. Wilson, JAS
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -247,29 +247,11 @@ class Arrays:
 
 
 def fresh_arrays(size: int, t_days: float) -> Arrays:
-    """``size`` fresh states at time ``t_days``."""
-    zero = np.zeros(size)
+    """``size`` fresh states at time ``t_days`` (every counter at :class:`RuleState`'s
+    default)."""
     now = np.full(size, float(t_days))
-    return Arrays(
-        zero,
-        zero,
-        np.ones(size),
-        zero,
-        zero,
-        zero,
-        zero,
-        zero,
-        zero,
-        zero,
-        zero,
-        zero,
-        np.full(size, -1.0),
-        zero,
-        zero,
-        zero,
-        now,
-        now.copy(),
-    )
+    counters = {name: np.full(size, float(fresh)) for name, fresh in _FRESH.items()}
+    return Arrays(**counters, t=now, start=now.copy())
 
 
 def restart(state: Arrays, mask: BoolArray, t_days: float) -> Arrays:
@@ -419,27 +401,13 @@ class RuleState:
 
     def to_dict(self) -> dict[str, Any]:
         """A small JSON-ready dict (ISO-8601 UTC times)."""
+        counters = {name: getattr(self, name) for name in _FRESH}
         return {
             "v": STATE_VERSION,
             "started_at": self.started_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
-            "s": self.s,
             "h": self.h,
-            "w": self.w,
-            "live": self.live,
-            "n": self.n,
-            "k": self.k,
-            "run_n": self.run_n,
-            "run_k": self.run_k,
-            "vol_n": self.vol_n,
-            "vol_t": self.vol_t,
-            "d": self.d,
-            "dn": self.dn,
-            "dk": self.dk,
-            "win": self.win,
-            "win_n": self.win_n,
-            "win_k": self.win_k,
-            "below": self.below,
+            **counters,
         }
 
     @classmethod
@@ -452,26 +420,12 @@ class RuleState:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"unknown rule state version {data.get('v')!r}")
         try:
+            counters: dict[str, Any] = {n: type(fresh)(data[n]) for n, fresh in _FRESH.items()}
             state = cls(
                 started_at=datetime.fromisoformat(data["started_at"]),
                 updated_at=datetime.fromisoformat(data["updated_at"]),
-                s=float(data["s"]),
                 h=None if data["h"] is None else float(data["h"]),
-                w=float(data["w"]),
-                live=bool(data["live"]),
-                n=int(data["n"]),
-                k=int(data["k"]),
-                run_n=int(data["run_n"]),
-                run_k=int(data["run_k"]),
-                vol_n=float(data["vol_n"]),
-                vol_t=float(data["vol_t"]),
-                d=float(data["d"]),
-                dn=int(data["dn"]),
-                dk=int(data["dk"]),
-                win=int(data["win"]),
-                win_n=int(data["win_n"]),
-                win_k=int(data["win_k"]),
-                below=int(data["below"]),
+                **counters,
             )
         except KeyError as exc:
             raise ValueError(f"rule state lacks {exc}") from exc
@@ -481,30 +435,20 @@ class RuleState:
 
     def arrays(self) -> Arrays:
         """This state as 1-element arrays (the vectorised core's input)."""
-        one = {
-            name: np.array([float(getattr(self, name))])
-            for name in (
-                "s",
-                "w",
-                "live",
-                "n",
-                "k",
-                "run_n",
-                "run_k",
-                "vol_n",
-                "vol_t",
-                "d",
-                "dn",
-                "dk",
-                "win",
-                "win_n",
-                "win_k",
-                "below",
-            )
-        }
+        one = {name: np.array([float(getattr(self, name))]) for name in _FRESH}
         return Arrays(
             **one, t=np.array([_days(self.updated_at)]), start=np.array([_days(self.started_at)])
         )
+
+
+_FRESH: dict[str, float | int | bool] = {
+    f.name: f.default  # type: ignore[misc]
+    for f in fields(RuleState)
+    if f.name not in ("started_at", "updated_at", "h")
+}
+"""The rule state's counters and their fresh values, from :class:`RuleState`'s fields: the one
+list that the JSON form, the arrays and :func:`step` follow (their Python type is the type of
+the default: ``float`` statistics, ``int`` counts, ``bool`` flags)."""
 
 
 Action = Literal["escalate", "deescalate", "hold", "not_conclusive", "too_few"]
@@ -589,27 +533,8 @@ def step(
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}, shadow {shadow_k}/{shadow_n}")
     out = advance(state.arrays(), n, k, _days(at), params, shadow_n, shadow_k)
     arr = out.state
-    new = replace(
-        state,
-        updated_at=max(at, state.updated_at),
-        s=float(arr.s[0]),
-        w=float(arr.w[0]),
-        live=bool(arr.live[0] > 0),
-        n=int(arr.n[0]),
-        k=int(arr.k[0]),
-        run_n=int(arr.run_n[0]),
-        run_k=int(arr.run_k[0]),
-        vol_n=float(arr.vol_n[0]),
-        vol_t=float(arr.vol_t[0]),
-        d=float(arr.d[0]),
-        dn=int(arr.dn[0]),
-        dk=int(arr.dk[0]),
-        win=int(arr.win[0]),
-        win_n=int(arr.win_n[0]),
-        win_k=int(arr.win_k[0]),
-        below=int(arr.below[0]),
-        h=float(out.h[0]),
-    )
+    counters: dict[str, Any] = {n: type(fresh)(getattr(arr, n)[0]) for n, fresh in _FRESH.items()}
+    new = replace(state, updated_at=max(at, state.updated_at), h=float(out.h[0]), **counters)
     return new, decide(
         new, params, escalate=bool(out.escalate[0]), deescalate=bool(out.deescalate[0])
     )
