@@ -1,13 +1,8 @@
-"""The control plane of one process: grading environment, jobs, and their scheduler.
+"""The control plane of one process: the grading environment and the jobs it declares.
 
-The scheduler is APScheduler's ``AsyncIOScheduler`` with UTC interval triggers aligned to the
-epoch (an hourly job ticks at the top of every hour in every worker); each job has
-``coalesce=True`` (missed runs collapse into one) and ``max_instances=1``. Grading has a misfire
-grace of one interval. Escalation has none (``misfire_grace_time=None``): a run delayed by a
-blocked event loop still happens, once (field case S2a); it also runs once at start-up for the
-current tick, so a restart after downtime catches up once, not once per missed tick (S2b).
-Across processes each escalation run claims its tick in ``job_run`` under an advisory lock
-(:mod:`evaluator.escalation`), so one worker runs each tick (S1).
+The jobs run under :class:`router.jobs.JobScheduler` (started by the composition root, in the
+API process or in ``tierwise worker``); the replay driver and the tests call :meth:`Evaluator.grade`
+and :meth:`Evaluator.escalate` directly, which run the very same functions.
 """
 
 from __future__ import annotations
@@ -17,12 +12,9 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,9 +25,12 @@ from evaluator.datasets import (
     load_judge_prompts,
     replay_provider,
 )
-from evaluator.escalation import EPOCH, EscalationRun, run_escalation, tick_of
+from evaluator.escalation import EscalationRun, run_escalation
+from evaluator.escalation.tasks import escalation_job
 from evaluator.graders import GraderEnv
 from evaluator.grading import GradingRun, grade_pending
+from evaluator.grading.tasks import grading_job
+from router.jobs import Job
 from router.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -89,8 +84,6 @@ class Evaluator:
         self._batch_size = batch_size
         self._concurrency = concurrency
         self._lease_s = lease_s
-        self._scheduler: AsyncIOScheduler | None = None
-        self._escalation_interval_s = 3600.0
 
     @property
     def env(self) -> GraderEnv:
@@ -108,17 +101,14 @@ class Evaluator:
         return self._env
 
     async def grade(self) -> GradingRun:
-        """Grade everything queued (the grading job)."""
-        run = await grade_pending(
+        """Grade everything queued (what the grading job does on each tick)."""
+        return await grade_pending(
             self._sessions,
             await self.load_env(),
             batch_size=self._batch_size,
             concurrency=self._concurrency,
             lease_s=self._lease_s,
         )
-        if run.claimed:
-            log.info("graded %d samples: %s", run.graded, run.verdicts)
-        return run
 
     async def escalate(self, *, tick: datetime | None = None) -> EscalationRun:
         """Apply the escalation rule (the escalation job). ``tick``: record the run for that
@@ -130,51 +120,17 @@ class Evaluator:
         """This worker's name in ``job_run``: host:pid."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    async def scheduled_escalation(self) -> EscalationRun:
-        """The scheduled escalation job: one run for the current tick."""
-        tick = tick_of(datetime.now(UTC), self._escalation_interval_s)
-        run = await self.escalate(tick=tick)
-        outcome = "duplicate" if run.duplicate else ("locked" if run.skipped else "ran")
-        log.info(
-            "escalation tick %s: %s %s",
-            tick.isoformat(),
-            outcome,
-            run.summary() if outcome == "ran" else "",
-        )
-        return run
-
-    def start_scheduler(self, *, grading_interval_s: float, escalation_interval_s: float) -> None:
-        """Start the in-process scheduler (embedded default, or each evaluator worker)."""
-        scheduler = AsyncIOScheduler(timezone="UTC")
-        common = {"coalesce": True, "max_instances": 1, "replace_existing": True}
-        self._escalation_interval_s = escalation_interval_s
-        scheduler.add_job(
-            self.grade,
-            IntervalTrigger(seconds=grading_interval_s, start_date=EPOCH, timezone="UTC"),
-            id="grading",
-            misfire_grace_time=max(1, int(grading_interval_s)),
-            **common,
-        )
-        scheduler.add_job(
-            self.scheduled_escalation,
-            IntervalTrigger(seconds=escalation_interval_s, start_date=EPOCH, timezone="UTC"),
-            id="escalation",
-            misfire_grace_time=None,
-            **common,
-        )
-        # Catch up once at start-up for the current tick (a no-op if it already ran); a job of
-        # its own, so the interval job keeps its epoch-aligned ticks.
-        scheduler.add_job(
-            self.scheduled_escalation,
-            DateTrigger(run_date=datetime.now(UTC), timezone="UTC"),
-            id="escalation-catch-up",
-            misfire_grace_time=None,
-            **common,
-        )
-        scheduler.start()
-        self._scheduler = scheduler
-
-    def stop_scheduler(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+    def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
+        """The control plane's scheduled jobs, each declared by its domain: grading
+        (``evaluator.grading.tasks``) and escalation (``evaluator.escalation.tasks``)."""
+        return [
+            grading_job(
+                self._sessions,
+                self.load_env,
+                interval_s=grading_interval_s,
+                batch_size=self._batch_size,
+                concurrency=self._concurrency,
+                lease_s=self._lease_s,
+            ),
+            escalation_job(self._sessions, interval_s=escalation_interval_s, worker=self.worker),
+        ]

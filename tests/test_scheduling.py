@@ -27,11 +27,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import evaluator.escalation._job as escalation_job
-from evaluator.escalation import run_escalation, tick_of
+from evaluator.escalation import run_escalation
 from evaluator.graders import GraderEnv
 from evaluator.models import EscalationEvent, JobRun
 from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
+from router.jobs import JobScheduler, tick_of
 from router.models import RoutingEntry
 from router.policy import builtin_policy_path, parse_policy
 from tests.conftest import ROOT, _truncate, apply
@@ -252,8 +253,10 @@ async def test_s2a_a_blocked_loop_still_runs_the_job_once(
     interval = 2.0
     await seed_grades(pg, "classify", "gpt-4o-mini", n=400, k=20)
     await just_after_tick(interval)
-    ev = Evaluator(pg, no_env)
-    ev.start_scheduler(grading_interval_s=86400, escalation_interval_s=interval)
+    ev = JobScheduler(
+        Evaluator(pg, no_env).jobs(grading_interval_s=86400, escalation_interval_s=interval)
+    )
+    ev.start()
     try:
         await asyncio.sleep(0.5)  # the start-up run for the current tick
         assert len(await all_runs(pg)) == 1
@@ -275,7 +278,7 @@ async def test_s2a_a_blocked_loop_still_runs_the_job_once(
         [event] = await all_events(pg)
         assert event.task_class == "classify"
     finally:
-        ev.stop_scheduler()
+        ev.stop()
 
 
 async def test_s2b_restart_after_missed_ticks_runs_once(
@@ -284,17 +287,21 @@ async def test_s2b_restart_after_missed_ticks_runs_once(
     interval = 2.0
     await seed_grades(pg, "classify", "gpt-4o-mini", n=400, k=20)
     await just_after_tick(interval)
-    first = Evaluator(pg, no_env)
-    first.start_scheduler(grading_interval_s=86400, escalation_interval_s=interval)
+    first = JobScheduler(
+        Evaluator(pg, no_env).jobs(grading_interval_s=86400, escalation_interval_s=interval)
+    )
+    first.start()
     await asyncio.sleep(0.5)
-    first.stop_scheduler()
+    first.stop()
     before = await all_runs(pg)
     assert len(before) == 1 and (before[0].result or {})["escalated"] == ["classify"]
     # Down for three ticks; back just after the fourth.
     await asyncio.sleep(3 * interval - 0.5)
     await just_after_tick(interval)
-    restarted = Evaluator(pg, no_env)
-    restarted.start_scheduler(grading_interval_s=86400, escalation_interval_s=interval)
+    restarted = JobScheduler(
+        Evaluator(pg, no_env).jobs(grading_interval_s=86400, escalation_interval_s=interval)
+    )
+    restarted.start()
     try:
         await asyncio.sleep(0.6)
         after = await all_runs(pg)
@@ -302,7 +309,7 @@ async def test_s2b_restart_after_missed_ticks_runs_once(
         assert (after[1].result or {})["escalated"] == []
         assert len(await all_events(pg)) == 1  # nothing escalated twice
     finally:
-        restarted.stop_scheduler()
+        restarted.stop()
 
 
 async def test_s2b_hourly_schedule_after_three_missed_hours(
@@ -314,15 +321,16 @@ async def test_s2b_hourly_schedule_after_three_missed_hours(
     this_hour = tick_of(datetime.now(UTC), 3600)
     ran = await run_escalation(pg, tick=this_hour - timedelta(hours=3), worker="before")
     assert ran.escalated == ["classify"]
-    ev = Evaluator(pg, no_env)
-    ev.start_scheduler(grading_interval_s=86400, escalation_interval_s=3600)
+    ev = JobScheduler(
+        Evaluator(pg, no_env).jobs(grading_interval_s=86400, escalation_interval_s=3600)
+    )
+    ev.start()
     try:
         await asyncio.sleep(0.5)
         runs = await all_runs(pg)
         assert [r.tick for r in runs] == [this_hour - timedelta(hours=3), this_hour]
         assert (runs[1].result or {})["escalated"] == []
         assert len(await all_events(pg)) == 1
-        job = ev._scheduler.get_job("escalation") if ev._scheduler else None
-        assert job is not None and job.next_run_time == this_hour + timedelta(hours=1)
+        assert ev.next_run("escalation") == this_hour + timedelta(hours=1)
     finally:
-        ev.stop_scheduler()
+        ev.stop()

@@ -21,6 +21,7 @@ from evaluator.graders import GraderEnv
 from evaluator.service import Evaluator, default_replay_env, provider_env
 from router.db import make_engine, session_factory
 from router.errors import TierwiseError, field_path
+from router.jobs import Job, JobScheduler
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     ProviderRegistry,
@@ -74,6 +75,15 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
             result = await apply_policy(session, policy)
             await session.commit()
             log.info("applied policy %s at start-up: table version %d", path, result.version)
+
+
+def jobs_of(settings: Settings, control_plane: Evaluator) -> list[Job]:
+    """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
+    each domain declares its own; the data plane declares none yet)."""
+    return control_plane.jobs(
+        grading_interval_s=settings.grading_interval_s,
+        escalation_interval_s=settings.escalation_interval_s,
+    )
 
 
 def live_registry(
@@ -134,11 +144,9 @@ def create_app(
                     provider,
                     ", ".join(sorted(models)),
                 )
+        scheduler = JobScheduler(jobs_of(settings, control_plane))
         if settings.run_scheduler:
-            control_plane.start_scheduler(
-                grading_interval_s=settings.grading_interval_s,
-                escalation_interval_s=settings.escalation_interval_s,
-            )
+            scheduler.start()
         app.state.settings = settings
         app.state.admin_token = settings.admin_token
         if settings.admin_token is None:
@@ -150,7 +158,7 @@ def create_app(
         try:
             yield
         finally:
-            control_plane.stop_scheduler()
+            scheduler.stop()
             await data_plane.stop()
             await engine.dispose()
             if live is not None:

@@ -28,11 +28,10 @@ when grades commit late or a run is repeated.
 
 from __future__ import annotations
 
-from evaluator.escalation._job import JOB, JOB_ACTOR, EscalationRun, run_escalation, tick_of
+from evaluator.escalation._job import JOB, JOB_ACTOR, EscalationRun, run_escalation
 from evaluator.escalation._operators import override_class, pin_class, unpin_class
 from evaluator.escalation._repository import window_counts
 from evaluator.escalation._state import (
-    EPOCH,
     ClassState,
     class_state,
     class_states,
@@ -41,7 +40,6 @@ from evaluator.escalation._state import (
 )
 
 __all__ = [
-    "EPOCH",
     "JOB",
     "JOB_ACTOR",
     "ClassState",
@@ -53,7 +51,6 @@ __all__ = [
     "pin_class",
     "rule_params",
     "run_escalation",
-    "tick_of",
     "unpin_class",
     "window_counts",
 ]

@@ -18,7 +18,7 @@ from evaluator.escalation._repository import (
     rule_states,
     save_state,
 )
-from evaluator.escalation._state import EPOCH, ClassState, all_states, apply_change
+from evaluator.escalation._state import ClassState, all_states, apply_change
 from router.db import utcnow
 from router.dialect import try_advisory_lock
 from router.policy import Policy
@@ -28,13 +28,6 @@ log = logging.getLogger(__name__)
 
 JOB = "escalation"
 JOB_ACTOR = "escalation-job"
-
-
-def tick_of(at: datetime, interval_s: float) -> datetime:
-    """The start of the UTC interval holding ``at``: intervals are aligned to the epoch, so
-    every worker computes the same tick (an hourly job ticks at the top of each hour)."""
-    seconds = (at - EPOCH).total_seconds()
-    return EPOCH + timedelta(seconds=(seconds // interval_s) * interval_s)
 
 
 @dataclass

@@ -4,7 +4,7 @@ decision, and the event a change records (read-only; the job and the operators a
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,11 +22,10 @@ from evaluator.models import EscalationEvent, RuleStateRow
 from evaluator.sequential import RuleState, SequentialDecision, SequentialParams, step
 from router.db import utcnow
 from router.errors import NotFound
+from router.jobs import EPOCH
 from router.models import RoutingEntry
 from router.policy import ClassSettings, Policy
 from router.table import change_class, latest_policy
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rule_params(settings: ClassSettings) -> SequentialParams:

@@ -1,0 +1,125 @@
+"""Scheduled jobs: how a domain declares one, and the scheduler that runs a list of them.
+
+Each domain declares its jobs next to its code (``evaluator.grading.tasks``,
+``evaluator.escalation.tasks``) as :class:`Job` values; the composition root hands every plane's
+list to one :class:`JobScheduler`, in the API process (embedded default) or in ``tierwise
+worker`` (a process that runs the jobs without serving HTTP, so routers and workers scale apart).
+This module lives in the data plane so that both planes can declare jobs.
+
+The scheduler is APScheduler's ``AsyncIOScheduler`` with UTC interval triggers aligned to the
+epoch: an hourly job ticks at the top of every hour in every worker, so every worker computes
+the same tick (:func:`tick_of`). Every job has ``coalesce=True`` (missed runs collapse into one)
+and ``max_instances=1``. A job that runs once per tick across workers (``once_per_tick``) has no
+misfire grace (``misfire_grace_time=None``): a run delayed by a blocked event loop still happens,
+once; with ``catch_up`` it also runs once at start-up for the current tick, so a restart after
+downtime catches up once, not once per missed tick. Such a job's ``run`` claims its tick itself
+(an advisory lock and a ``job_run`` row: ``evaluator.escalation``), so one worker runs each tick.
+Other jobs get a misfire grace of one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def tick_of(at: datetime, interval_s: float) -> datetime:
+    """The start of the UTC interval (``interval_s`` seconds) holding ``at``: intervals are
+    aligned to the epoch, so every worker computes the same tick."""
+    seconds = (at - EPOCH).total_seconds()
+    return EPOCH + timedelta(seconds=(seconds // interval_s) * interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A scheduled job as its domain declares it.
+
+    ``run`` is called with the job's tick (UTC, aligned to the epoch) every ``interval_s``
+    seconds and returns what the run did (logged). ``once_per_tick``: the run claims its tick
+    across workers, so it is never dropped for lateness; ``catch_up``: also run once at start-up.
+    """
+
+    name: str
+    run: Callable[[datetime], Awaitable[object]]
+    interval_s: float
+    once_per_tick: bool = False
+    catch_up: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.interval_s > 0:
+            raise ValueError(f"job {self.name}: interval_s must be > 0")
+
+
+class JobScheduler:
+    """Runs a list of :class:`Job` on one event loop (see the module doc for the rules)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        names = [j.name for j in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate job names: {names}")
+        self.jobs = list(jobs)
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def run_now(self, name: str) -> object:
+        """Run job ``name`` once for the current tick (what the scheduler would do).
+
+        Raises:
+            KeyError: no job of that name.
+        """
+        job = next((j for j in self.jobs if j.name == name), None)
+        if job is None:
+            raise KeyError(name)
+        return await self._tick(job)
+
+    async def _tick(self, job: Job) -> object:
+        tick = tick_of(datetime.now(UTC), job.interval_s)
+        result = await job.run(tick)
+        log.debug("job %s tick %s: %s", job.name, tick.isoformat(), result)
+        return result
+
+    def start(self) -> None:
+        """Start the scheduler on the running event loop."""
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        common = {"coalesce": True, "max_instances": 1, "replace_existing": True}
+        for job in self.jobs:
+            scheduler.add_job(
+                self._tick,
+                IntervalTrigger(seconds=job.interval_s, start_date=EPOCH, timezone="UTC"),
+                args=[job],
+                id=job.name,
+                misfire_grace_time=None if job.once_per_tick else max(1, int(job.interval_s)),
+                **common,
+            )
+            if job.catch_up:
+                # A job of its own, so the interval job keeps its epoch-aligned ticks.
+                scheduler.add_job(
+                    self._tick,
+                    DateTrigger(run_date=datetime.now(UTC), timezone="UTC"),
+                    args=[job],
+                    id=f"{job.name}-catch-up",
+                    misfire_grace_time=None,
+                    **common,
+                )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def next_run(self, name: str) -> datetime | None:
+        """When job ``name`` runs next (UTC); None when not scheduled."""
+        job = self._scheduler.get_job(name) if self._scheduler is not None else None
+        return None if job is None else job.next_run_time
+
+    def stop(self) -> None:
+        """Stop scheduling (a run in progress finishes on its own)."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
