@@ -35,32 +35,31 @@ from evaluator.providers.replay import ReplayProvider
 
 log = logging.getLogger(__name__)
 
-JUDGE_PROMPTS_FILE = "mt_bench_judge_prompts.jsonl"
 HELD_OUT_FILES = ("mt_bench.jsonl", "gsm8k.jsonl", "mmlu.jsonl")
 
 
-def replay_env(sets: Sequence[HeldOutSet], datasets_dir: Path) -> GraderEnv:
+def replay_env(sets: Sequence[HeldOutSet]) -> GraderEnv:
     """A grading environment answered entirely from recordings (offline)."""
     provider = ReplayProvider(sets)
     return GraderEnv(
         provider_for=lambda _model: provider,
         items=index_items(sets),
-        judge_prompts=load_judge_prompts(datasets_dir / JUDGE_PROMPTS_FILE),
+        judge_prompts=load_judge_prompts(),
     )
 
 
 def default_replay_env(datasets_dir: Path) -> GraderEnv:
     """Replay environment over every held-out set shipped in ``datasets_dir``."""
     sets = [load_held_out(datasets_dir / f) for f in HELD_OUT_FILES if (datasets_dir / f).exists()]
-    return replay_env(sets, datasets_dir)
+    return replay_env(sets)
 
 
-def provider_env(provider: Provider, datasets_dir: Path) -> GraderEnv:
+def provider_env(provider: Provider) -> GraderEnv:
     """A grading environment where every reference call goes to ``provider``."""
     return GraderEnv(
         provider_for=lambda _model: provider,
         items={},
-        judge_prompts=load_judge_prompts(datasets_dir / JUDGE_PROMPTS_FILE),
+        judge_prompts=load_judge_prompts(),
     )
 
 

@@ -45,7 +45,7 @@ from router.models import Decision, Sample
 from router.policy import ClassSettings, ModelPrice, builtin_policy_path, parse_policy
 from router.pricing import cost_usd
 from router.table import apply_policy
-from tests.conftest import DATASETS, make_settings, running_service
+from tests.conftest import make_settings, running_service
 from tests.wire import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
@@ -413,7 +413,7 @@ def judge_env(provider: Provider) -> GraderEnv:
     return GraderEnv(
         provider_for=lambda _model: provider,
         items={},
-        judge_prompts=load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl"),
+        judge_prompts=load_judge_prompts(),
     )
 
 
@@ -628,7 +628,7 @@ async def live_env(wire: WireServer) -> AsyncIterator[GraderEnv]:
     yield GraderEnv(
         provider_for=lambda model: gpt if model.startswith("gpt") else claude,
         items={},
-        judge_prompts=load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl"),
+        judge_prompts=load_judge_prompts(),
     )
     await gpt.aclose()
     await claude.aclose()

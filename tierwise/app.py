@@ -99,7 +99,7 @@ def create_app(
             or (
                 (lambda: default_replay_env(settings.datasets_dir))
                 if live is None
-                else (lambda: provider_env(live, settings.datasets_dir))
+                else (lambda: provider_env(live))
             ),
             batch_size=settings.grading_batch_size,
             concurrency=settings.grading_concurrency,

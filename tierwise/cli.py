@@ -307,11 +307,10 @@ def replay(
         migrate.reset(settings.database_url)
     else:
         migrate.upgrade(settings.database_url)
-    datasets_dir = datasets[0].parent
     started = time.perf_counter()
 
     async def main() -> None:
-        service = create_app(settings, env_factory=lambda: replay_env(sets, datasets_dir))
+        service = create_app(settings, env_factory=lambda: replay_env(sets))
         async with service.router.lifespan_context(service):
             sessions = service.state.sessions
             async with sessions() as session:
