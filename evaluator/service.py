@@ -48,10 +48,15 @@ def replay_env(sets: Sequence[HeldOutSet]) -> GraderEnv:
     )
 
 
+def held_out_paths(datasets_dir: Path) -> list[Path]:
+    """The files of :data:`HELD_OUT_FILES` that ``datasets_dir`` holds, in that order; empty when
+    it holds none or does not exist (the replay provider then has nothing to answer from)."""
+    return [datasets_dir / f for f in HELD_OUT_FILES if (datasets_dir / f).is_file()]
+
+
 def default_replay_env(datasets_dir: Path) -> GraderEnv:
     """Replay environment over every held-out set shipped in ``datasets_dir``."""
-    sets = [load_held_out(datasets_dir / f) for f in HELD_OUT_FILES if (datasets_dir / f).exists()]
-    return replay_env(sets)
+    return replay_env([load_held_out(p) for p in held_out_paths(datasets_dir)])
 
 
 def provider_env(provider: Provider) -> GraderEnv:

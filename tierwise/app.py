@@ -19,7 +19,13 @@ import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
 from evaluator.providers import Provider, provider_from_settings
-from evaluator.service import Evaluator, default_replay_env, provider_env
+from evaluator.service import (
+    HELD_OUT_FILES,
+    Evaluator,
+    default_replay_env,
+    held_out_paths,
+    provider_env,
+)
 from router.db import make_engine, session_factory
 from router.errors import TierwiseError, field_path
 from router.policy import load_policy
@@ -84,6 +90,14 @@ def create_app(
         live: Provider | None = None
         if env_factory is None and settings.reference_provider != "replay":
             live = provider_from_settings(settings)  # InvalidInput: unknown name, no key
+        elif env_factory is None and not held_out_paths(settings.datasets_dir):
+            log.warning(
+                "reference provider 'replay' found no held-out set (%s) in %s: sampled outcomes "
+                "cannot be graded; set TIERWISE_DATASETS_DIR to the folder that holds them (a "
+                "checkout's datasets/) or TIERWISE_REFERENCE_PROVIDER to openai or anthropic",
+                ", ".join(HELD_OUT_FILES),
+                settings.datasets_dir.resolve(),
+            )
         engine = make_engine(
             settings.database_url, statement_cache_size=settings.db_statement_cache_size
         )
