@@ -46,7 +46,6 @@ from router.table import apply_policy  # noqa: E402
 from tierwise import migrate  # noqa: E402
 from tierwise.settings import Settings  # noqa: E402
 
-JUDGE_PROMPTS = ROOT / "datasets" / "mt_bench_judge_prompts.jsonl"
 POLICY_OVERRIDE = """
 [[classes]]
 match = "bench_openai"
@@ -166,7 +165,7 @@ async def grade_all(
     sessions = session_factory(engine)
     provider = make_provider(api, judge_url, concurrency, settings)
     env = GraderEnv(
-        provider_for=lambda _m: provider, items={}, judge_prompts=load_judge_prompts(JUDGE_PROMPTS)
+        provider_for=lambda _m: provider, items={}, judge_prompts=load_judge_prompts()
     )
     try:
         started = time.perf_counter()

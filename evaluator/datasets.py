@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +201,22 @@ def load_held_out(path: str | Path) -> HeldOutSet:
     return HeldOutSet(name=name, path=p, items=_with_reference_turns(items))
 
 
-def load_judge_prompts(path: str | Path) -> dict[str, dict[str, Any]]:
-    """MT-Bench judge prompt templates by name (``single-v1``, ``single-math-v1``, ...)."""
-    return {obj["name"]: obj for _, obj in read_jsonl(Path(path))}
+def load_judge_prompts(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """MT-Bench judge prompt templates by name (``single-v1``, ``single-math-v1``, ...): each a
+    dict with ``name``, ``type``, ``system_prompt``, ``prompt_template``, ``output_format``, ...
+
+    ``path``: a JSONL file of templates; default the 8 FastChat templates shipped with the
+    graders as package data (``evaluator/graders/judge_prompts.jsonl``, format and licence in
+    ``datasets/README.md``), so grading needs no data folder.
+
+    Raises:
+        InvalidInput: unreadable file or a line that is not JSON (names file and line).
+    """
+    if path is not None:
+        return {obj["name"]: obj for _, obj in read_jsonl(Path(path))}
+    shipped = resources.files("evaluator.graders").joinpath("judge_prompts.jsonl")
+    with resources.as_file(shipped) as file:
+        return {obj["name"]: obj for _, obj in read_jsonl(file)}
 
 
 def index_items(sets: Iterable[HeldOutSet]) -> dict[str, HeldOutItem]:

@@ -261,7 +261,7 @@ def _labelled_lines(text: str, pattern: re.Pattern[str]) -> list[_Line]:
 # "positive" or "negative"; the pairwise one means "A", "B" or "C" (C a tie). Keys are
 # case-folded, except single letters, which count in upper case only. Sources:
 # - pairwise: MT-Bench's "[[A]]" / "[[B]]" / "[[C]]", whose pair-v2 prompt calls the answers
-#   "Assistant A" / "Assistant B" (FastChat llm_judge, datasets/mt_bench_judge_prompts.jsonl);
+#   "Assistant A" / "Assistant B" (FastChat llm_judge, evaluator/graders/judge_prompts.jsonl);
 #   LLMBar's "Output (a)" / "Output (b)" (princeton-nlp/LLMBar, its recorded completions are
 #   behind datasets/llmbar.jsonl); PandaLM's "1" / "2" / "Tie" (WeOpenML/PandaLM, behind
 #   datasets/pandalm.jsonl);

@@ -35,33 +35,37 @@ from router.providers.base import Provider
 
 log = logging.getLogger(__name__)
 
-JUDGE_PROMPTS_FILE = "mt_bench_judge_prompts.jsonl"
 HELD_OUT_FILES = ("mt_bench.jsonl", "gsm8k.jsonl", "mmlu.jsonl")
 
 
-def replay_env(sets: Sequence[HeldOutSet], datasets_dir: Path) -> GraderEnv:
+def replay_env(sets: Sequence[HeldOutSet]) -> GraderEnv:
     """A grading environment answered entirely from recordings (offline)."""
     provider = replay_provider(sets)
     return GraderEnv(
         provider_for=lambda _model: provider,
         items=index_items(sets),
-        judge_prompts=load_judge_prompts(datasets_dir / JUDGE_PROMPTS_FILE),
+        judge_prompts=load_judge_prompts(),
     )
+
+
+def held_out_paths(datasets_dir: Path) -> list[Path]:
+    """The files of :data:`HELD_OUT_FILES` that ``datasets_dir`` holds, in that order; empty when
+    it holds none or does not exist (the replay provider then has nothing to answer from)."""
+    return [datasets_dir / f for f in HELD_OUT_FILES if (datasets_dir / f).is_file()]
 
 
 def default_replay_env(datasets_dir: Path) -> GraderEnv:
     """Replay environment over every held-out set shipped in ``datasets_dir``."""
-    sets = [load_held_out(datasets_dir / f) for f in HELD_OUT_FILES if (datasets_dir / f).exists()]
-    return replay_env(sets, datasets_dir)
+    return replay_env([load_held_out(p) for p in held_out_paths(datasets_dir)])
 
 
-def provider_env(provider_for: Callable[[str], Provider], datasets_dir: Path) -> GraderEnv:
+def provider_env(provider_for: Callable[[str], Provider]) -> GraderEnv:
     """A grading environment whose calls for a model go to ``provider_for(model)`` (a
     :class:`router.providers.ProviderRegistry`'s ``for_model``)."""
     return GraderEnv(
         provider_for=provider_for,
         items={},
-        judge_prompts=load_judge_prompts(datasets_dir / JUDGE_PROMPTS_FILE),
+        judge_prompts=load_judge_prompts(),
     )
 
 

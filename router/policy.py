@@ -401,3 +401,8 @@ def load_policy(path: str | Path) -> Policy:
 def builtin_policy_path(name: str) -> Path:
     """Path of a policy shipped with tierwise (``default`` or ``replay``)."""
     return Path(__file__).parent / "policies" / f"{name}.toml"
+
+
+def builtin_policy_names() -> list[str]:
+    """Names of the policies shipped with tierwise, sorted: ``["default", "replay"]``."""
+    return sorted(p.stem for p in (Path(__file__).parent / "policies").glob("*.toml"))

@@ -1,4 +1,6 @@
-"""Convert the recorded public data in ``shared/data`` into tierwise's JSONL datasets.
+"""Convert the recorded public data in ``shared/data`` into tierwise's JSONL datasets, and the
+MT-Bench judge prompt templates the graders ship with (``evaluator/graders/judge_prompts.jsonl``,
+written at ``<out>/../evaluator/graders/``).
 
 Usage::
 
@@ -59,6 +61,9 @@ PANDALM_GPT = "pandalm/data/gpt-3.5-turbo-testset-v1.json"
 PANDALM_7B = "pandalm/data/pandalm-7b-testset-v1.json"
 CLINC_DATA = "clinc150/data/data_full.json"
 BANKING_TEST = "banking77/banking_data/test.csv"
+# The judge prompt templates are code's data, not a held-out set: they ship in the wheel with the
+# graders. Written relative to --out as a repository lays them out (manifest ``file`` is too).
+JUDGE_PROMPTS_FILE = "../evaluator/graders/judge_prompts.jsonl"
 
 LICENSES: dict[str, str] = {
     "routellm": "routellm/LICENSE",
@@ -870,15 +875,19 @@ def convert_all(source: Path, out: Path) -> list[Written]:
     )
 
     prompts = load_judge_prompts(source)
+    (out / JUDGE_PROMPTS_FILE).parent.mkdir(parents=True, exist_ok=True)
     written.append(
         Written(
             name="mt_bench_judge_prompts",
-            file="mt_bench_judge_prompts.jsonl",
-            rows=write_jsonl(out / "mt_bench_judge_prompts.jsonl", prompts),
+            file=JUDGE_PROMPTS_FILE,
+            rows=write_jsonl(out / JUDGE_PROMPTS_FILE, prompts),
             kind="judge_prompts",
             sources=("mt_bench",),
             original_paths=(MT_BENCH_JUDGE_PROMPTS,),
-            description="The 8 FastChat MT-Bench judge prompt templates (pairwise and single)",
+            description=(
+                "The 8 FastChat MT-Bench judge prompt templates (pairwise and single), "
+                "shipped with the graders as package data"
+            ),
             licenses=("Apache-2.0 (FastChat)",),
         )
     )

@@ -13,12 +13,12 @@ from tests.conftest import DATASETS, ROOT
 DEFAULT_POLICY = ROOT / "router" / "policies" / "default.toml"
 
 
-def tierwise(*args: str) -> subprocess.CompletedProcess[str]:
+def tierwise(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tierwise.cli", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
@@ -63,6 +63,7 @@ def test_policy_check_accepts_the_default() -> None:
     ("args", "message"),
     [
         (["policy", "check", "no-such-file.toml"], "cannot read policy file"),
+        (["policy", "apply", "no-such"], "nor a built-in policy of that name (default, replay)"),
         (
             ["replay", str(DATASETS / "mt_bench.jsonl"), "--database-url", "bogus://x"],
             "cannot use database bogus://x",
@@ -84,6 +85,16 @@ def test_cli_errors_are_one_line_and_exit_2(args: list[str], message: str) -> No
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in " ".join(result.stdout.split())
     assert "Traceback" not in result.stderr
+
+
+def test_a_built_in_policy_applies_by_name_from_any_folder(tmp_path: Path) -> None:
+    """Outside the repository: the schema from the packaged migrations, the policy by name."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/t.db"
+    result = tierwise("policy", "apply", "default", "--database-url", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "applied policy 'default': table version 1" in result.stdout
+    result = tierwise("policy", "check", "replay", cwd=tmp_path)
+    assert result.returncode == 0 and "policy 'replay' is valid" in result.stdout
 
 
 def test_non_utf8_files_are_refused_cleanly(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def replies(*texts: str) -> Callable[[ChatRequest], tuple[str, FinishReason]]:
 
 @cache
 def judge_prompts() -> dict[str, dict[str, Any]]:
-    return load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl")
+    return load_judge_prompts()
 
 
 @cache

@@ -13,12 +13,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GraderEnv
 from evaluator.grading import MAX_CLAIMS, grade_pending
-from evaluator.service import JUDGE_PROMPTS_FILE
 from router.db import utcnow
 from router.models import Sample
 from router.pricing import Usage
 from router.providers.base import ChatRequest, ChatResponse, Provider
-from tests.conftest import DATASETS, apply, policy_named
+from tests.conftest import apply, policy_named
 from tests.seeding import add_samples
 
 pytestmark = pytest.mark.asyncio
@@ -38,7 +37,7 @@ def env() -> GraderEnv:
     return GraderEnv(
         provider_for=lambda _m: judge,
         items={},
-        judge_prompts=load_judge_prompts(DATASETS / JUDGE_PROMPTS_FILE),
+        judge_prompts=load_judge_prompts(),
     )
 
 

@@ -45,7 +45,7 @@ from router.providers import (
 from router.providers import anthropic as anthropic_adapter
 from router.providers import openai as openai_adapter
 from router.table import apply_policy
-from tests.conftest import DATASETS, make_settings, running_service
+from tests.conftest import make_settings, running_service
 from tests.wire import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
@@ -413,7 +413,7 @@ def judge_env(provider: Provider) -> GraderEnv:
     return GraderEnv(
         provider_for=lambda _model: provider,
         items={},
-        judge_prompts=load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl"),
+        judge_prompts=load_judge_prompts(),
     )
 
 
@@ -629,7 +629,7 @@ async def live_env(wire: WireServer) -> AsyncIterator[GraderEnv]:
     yield GraderEnv(
         provider_for=lambda model: gpt if model.startswith("gpt") else claude,
         items={},
-        judge_prompts=load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl"),
+        judge_prompts=load_judge_prompts(),
     )
     await gpt.aclose()
     await claude.aclose()

@@ -166,7 +166,7 @@ async def test_shadow_agreement_brings_the_class_back(
         await override_class(session, MATH, model=GPT4, actor="test", reason="escalate it")
         await session.commit()
     provider = CheapModelAnswersWell()
-    env = provider_env(lambda _model: provider, DATASETS)
+    env = provider_env(lambda _model: provider)
     now = datetime.now(UTC)
     returned = []
     for day in range(4):

@@ -32,7 +32,6 @@ from router.providers import (
     Provider,
     ReplayProvider,
 )
-from tests.conftest import DATASETS
 from tests.wire import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
@@ -47,7 +46,7 @@ from tests.wire import (
 )
 
 KEY = "sk-wire-test"
-PROMPTS = load_judge_prompts(DATASETS / "mt_bench_judge_prompts.jsonl")
+PROMPTS = load_judge_prompts()
 SAMPLE = SampleView(
     "d-1",
     "summarize",

@@ -5,32 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
-from evaluator.service import Evaluator, default_replay_env, provider_env
-from router.db import make_engine, session_factory
 from router.errors import TierwiseError, field_path
-from router.jobs import Job, JobScheduler
-from router.policy import ModelPrice, load_policy
-from router.providers import (
-    ProviderRegistry,
-    ProviderSettings,
-    adapters_from_settings,
-    provider_from_settings,
-)
-from router.service import Router
-from router.table import apply_policy, latest_policy
+from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,43 +49,6 @@ def _field_of(error: Mapping[str, Any]) -> str:
     return field_path(loc) or "body"
 
 
-async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path: Path) -> None:
-    """Apply ``path`` when no policy was ever applied (first start of a fresh database).
-
-    Raises:
-        PolicyError: the file is missing or invalid: the service refuses to start on it.
-    """
-    policy = load_policy(path)
-    async with sessions() as session:
-        if await latest_policy(session) is None:
-            result = await apply_policy(session, policy)
-            await session.commit()
-            log.info("applied policy %s at start-up: table version %d", path, result.version)
-
-
-def jobs_of(settings: Settings, control_plane: Evaluator) -> list[Job]:
-    """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
-    each domain declares its own; the data plane declares none yet)."""
-    return control_plane.jobs(
-        grading_interval_s=settings.grading_interval_s,
-        escalation_interval_s=settings.escalation_interval_s,
-    )
-
-
-def live_registry(
-    settings: ProviderSettings, catalog: Callable[[], Mapping[str, ModelPrice]]
-) -> ProviderRegistry:
-    """The registry of live providers ``settings.reference_provider`` asks for: ``catalog``
-    (each model's own provider) or one provider name (every model there).
-
-    Raises:
-        InvalidInput: an unknown provider name, a missing key, a bad ``providers`` entry.
-    """
-    if settings.reference_provider == "catalog":
-        return ProviderRegistry(adapters_from_settings(settings), catalog)
-    return ProviderRegistry({}, catalog, force=provider_from_settings(settings))
-
-
 def create_app(
     settings: Settings | None = None, *, env_factory: Callable[[], GraderEnv] | None = None
 ) -> FastAPI:
@@ -110,59 +59,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(
-            settings.database_url, statement_cache_size=settings.db_statement_cache_size
-        )
-        sessions = session_factory(engine)
-        data_plane = Router(
-            sessions,
-            poll_interval_s=settings.snapshot_poll_s,
-            flush_interval_s=settings.decision_flush_s,
-        )
-        live: ProviderRegistry | None = None
-        if env_factory is None and settings.reference_provider != "replay":
-            live = live_registry(settings, lambda: data_plane.catalog)  # InvalidInput
-        control_plane = Evaluator(
-            sessions,
-            env_factory
-            or (
-                (lambda: default_replay_env(settings.datasets_dir))
-                if live is None
-                else (lambda: provider_env(live.for_model, settings.datasets_dir))
-            ),
-            batch_size=settings.grading_batch_size,
-            concurrency=settings.grading_concurrency,
-            lease_s=settings.grading_lease_s,
-        )
-        if settings.policy_file is not None:
-            await _apply_initial_policy(sessions, settings.policy_file)
-        await data_plane.start()
-        if live is not None:
-            for provider, models in live.unconfigured(data_plane.catalog).items():
+        async with running_planes(settings, env_factory=env_factory) as planes:
+            if settings.run_scheduler:
+                planes.scheduler.start()
+            app.state.settings = settings
+            app.state.admin_token = settings.admin_token
+            if settings.admin_token is None:
                 log.warning(
-                    "no provider '%s' is configured: calls to %s will fail",
-                    provider,
-                    ", ".join(sorted(models)),
+                    "operator endpoints are open: set TIERWISE_ADMIN_TOKEN to protect them"
                 )
-        scheduler = JobScheduler(jobs_of(settings, control_plane))
-        if settings.run_scheduler:
-            scheduler.start()
-        app.state.settings = settings
-        app.state.admin_token = settings.admin_token
-        if settings.admin_token is None:
-            log.warning("operator endpoints are open: set TIERWISE_ADMIN_TOKEN to protect them")
-        app.state.engine = engine
-        app.state.sessions = sessions
-        app.state.router = data_plane
-        app.state.evaluator = control_plane
-        try:
+            app.state.engine = planes.engine
+            app.state.sessions = planes.sessions
+            app.state.router = planes.router
+            app.state.evaluator = planes.evaluator
             yield
-        finally:
-            scheduler.stop()
-            await data_plane.stop()
-            await engine.dispose()
-            if live is not None:
-                await live.aclose()
 
     app = FastAPI(
         title="tierwise",

@@ -23,13 +23,14 @@ from evaluator.escalation import override_class, pin_class, unpin_class
 from evaluator.report import Books, ClassReport, books, class_reports
 from evaluator.service import replay_env
 from router.db import make_engine, session_factory
-from router.errors import TierwiseError
+from router.errors import PolicyError, TierwiseError
 from router.models import Decision
-from router.policy import builtin_policy_path, load_policy
+from router.policy import builtin_policy_names, builtin_policy_path, load_policy
 from router.table import apply_policy, load_snapshot
 from tierwise import migrate
 from tierwise.app import create_app
 from tierwise.eval_cli import eval_app
+from tierwise.planes import run_worker
 from tierwise.settings import Settings
 
 app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
@@ -55,6 +56,30 @@ def _settings(database_url: str | None, **overrides: object) -> Settings:
     return settings.model_copy(update=update)
 
 
+PolicyArgument = Annotated[
+    Path,
+    typer.Argument(help="Policy TOML file, or the name of a built-in policy (default, replay)."),
+]
+
+
+def _policy_file(file_or_name: Path) -> Path:
+    """The policy file a command line names: ``file_or_name`` itself when it exists or reads as a
+    path (a folder or a suffix in it), else the built-in policy of that name, so an installed
+    tierwise applies its own policies without a path into site-packages.
+
+    Raises:
+        PolicyError: a bare name that is neither a file here nor a built-in policy.
+    """
+    if file_or_name.exists() or len(file_or_name.parts) != 1 or file_or_name.suffix:
+        return file_or_name
+    if file_or_name.name in builtin_policy_names():
+        return builtin_policy_path(file_or_name.name)
+    raise PolicyError(
+        f"cannot read policy file {file_or_name}: no such file, nor a built-in policy of that "
+        f"name ({', '.join(builtin_policy_names())})"
+    )
+
+
 def _fail(exc: TierwiseError) -> None:
     console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
     raise typer.Exit(2)
@@ -69,14 +94,11 @@ def db_upgrade(database_url: DbOption = None) -> None:
 
 
 @policy_app.command("apply")
-def policy_apply(
-    file: Annotated[Path, typer.Argument(help="Policy TOML file.")],
-    database_url: DbOption = None,
-) -> None:
+def policy_apply(file: PolicyArgument, database_url: DbOption = None) -> None:
     """Validate a policy file and load it into the routing table (bumps the table version)."""
     settings = _settings(database_url)
     try:
-        policy = load_policy(file)
+        policy = load_policy(_policy_file(file))
     except TierwiseError as exc:
         _fail(exc)
         return
@@ -100,10 +122,10 @@ def policy_apply(
 
 
 @policy_app.command("check")
-def policy_check(file: Annotated[Path, typer.Argument(help="Policy TOML file.")]) -> None:
+def policy_check(file: PolicyArgument) -> None:
     """Validate a policy file without applying it."""
     try:
-        policy = load_policy(file)
+        policy = load_policy(_policy_file(file))
     except TierwiseError as exc:
         _fail(exc)
         return
@@ -190,7 +212,7 @@ def routing_table(database_url: DbOption = None) -> None:
         finally:
             await engine.dispose()
         if snap is None:
-            console.print("no policy applied yet: run `tierwise policy apply FILE`")
+            console.print("no policy applied yet: run `tierwise policy apply FILE|default`")
             return
         table = Table(title=f"routing table v{snap.version} (policy {snap.policy.name})")
         for col in ("task class", "tier", "model", "status", "version"):
@@ -215,6 +237,16 @@ def serve(
     migrate.upgrade(settings.database_url)
     logging.basicConfig(level=settings.log_level)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@app.command()
+def worker(database_url: DbOption = None) -> None:
+    """Run the scheduled jobs (grading, escalation) without serving HTTP, so routers and
+    workers scale apart. Stops on SIGINT or SIGTERM."""
+    settings = _settings(database_url)
+    migrate.upgrade(settings.database_url)
+    logging.basicConfig(level=settings.log_level)
+    asyncio.run(run_worker(settings))
 
 
 def _pct(x: float | None) -> str:
@@ -287,7 +319,8 @@ def replay(
     seed: Annotated[int, typer.Option(help="Seed of the draw and of the decision ids.")] = 7,
     tick: Annotated[int, typer.Option(help="Run the jobs every N requests.", min=1)] = 500,
     policy_file: Annotated[
-        Path | None, typer.Option("--policy", help="Policy file (default: built-in replay).")
+        Path | None,
+        typer.Option("--policy", help="Policy file or built-in name (default: replay)."),
     ] = None,
     reset: Annotated[
         bool, typer.Option(help="Drop and rebuild every tierwise table first.")
@@ -298,7 +331,9 @@ def replay(
     then print per-class results and the books."""
     settings = _settings(database_url, run_scheduler=False)
     try:
-        policy = load_policy(policy_file or builtin_policy_path("replay"))
+        policy = load_policy(
+            _policy_file(policy_file) if policy_file else builtin_policy_path("replay")
+        )
         sets = [load_held_out(p) for p in datasets]
     except TierwiseError as exc:
         _fail(exc)
@@ -307,11 +342,10 @@ def replay(
         migrate.reset(settings.database_url)
     else:
         migrate.upgrade(settings.database_url)
-    datasets_dir = datasets[0].parent
     started = time.perf_counter()
 
     async def main() -> None:
-        service = create_app(settings, env_factory=lambda: replay_env(sets, datasets_dir))
+        service = create_app(settings, env_factory=lambda: replay_env(sets))
         async with service.router.lifespan_context(service):
             sessions = service.state.sessions
             async with sessions() as session:

@@ -19,7 +19,29 @@ from sqlalchemy.exc import (
 
 from router.errors import InvalidInput, TierwiseError
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+
+
+def script_location() -> Path:
+    """The folder of the migration scripts (``env.py``, ``script.py.mako``, ``versions/``).
+
+    An installed wheel has them inside the package, at ``tierwise/_migrations``: pyproject maps
+    the repository's ``alembic/`` folder to that data-only package. A source checkout, and so an
+    editable install, has no such folder (setuptools' editable finder cannot import a mapped
+    folder without ``__init__.py``) and uses ``alembic/`` beside ``alembic.ini``, where
+    migrations are written. Either way the result does not depend on the working directory.
+
+    Raises:
+        RuntimeError: neither folder is there (an install without its migrations).
+    """
+    shipped = PACKAGE / "_migrations"
+    if (shipped / "env.py").is_file():
+        return shipped
+    source = ROOT / "alembic"
+    if (ROOT / "alembic.ini").is_file() and (source / "env.py").is_file():
+        return source
+    raise RuntimeError(f"tierwise's migration scripts are missing: neither {shipped} nor {source}")
 
 # Alembic's batch mode on SQLite builds the altered table as ``_alembic_tmp_<table>``, copies the
 # rows, drops ``<table>`` and renames the copy.
@@ -34,9 +56,14 @@ class MigrationError(TierwiseError):
 
 
 def alembic_config(database_url: str) -> Config:
-    """Alembic config for ``database_url``, using the repository's ``alembic/`` scripts."""
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic config for ``database_url`` over :func:`script_location`. No ini file is read, so
+    a checkout and a wheel migrate alike (``alembic.ini`` is for the ``alembic`` command line).
+
+    Raises:
+        RuntimeError: the migration scripts are missing (:func:`script_location`).
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
     cfg.attributes["database_url"] = database_url
     cfg.attributes["configure_logging"] = False
     return cfg

@@ -1,8 +1,8 @@
 """Judge graders: the reference model rates (single) or compares (pairwise) answers.
 
 Templates are MT-Bench's (Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot
-Arena", NeurIPS 2023), as shipped in FastChat ``llm_judge/data/judge_prompts.jsonl`` and copied
-to ``datasets/mt_bench_judge_prompts.jsonl``.
+Arena", NeurIPS 2023), as shipped in FastChat ``llm_judge/data/judge_prompts.jsonl`` (Apache-2.0)
+and copied beside this module to ``judge_prompts.jsonl`` (package data; see ``datasets/README.md``).
 
 Structured verdicts: when the judge's provider has ``supports_structured_output`` (OpenAI,
 Anthropic), the call carries a verdict schema (:data:`RATING_SCHEMA` for judge_single,

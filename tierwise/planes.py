@@ -1,0 +1,189 @@
+"""Both planes of one process, built from settings: engine, router, evaluator, job scheduler.
+
+The HTTP app (:func:`tierwise.app.create_app`) and the job worker (``tierwise worker``) run the
+same wiring; the worker just serves no HTTP, so a deployment scales routers and workers apart.
+Everything is built inside :func:`running_planes`, never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from evaluator.graders import GraderEnv
+from evaluator.service import (
+    HELD_OUT_FILES,
+    Evaluator,
+    default_replay_env,
+    held_out_paths,
+    provider_env,
+)
+from router.db import make_engine, session_factory
+from router.jobs import Job, JobScheduler
+from router.policy import ModelPrice, load_policy
+from router.providers import (
+    ProviderRegistry,
+    ProviderSettings,
+    adapters_from_settings,
+    provider_from_settings,
+)
+from router.service import Router
+from router.table import apply_policy, latest_policy
+from tierwise.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path: Path) -> None:
+    """Apply ``path`` when no policy was ever applied (first start of a fresh database).
+
+    Raises:
+        PolicyError: the file is missing or invalid: the service refuses to start on it.
+    """
+    policy = load_policy(path)
+    async with sessions() as session:
+        if await latest_policy(session) is None:
+            result = await apply_policy(session, policy)
+            await session.commit()
+            log.info("applied policy %s at start-up: table version %d", path, result.version)
+
+
+def jobs_of(settings: Settings, control_plane: Evaluator) -> list[Job]:
+    """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
+    each domain declares its own; the data plane declares none yet)."""
+    return control_plane.jobs(
+        grading_interval_s=settings.grading_interval_s,
+        escalation_interval_s=settings.escalation_interval_s,
+    )
+
+
+def live_registry(
+    settings: ProviderSettings, catalog: Callable[[], Mapping[str, ModelPrice]]
+) -> ProviderRegistry:
+    """The registry of live providers ``settings.reference_provider`` asks for: ``catalog``
+    (each model's own provider) or one provider name (every model there).
+
+    Raises:
+        InvalidInput: an unknown provider name, a missing key, a bad ``providers`` entry.
+    """
+    if settings.reference_provider == "catalog":
+        return ProviderRegistry(adapters_from_settings(settings), catalog)
+    return ProviderRegistry({}, catalog, force=provider_from_settings(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class Planes:
+    """What :func:`running_planes` built; the scheduler is not started."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    router: Router
+    evaluator: Evaluator
+    scheduler: JobScheduler
+
+
+def _warn_without_held_out_sets(settings: Settings) -> None:
+    if held_out_paths(settings.datasets_dir):
+        return
+    log.warning(
+        "reference provider 'replay' found no held-out set (%s) in %s: sampled outcomes cannot "
+        "be graded; set TIERWISE_DATASETS_DIR to the folder that holds them (a checkout's "
+        "datasets/) or TIERWISE_REFERENCE_PROVIDER to catalog, openai or anthropic",
+        ", ".join(HELD_OUT_FILES),
+        settings.datasets_dir.resolve(),
+    )
+
+
+@asynccontextmanager
+async def running_planes(
+    settings: Settings, *, env_factory: Callable[[], GraderEnv] | None = None
+) -> AsyncIterator[Planes]:
+    """Build and start both planes (the router's snapshot poller and decision writer run; the
+    job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
+    grading reaches a reference model (default: ``settings.reference_provider``).
+
+    Raises:
+        InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
+        PolicyError: ``settings.policy_file`` is missing or invalid.
+    """
+    if env_factory is None and settings.reference_provider == "replay":
+        _warn_without_held_out_sets(settings)
+    engine = make_engine(
+        settings.database_url, statement_cache_size=settings.db_statement_cache_size
+    )
+    sessions = session_factory(engine)
+    data_plane = Router(
+        sessions,
+        poll_interval_s=settings.snapshot_poll_s,
+        flush_interval_s=settings.decision_flush_s,
+    )
+    live: ProviderRegistry | None = None
+    try:
+        if env_factory is None and settings.reference_provider != "replay":
+            live = live_registry(settings, lambda: data_plane.catalog)
+        registry = live
+        control_plane = Evaluator(
+            sessions,
+            env_factory
+            or (
+                (lambda: default_replay_env(settings.datasets_dir))
+                if registry is None
+                else (lambda: provider_env(registry.for_model))
+            ),
+            batch_size=settings.grading_batch_size,
+            concurrency=settings.grading_concurrency,
+            lease_s=settings.grading_lease_s,
+        )
+        if settings.policy_file is not None:
+            await _apply_initial_policy(sessions, settings.policy_file)
+        await data_plane.start()
+        try:
+            if live is not None:
+                for provider, models in live.unconfigured(data_plane.catalog).items():
+                    log.warning(
+                        "no provider '%s' is configured: calls to %s will fail",
+                        provider,
+                        ", ".join(sorted(models)),
+                    )
+            scheduler = JobScheduler(jobs_of(settings, control_plane))
+            try:
+                yield Planes(engine, sessions, data_plane, control_plane, scheduler)
+            finally:
+                scheduler.stop()
+        finally:
+            await data_plane.stop()
+    finally:
+        await engine.dispose()
+        if live is not None:
+            await live.aclose()
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every plane's scheduled jobs until SIGINT / SIGTERM (or ``stop`` is set), serving no
+    HTTP. The router's snapshot poller runs too (the provider registry reads its catalog).
+
+    Raises:
+        InvalidInput, PolicyError: as :func:`running_planes`.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running_planes(settings) as planes:
+            planes.scheduler.start()
+            names = ", ".join(f"{j.name} every {j.interval_s:g} s" for j in planes.scheduler.jobs)
+            log.info("worker running jobs: %s", names)
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
