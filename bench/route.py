@@ -1,7 +1,7 @@
 """Routing-decision benchmark: the in-process decision function and POST /v1/route over HTTP.
 
 Prints decisions per second and p50/p99 latency for
-  1. ``router.service.decide`` on an in-memory snapshot (pure decision),
+  1. ``router.decide.decide`` on an in-memory snapshot (pure decision),
   2. ``Router.route`` (decision + id + buffering for the batch writer),
   3. ``POST /v1/route`` over loopback HTTP to ``tierwise serve`` in its own process (one
      keep-alive connection, and 8 concurrent ones), with ``GET /healthz`` on the same server as
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from router.db import make_engine, session_factory  # noqa: E402
+from router.decide import decide  # noqa: E402
 from router.policy import builtin_policy_path, load_policy  # noqa: E402
-from router.service import Router, decide  # noqa: E402
+from router.service import Router  # noqa: E402
 from router.table import apply_policy, load_snapshot  # noqa: E402
 from tierwise import migrate  # noqa: E402
 

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from router.errors import InvalidInput
+from router.outcomes import OutcomeReport
 from router.schemas import (
     MAX_OUTCOMES_PER_REQUEST,
     OutcomeIn,
@@ -19,7 +20,7 @@ from router.schemas import (
     RoutingEntryOut,
     RoutingTableOut,
 )
-from router.service import OutcomeReport, Router
+from router.service import Router
 from router.tokens import estimate_message_tokens
 
 api = APIRouter(prefix="/v1", tags=["router"])

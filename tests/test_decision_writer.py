@@ -45,10 +45,58 @@ async def test_an_unreachable_database_keeps_the_batch(
     else:
         dead = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
     engine = make_engine(dead)
-    router._sessions = session_factory(engine)  # the database goes away
+    router.writer._sessions = session_factory(engine)  # the database goes away
     with pytest.raises(Exception):  # noqa: B017 - driver-specific connection error
         await router.flush()
     await engine.dispose()
-    router._sessions = sessions  # and comes back
+    router.writer._sessions = sessions  # and comes back
     assert await router.flush() == 50
     assert await count(sessions) == 50
+
+
+async def test_an_outcome_writes_its_own_decision_not_the_whole_buffer(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The intake writes the reported decision with its outcome (foreign-key order, one
+    transaction) and leaves the rest of the buffer to the batch writer."""
+    from router.models import Outcome, TaskClass
+    from router.outcomes import OutcomeReport
+
+    await apply(sessions, policy_named("default"))
+    router = Router(sessions)
+    await router.refresh(force=True)
+    decisions = [router.route("classify", i, False, None) for i in range(3)]
+    report = OutcomeReport(decisions[1].decision_id, "gpt-4o-mini", "ok", 12.0, None, None, None)
+    [result] = await router.record_outcomes([report])
+    assert result.stored and router.writer.depth == 3
+    async with sessions() as session:
+        stored = (await session.exec(select(Decision.id))).all()
+        outcomes = (await session.exec(select(Outcome.decision_id))).all()
+        classes = (await session.exec(select(TaskClass.name))).all()
+    assert (stored, outcomes, classes) == ([decisions[1].decision_id],) * 2 + (["classify"],)
+    assert await router.flush() == 3  # the writer's insert of the written one is a no-op
+    assert await count(sessions) == 3
+
+
+async def test_an_outcome_right_after_its_route_is_never_unknown(database_url: str) -> None:
+    """However the writer's flushes interleave with the intake (buffered, being written,
+    committed), a decision this process made is always found."""
+    from tests.conftest import running_service
+
+    async with running_service(database_url, "default", decision_flush_s=0.001) as svc:
+        unknown = []
+        for i in range(300):
+            route = await svc.client.post(
+                "/v1/route", json={"task_type": "classify", "input_tokens": i}
+            )
+            decision_id = route.json()["decision_id"]
+            out = await svc.client.post(
+                "/v1/outcomes", json={"decision_id": decision_id, "served_model": "gpt-4o-mini"}
+            )
+            if out.status_code != 200:
+                unknown.append((i, out.status_code))
+        await svc.router.flush()
+    assert unknown == []
+    engine = make_engine(database_url)
+    assert await count(session_factory(engine)) == 300
+    await engine.dispose()

@@ -1,0 +1,97 @@
+"""The routing decision: a pure function of the routing snapshot and the request.
+
+No I/O, no clock: :func:`decide` reads an immutable :class:`~router.table.RoutingSnapshot`,
+so a decision costs microseconds and every router replica gives the same answer for the same
+snapshot. :func:`decision_id_for` makes a caller's retried request the same decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from router.sampling import is_sampled
+from router.table import RoutingSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The answer to a route call. ``table_version`` is the snapshot's version."""
+
+    decision_id: str
+    task_type: str
+    task_class: str
+    tier: str
+    model: str
+    provider: str
+    table_version: int
+    sampled: bool
+    status: str
+    reason: str
+    input_tokens: int
+    has_tool_calls: bool
+
+
+def decide(
+    snapshot: RoutingSnapshot,
+    task_type: str,
+    input_tokens: int,
+    has_tool_calls: bool,
+    decision_id: str,
+) -> RouteDecision:
+    """Route one request against ``snapshot``. Pure: no I/O, no clock.
+
+    The policy's rules give the task class and base tier; the routing-table entry, when the class
+    has one, gives the current model and status. A decision is sampled when the decision id hashes
+    under the class's sample rate, unless the class is pinned, or on its reference model and not
+    ``escalated`` (there is nothing to compare it with). An ``escalated`` class is sampled even on
+    its reference model: its samples are the shadow probes that can bring it back down (the
+    grading job asks the next cheaper model for its answer, off the hot path; see
+    ``evaluator.grading.shadow_model``).
+    """
+    policy = snapshot.policy
+    match = policy.match(task_type, input_tokens, has_tool_calls)
+    entry = snapshot.entries.get(match.task_class)
+    if entry is None:
+        tier, model, status = match.tier, policy.model_for_tier(match.tier), "baseline"
+        reason = f"{match.reason} -> tier {tier} -> {model} (class not in table: policy default)"
+    else:
+        tier, model, status = entry.tier, entry.model, entry.status
+        reason = (
+            f"{match.reason} -> class {entry.task_class} is {status} on {model} (v{entry.version})"
+        )
+    settings = policy.settings_for(match.task_class)
+    reference = settings.reference_model or policy.spec.premium_model
+    sampled = (
+        status != "pinned"
+        and (model != reference or status == "escalated")
+        and is_sampled(decision_id, settings.sample_rate)
+    )
+    return RouteDecision(
+        decision_id=decision_id,
+        task_type=task_type,
+        task_class=match.task_class,
+        tier=tier,
+        model=model,
+        provider=snapshot.provider_of(model),
+        table_version=snapshot.version,
+        sampled=sampled,
+        status=status,
+        reason=reason,
+        input_tokens=input_tokens,
+        has_tool_calls=has_tool_calls,
+    )
+
+
+def decision_id_for(
+    request_id: str | None, task_type: str, input_tokens: int, has_tool_calls: bool
+) -> str:
+    """A new decision id: a random UUID (hex), or, with the caller's ``request_id``, one derived
+    from it and the request's task type, tokens and tool use (BLAKE2b, 6 bytes), so a retried
+    call gets the same id and sampling answer and a reused request id with a different request
+    gets a different one."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    key = f"{request_id}|{task_type}|{input_tokens}|{has_tool_calls}".encode()
+    return f"{request_id}.{hashlib.blake2b(key, digest_size=6).hexdigest()}"

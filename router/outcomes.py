@@ -1,0 +1,174 @@
+"""Outcome intake: what callers report after calling the model, priced and stored, and the
+text of sampled decisions queued for grading.
+
+Idempotent on decision id (the first report stands; a sampled decision whose first report came
+without its text may still get it), all or nothing per request. A decision still in the batch
+writer's buffer (decided moments ago in this process) is written with the outcome, in the same
+transaction, instead of waiting for the writer's next flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from router import repository
+from router.db import utcnow
+from router.errors import NotFound
+from router.models import Decision
+from router.pricing import cost_usd, normalize_usage
+from router.table import RoutingSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """A validated outcome, as the API hands it to the service. ``latency_ms`` in ms;
+    ``usage`` provider-native (OpenAI or Anthropic shape)."""
+
+    decision_id: str
+    served_model: str
+    status: str
+    latency_ms: float | None
+    usage: dict[str, Any] | None
+    input_messages: list[dict[str, Any]] | None
+    output_text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    """What happened to one report: stored (False for a duplicate), its cost in USD (None =
+    unpriced or a duplicate), whether its text was queued for grading, and a note why not."""
+
+    decision_id: str
+    stored: bool
+    cost_usd: float | None
+    sample_queued: bool
+    note: str | None
+
+
+def _gradable(decision: Decision, report: OutcomeReport) -> bool:
+    """A sampled decision's outcome that can be graded: status ok, with messages and text."""
+    return (
+        decision.sampled
+        and report.status == "ok"
+        and report.output_text is not None
+        and bool(report.input_messages)
+    )
+
+
+async def record_outcomes(
+    session: AsyncSession,
+    snapshot: RoutingSnapshot,
+    reports: Sequence[OutcomeReport],
+    *,
+    buffered: Callable[[set[str]], dict[str, dict[str, Any]]],
+    labels: Sequence[str] | None = None,
+) -> list[OutcomeResult]:
+    """Store outcome reports priced from ``snapshot``'s catalog and queue sampled text.
+    Flushes; the caller commits. ``buffered(ids)`` gives the decision rows among ``ids`` the
+    batch writer has not committed yet, by id. ``labels`` name each report in errors (default
+    ``[i]``; ``""`` for a single report: ``usage.prompt_tokens``).
+
+    Raises:
+        NotFound: a decision id is unknown (404, field ``[i].decision_id``).
+        InvalidInput: a usage count is not a whole number >= 0 (422).
+    """
+    labels = labels or [f"[{i}]" for i in range(len(reports))]
+
+    def where(i: int, name: str) -> str:
+        return f"{labels[i]}.{name}" if labels[i] else name
+
+    # A dated id the provider reported (gpt-4o-mini-2024-07-18) is priced and graded as the
+    # catalog model it names.
+    reports = [replace(r, served_model=snapshot.canonical(r.served_model)) for r in reports]
+    ids = [r.decision_id for r in reports]
+    usages = [normalize_usage(r.usage, field=where(i, "usage")) for i, r in enumerate(reports)]
+    # The writer's rows first, then the database: a row the writer commits in between is in
+    # one or the other, never in neither.
+    waiting = buffered(set(ids))
+    decisions = {i: Decision.model_validate(row) for i, row in waiting.items()}
+    decisions |= await repository.decisions_by_id(session, [i for i in ids if i not in waiting])
+    for i, report in enumerate(reports):
+        if report.decision_id not in decisions:
+            raise NotFound(
+                f"unknown decision_id '{report.decision_id}'", field=where(i, "decision_id")
+            )
+    await repository.insert_decisions(session, waiting.values())
+    done = await repository.with_outcome(session, ids)
+    sampled_done = await repository.with_sample(session, ids)
+    results: list[OutcomeResult] = []
+    now = utcnow()
+    seen: set[str] = set()
+
+    async def queue(decision: Decision, report: OutcomeReport) -> None:
+        await repository.queue_sample(
+            session,
+            decision_id=report.decision_id,
+            task_class=decision.task_class,
+            model=report.served_model,
+            input_messages=report.input_messages,
+            output_text=report.output_text,
+            meta=decision.meta,
+            item_id=decision.item_id,
+            status="queued",
+            attempts=0,
+            decided_at=decision.created_at,
+            created_at=now,
+        )
+        sampled_done.add(report.decision_id)
+
+    for report, usage in zip(reports, usages, strict=True):
+        decision = decisions[report.decision_id]
+        if report.decision_id in done or report.decision_id in seen:
+            queued = report.decision_id not in sampled_done and _gradable(decision, report)
+            if queued:
+                await queue(decision, report)
+            dup_note = (
+                "duplicate: text attached to the earlier report"
+                if queued
+                else "duplicate: the first report stands"
+            )
+            results.append(OutcomeResult(report.decision_id, False, None, queued, dup_note))
+            continue
+        seen.add(report.decision_id)
+        price = snapshot.catalog.get(report.served_model)
+        cost = None if report.usage is None else cost_usd(usage, price)
+        await repository.insert_outcome(
+            session,
+            decision_id=report.decision_id,
+            task_class=decision.task_class,
+            served_model=report.served_model,
+            status=report.status,
+            latency_ms=report.latency_ms,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=cost,
+            usage_raw=report.usage,
+            created_at=now,
+        )
+        queued = False
+        note: str | None = None
+        if report.usage is None:
+            note = "no usage reported: unpriced"
+        elif price is None:
+            note = "unpriced model"
+        if decision.sampled:
+            if report.status != "ok":
+                note = "sampled, but status is not ok: not graded"
+            elif not _gradable(decision, report):
+                note = (
+                    "sampled, but input_messages/output_text missing: not graded yet "
+                    "(send them again with the same decision_id)"
+                )
+            else:
+                await queue(decision, report)
+                queued = True
+        results.append(OutcomeResult(report.decision_id, True, cost, queued, note))
+    await session.flush()
+    return results
