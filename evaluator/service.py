@@ -4,10 +4,10 @@ The scheduler is APScheduler's ``AsyncIOScheduler`` with UTC interval triggers a
 epoch (an hourly job ticks at the top of every hour in every worker); each job has
 ``coalesce=True`` (missed runs collapse into one) and ``max_instances=1``. Grading has a misfire
 grace of one interval. Escalation has none (``misfire_grace_time=None``): a run delayed by a
-blocked event loop still happens, once (field case S2a); it also runs once at start-up for the
-current tick, so a restart after downtime catches up once, not once per missed tick (S2b).
+blocked event loop still happens, once (docs/field-cases.md); it also runs once at start-up for the
+current tick, so a restart after downtime catches up once, not once per missed tick.
 Across processes each escalation run claims its tick in ``job_run`` under an advisory lock
-(:mod:`evaluator.escalation`), so one worker runs each tick (S1).
+(:mod:`evaluator.escalation`), so one worker runs each tick.
 """
 
 from __future__ import annotations
