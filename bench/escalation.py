@@ -18,8 +18,8 @@ Simulation (numpy, seeded, both rules on the same verdict streams):
   escalation after the step, in graded samples and days.
 - De-escalation: a class escalated at t = 0 with the cheaper model at 6%, whose shadow probes
   (same volume) step to 1% at day 10 + U(0, 1); delay to the return.
-- Flaps: closed loop for 12 months at daily rates cycling 3.1, 2.9, 3.1, 2.9, 3.2% (field
-  case Q3); flaps = status changes beyond the first, per class-month.
+- Flaps: closed loop for 12 months at daily rates cycling 3.1, 2.9, 3.1, 2.9, 3.2% (around
+  a 3% threshold); flaps = status changes beyond the first, per class-month.
 - Real data: the per-class rates measured on the recorded data (see :func:`real_rates`); delay
   from a fresh start at those rates.
 """

@@ -5,12 +5,12 @@ then times ``evaluator.grading.grade_pending`` grading all of them with the MT-B
 (``judge_single``) through a real provider adapter and its SDK, against the loopback wire
 server of the tests (``python -m tests.wire``: uvicorn + Starlette on 127.0.0.1, in its own
 process so the judge's CPU is not charged to the grading job). The judge answers
-"Rating: [[8]]" with field case U1's usage after an injected delay (0 ms: the cost of job, SDK,
+"Rating: [[8]]" with the cached-prompt usage after an injected delay (0 ms: the cost of job, SDK,
 HTTP and database; 200 ms: a judge's latency, where concurrency pays). Each configuration runs
 at the configured concurrency (``Settings``: ``grading_concurrency`` for the job,
 ``openai_concurrency`` / ``anthropic_concurrency`` for the adapter; the smaller one binds) and at
 concurrency 1 as the baseline; the ratio is printed. Every run checks that all N samples were
-graded ``agree`` and that the booked cost is N x the U1 cost.
+graded ``agree`` and that the booked cost is N x the cached-prompt cost.
 
 Run: ``python bench/grading.py`` (under a minute on 2 cores).
 """
@@ -51,7 +51,7 @@ POLICY_OVERRIDE = """
 match = "bench_openai"
 reference_model = "gpt-4o"
 """
-# U1 (field-cases.md): 86 x 2.50 + 1920 x 1.25 + 300 x 10 per million at gpt-4o; the same
+# Cached prompt tokens: 86 x 2.50 + 1920 x 1.25 + 300 x 10 per million at gpt-4o; the same
 # tokens in Anthropic's shape at claude-3-5-sonnet: 86 x 3.00 + 1920 x 0.30 + 300 x 15.
 COST_PER_CALL = {"openai": 0.005615, "anthropic": 0.005334}
 

@@ -110,7 +110,7 @@ class RuleStateRow(JSONTrackingModel, table=True):
 
 class JobRun(JSONTrackingModel, table=True):
     """One run of a scheduled job for one tick (the start of its UTC interval). (job, tick) is
-    unique, so however many workers fire on a tick, one run commits (field case S1); a run
+    unique, so however many workers fire on a tick, one run commits (docs/field-cases.md); a run
     that fails rolls back its row and the tick can run again. ``result`` is the run's summary
     (a JSON object; nested values read-only), written when the run ends."""
 

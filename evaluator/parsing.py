@@ -1,6 +1,6 @@
 """Reading verdicts and answers out of model text.
 
-Judge ratings (field cases J1, J2), pairwise verdicts (J3), multiple-choice letters, class labels,
+Judge ratings, replies without a verdict, pairwise verdicts, multiple-choice letters, class labels,
 JSON values and final numbers. Every parser returns a value *and* a parse status, so an
 unreadable reply is stored as such and kept out of the disagreement rate instead of being guessed.
 
@@ -13,7 +13,7 @@ Shared rules:
   ones when there is no marked statement (see "Labelled field first").
 - **Whole token**: ``[[A]]`` is not ``[[AB]]``; the label ``card arrival`` is not inside
   ``card arrival delay``; ``C`` is not the ``C`` of ``Cats``.
-- **No verdict (J2)**: a reply cut off by the token limit (finish reason ``length``) is
+- **No verdict**: a reply cut off by the token limit (finish reason ``length``) is
   ``truncated``; a provider-side refusal (finish reason ``refusal``) or a refusal sentence with no
   verdict is ``refused``; an empty reply is ``empty``.
 - **Labelled field first**: a verdict stated in a labelled field is read from that field, whatever
@@ -78,7 +78,7 @@ _REFUSAL = re.compile(
 
 
 def no_verdict_status(text: str, finish_reason: str = "stop") -> str | None:
-    """Why a reply cannot carry a verdict at all, before any parsing (field case J2).
+    """Why a reply cannot carry a verdict at all, before any parsing (docs/field-cases.md).
 
     Returns ``truncated`` (finish reason ``length``: the verdict may be cut off), ``refused``
     (finish reason ``refusal``: the provider refused), ``empty`` (no text), else None.
@@ -364,7 +364,7 @@ def _negated(before: str) -> bool:
     return tokens[i] in _NEGATORS or (tokens[i] == "t" and i > 0 and tokens[i - 1].endswith("n"))
 
 
-# ---- 1-10 ratings (J1) ---------------------------------------------------------------------
+# ---- reading a 1-10 rating -----------------------------------------------------------------
 
 _RATING_FIELDS = ("rating", "score")
 _RATING_LINE = _line_pattern(_RATING_FIELDS)
@@ -402,7 +402,7 @@ def _rating_status(value: float, low: float, high: float) -> ParsedRating:
 def parse_rating(
     text: str, *, low: float = 1, high: float = 10, finish_reason: str = "stop"
 ) -> ParsedRating:
-    """The judge's rating on a ``low``..``high`` scale (field cases J1/J2).
+    """The judge's rating on a ``low``..``high`` scale (docs/field-cases.md).
 
     Marked statements decide, the last of them winning: ``[[N]]`` (MT-Bench's format) outside
     a JSON object that gives the rating; the numeric ``"rating"`` / ``"score"`` member of a JSON
@@ -465,7 +465,7 @@ def parse_rating_json(
     return _rating_status(ratings[-1], low, high)
 
 
-# ---- pairwise verdicts (J3) ----------------------------------------------------------------
+# ---- pairwise verdicts ---------------------------------------------------------------------
 
 _PAIRWISE_FIELDS = ("verdict", "winner", "better", "preference", "choice")
 _PAIRWISE_LINE = _line_pattern(_PAIRWISE_FIELDS)

@@ -3,7 +3,7 @@
 The books (all USD): serving cost = sum of priced outcomes; grading spend = sum of grade costs;
 premium cost = every outcome's tokens priced at the policy's premium model (the "send everything
 to the premium model" counterfactual, same token counts); savings = premium - serving - grading.
-Unpriced outcomes are counted, never summed as 0 (field case U4). Grading spend includes shadow
+Unpriced outcomes are counted, never summed as 0. Grading spend includes shadow
 probes (the cheaper model's answer and its grading, ``Grade.shadow``); a class's graded counts,
 verdict-less grades and position flips are its served answers' own grades only, never shadow
 probes (those are the way back's evidence, shown in the rule state's ``dn``/``dk``).
@@ -34,8 +34,8 @@ class ClassReport:
     graded_total: int
     state: ClassState
     last_escalation: EscalationEvent | None
-    # Grades without a verdict (invalid/refused, field case J2) by parse status (their reason),
-    # and pairwise grades whose two orders disagreed (position flips, J3); all time.
+    # Grades without a verdict (invalid/refused) by parse status (their reason),
+    # and pairwise grades whose two orders disagreed (position flips); all time.
     no_verdict: Mapping[str, int] = field(default_factory=dict)
     position_flips: int = 0
 

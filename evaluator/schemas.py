@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class QualityOut(BaseModel):
     """A class's disagreement rate over its current window, with its Wilson interval.
 
-    ``disagreement_rate`` and the interval are null when nothing is graded yet (field case A1).
+    ``disagreement_rate`` and the interval are null when nothing is graded yet (not a 500).
     """
 
     task_class: str

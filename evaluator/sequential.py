@@ -30,14 +30,14 @@ enter): H0 rate <= ``p0`` against H1 rate >= ``p1`` (defaults 2% and 5% around a
   the CUSUM on the LLR ``W`` since the start, with limits ``A = ln((1-beta)/alpha)`` and
   ``B = ln(beta/(1-alpha))``. ``W >= A`` escalates; once ``W <= B`` (H0 accepted) the SPRT is
   over and only the CUSUM watches. So a fresh class escalates on exactly Wald's evidence
-  (field case Q2: 20/400 -> W = 6.51 >= A = 4.50 escalates; 5/100 -> 1.63 is not conclusive),
+  (tiny samples: 20/400 -> W = 6.51 >= A = 4.50 escalates; 5/100 -> 1.63 is not conclusive),
   while a class watched for a while needs the full ``h``.
 - **De-escalation** (the other direction, fed by shadow probes of the cheaper model): the same
   CUSUM for H0 rate >= ``threshold`` against H1 rate <= ``lower_level`` (default ``p0``),
   ``D <- max(0, g*D + k*ln(lower/threshold) + (n-k)*ln((1-lower)/(1-threshold)))``, must reach
   ``A`` AND the last ``deescalate_windows`` (K) completed windows of ``window_hours`` must each
   have a rate at or below ``lower_level``. Windows without verdicts neither count nor break the
-  run. This is the hysteresis of field case Q3: the way up is neutral at 3.28%, the way down at
+  run. This is the hysteresis against flapping: the way up is neutral at 3.28%, the way down at
   2.47% (defaults), so a rate hovering at 3% drifts away from both and is never below the
   lower level K windows in a row: it escalates at most once and does not come back.
 

@@ -3,7 +3,7 @@ escalation rule.
 
 Wilson interval: E. B. Wilson, "Probable inference, the law of succession, and statistical
 inference", JASA 22 (1927); computed by ``scipy.stats.binomtest(k, n).proportion_ci(method=
-"wilson")`` (no continuity correction). Known values (field case Q2): 1/2 -> [0.095, 0.906],
+"wilson")`` (no continuity correction). Known values (tiny samples): 1/2 -> [0.095, 0.906],
 5/100 -> [0.022, 0.112], 20/400 -> [0.033, 0.076], 0/30 -> [0, 0.114].
 """
 

@@ -25,7 +25,7 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """Aware UTC timestamps on every backend (field case D1).
+    """Aware UTC timestamps on every backend (docs/field-cases.md).
 
     PostgreSQL stores ``timestamptz``; SQLite stores ISO text without an offset, so values are
     normalised to UTC on the way in and given back their UTC tzinfo on the way out. A naive
@@ -201,7 +201,7 @@ def make_engine(
     """Build the async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache, which collides behind
-    transaction-mode poolers such as PgBouncer (field case D2; asyncpg and SQLAlchemy asyncpg
+    transaction-mode poolers such as PgBouncer (asyncpg and SQLAlchemy asyncpg
     dialect docs). SQLite gets a 30 s busy timeout and foreign keys on.
     """
     kwargs: dict[str, Any] = {"echo": echo}

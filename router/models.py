@@ -134,7 +134,7 @@ class Outcome(JSONTrackingModel, table=True):
     """What the caller reported after calling the model; one per decision (idempotent).
 
     Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
-    model has no price row ("unpriced", field case U4), never 0. ``usage_raw`` is the usage
+    model has no price row ("unpriced"), never 0. ``usage_raw`` is the usage
     object as the caller reported it (nested values, such as token details, are read-only).
     """
 

@@ -40,7 +40,7 @@ Compare = Literal["exact", "label", "json_fields", "numeric", "choice"]
 JsonFieldMode = Literal["auto", "exact", "numeric", "raw", "unordered"]
 
 # A price below this many USD per 1M tokens is almost surely a per-token price typed into a
-# per-million column (field case U4: 2.5e-6 instead of 2.5). The cheapest public API price we know
+# per-million column (2.5e-6 instead of 2.5). The cheapest public API price we know
 # (llama-3.1-8b class models, ~0.02-0.06 USD per 1M) is well above it.
 MIN_NONZERO_PRICE_PER_MTOK = 0.001
 MAX_PRICE_PER_MTOK = 1000.0

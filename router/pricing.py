@@ -9,7 +9,7 @@ Prices are USD per 1M tokens. The two providers count cache tokens differently:
   ``cache_creation_input_tokens``; all three are billed (Anthropic docs, "Prompt caching",
   tracking cache performance).
 
-Field cases U1-U4 (``shared/cases/field-cases.md``) are the tests of this module.
+The usage and cost cases of ``docs/field-cases.md`` are the tests of this module.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Priced(Protocol):
 
 
 def _count(obj: Mapping[str, Any] | None, key: str, field: str) -> int:
-    """A non-negative integer count; missing or null counts as 0 (field case U3)."""
+    """A non-negative integer count; missing or null counts as 0 (docs/field-cases.md)."""
     if obj is None:
         return 0
     value = obj.get(key)
@@ -103,7 +103,7 @@ def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") ->
     Accepts the OpenAI shape (``prompt_tokens``/``completion_tokens`` with optional details), the
     Anthropic shape (``input_tokens``/``output_tokens``/``cache_*_input_tokens``), or tierwise's
     own normalised shape (the Anthropic keys plus ``cached_input_tokens``). Null detail objects and
-    null counts are 0. Cached tokens above ``prompt_tokens`` are clamped and logged (U1).
+    null counts are 0. Cached tokens above ``prompt_tokens`` are clamped and logged.
 
     Raises:
         InvalidInput: a count is negative, fractional, non-numeric or above
@@ -180,8 +180,8 @@ def cost_usd(usage: Usage, price: Priced | None, *, discount: float = 0.0) -> fl
     """Cost of ``usage`` in USD at ``price`` (USD per 1M tokens), less ``discount`` (0..1).
 
     Returns None when ``price`` is None: an unpriced model is reported as unpriced, never as
-    free (field case U4). Cached reads and cache writes fall back to the input price when the
-    catalog has no specific price. Example (U1): 86 uncached x 2.50 + 1920 cached x 1.25 +
+    free (docs/field-cases.md). Cached reads and cache writes fall back to the input price when the
+    catalog has no specific price. Example: 86 uncached x 2.50 + 1920 cached x 1.25 +
     300 output x 10, per million = 0.005615.
     """
     if price is None:

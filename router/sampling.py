@@ -1,4 +1,4 @@
-"""Deterministic sampling by a hash of the decision id (field case Q1).
+"""Deterministic sampling by a hash of the decision id (docs/field-cases.md).
 
 ``is_sampled(id, r)`` maps the id to a uniform point u in [0, 1) by the first 8 bytes of its
 BLAKE2b digest and samples when u < r. So a retry of the same id gets the same answer, every id

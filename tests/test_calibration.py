@@ -79,7 +79,7 @@ def test_llmbar_statistics_reproduced_exactly(subset: str, judge: str) -> None:
 def test_our_agreement_matches_theirs_where_definitions_match(subset: str, judge: str) -> None:
     """Our per-order counts equal the authors' correct_False/True/both and equal; our
     agreement rate differs from their percentage only by the missing verdicts we keep out of
-    the denominator (J2)."""
+    the denominator (replies without a verdict)."""
     theirs = published()[(subset, judge)]
     c = one(llmbar(), subset, judge)
 
@@ -123,7 +123,7 @@ def test_llmbar_missing_verdicts_are_refusals_with_reasons() -> None:
 
 
 def test_position_flips_per_subset() -> None:
-    """J3: with no ties in LLMBar, a flip is an item whose two orders disagree = n - equal for
+    """With no ties in LLMBar, a flip is an item whose two orders disagree = n - equal for
     judges without missing verdicts."""
     for (subset, judge), theirs in published().items():
         c = one(llmbar(), subset, judge)
@@ -194,7 +194,7 @@ def test_interval_and_bootstrap_agree_on_gpt4_mt_bench() -> None:
     assert again == (lo, hi)  # the generator is passed in: reproducible
 
 
-def test_combine_orders_is_j3() -> None:
+def test_combine_orders_makes_a_flip_a_tie() -> None:
     combined, flips = combine_orders([1, 1, 2, 1, -1, 0], [1, 2, 2, 0, 1, 0])
     assert combined.tolist() == [1, 0, 2, 0, -1, 0]
     assert flips.tolist() == [False, True, False, True, False, False]

@@ -50,7 +50,7 @@ async def test_escalation_climbs_the_ladder_one_step_at_a_time(
 ) -> None:
     await apply(sessions, POLICY)
     start = (await entry(sessions, "classify")).changed_at
-    await seed_grades(sessions, "classify", MINI, n=400, k=20)  # Q2: escalates
+    await seed_grades(sessions, "classify", MINI, n=400, k=20)  # 20 of 400: escalates
     run = await run_escalation(sessions)
     assert run.escalated == ["classify"]
     first = await entry(sessions, "classify")
@@ -80,7 +80,7 @@ async def test_a_fresh_class_is_not_escalated_on_inconclusive_evidence(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await apply(sessions, POLICY)
-    await seed_grades(sessions, "classify", MINI, n=100, k=5)  # Q2: not yet conclusive
+    await seed_grades(sessions, "classify", MINI, n=100, k=5)  # 5 of 100: not yet conclusive
     run = await run_escalation(sessions)
     assert run.escalated == []
     async with sessions() as session:

@@ -351,7 +351,7 @@ async def test_judge_single_replays_the_recorded_mt_bench_verdict() -> None:
     assert got.verdict == ("agree" if judge.score >= 7 else "disagree")
 
 
-# ---- judge_pairwise (J3) ----------------------------------------------------------------------
+# ---- judge_pairwise (position bias is a tie) --------------------------------------------------
 
 
 def pairwise_script(answer: str, judge: Callable[[str, str], str]) -> Provider:
@@ -404,7 +404,7 @@ async def test_pairwise_asks_the_reference_first_then_judges_both_orders() -> No
 
 async def test_pairwise_position_bias_is_a_tie_with_a_recorded_flip() -> None:
     view, reference = mt_bench_turn1()
-    # J3: the judge prefers whatever is shown first, in both orders.
+    # Position bias: the judge prefers whatever is shown first, in both orders.
     got = await grade(
         "judge_pairwise",
         view,
@@ -483,7 +483,7 @@ async def test_pairwise_second_turn_uses_the_multi_turn_template() -> None:
     )
 
 
-# ---- J2 in the grading job: retried once, stored once, counted per class -------------------------
+# ---- no verdict in the grading job: retried once, stored once, counted per class -----------------
 
 
 J2_POLICY = (
@@ -524,13 +524,13 @@ async def sampled_decision(svc: Any, request_id: str) -> str:
     return str(route["decision_id"])
 
 
-async def test_j2_no_verdict_is_retried_once_and_stored_once(database_url: str) -> None:
+async def test_no_verdict_is_retried_once_and_stored_once(database_url: str) -> None:
     async with running_service(database_url, policy=None) as svc:
         await apply(svc.sessions, parse_policy(J2_POLICY))
         await svc.router.refresh(force=True)
         retried_ok = await sampled_decision(svc, "j2-retry-ok-1")
         retried_bad = await sampled_decision(svc, "j2-retry-bad-2")
-        # First run: every judge reply refuses (J2), so both samples go back to the queue once.
+        # First run: every judge reply refuses, so both samples go back to the queue once.
         run = await grade_pending(
             svc.sessions,
             env_with(Scripted(replies("I cannot evaluate this", "I cannot evaluate this"))),
@@ -559,7 +559,7 @@ async def test_j2_no_verdict_is_retried_once_and_stored_once(database_url: str) 
         assert again.claimed == 0
 
 
-async def test_j2_second_failure_is_final_and_counted_per_class(database_url: str) -> None:
+async def test_no_verdict_second_failure_is_final_and_counted_per_class(database_url: str) -> None:
     async with running_service(database_url, policy=None) as svc:
         await apply(svc.sessions, parse_policy(J2_POLICY))
         await svc.router.refresh(force=True)

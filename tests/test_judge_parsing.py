@@ -1,4 +1,4 @@
-"""Reading verdicts out of judge text: field cases J1 (1-10 ratings), J2 (no verdict) and the
+"""Reading verdicts out of judge text: 1-10 ratings, replies without a verdict and the
 pairwise, multiple-choice, label and JSON parsers the graders use."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from router.policy import ClassSettings
 from router.providers.base import ChatRequest, FinishReason
 from tests.test_graders import REFERENCE, Scripted, env_with, intent_row, replies, rows, sample
 
-# ---- J1: every example of the field case, exact values -----------------------------------------
+# ---- reading a 1-10 rating: every example in docs/field-cases.md, exact values -----------------
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ from tests.test_graders import REFERENCE, Scripted, env_with, intent_row, replie
         ("[[7]] ... later says 7/10", 7.0, "ok"),
     ],
 )
-def test_j1_examples(text: str, score: float | None, status: str) -> None:
+def test_rating_examples(text: str, score: float | None, status: str) -> None:
     parsed = parse_rating(text)
     assert (parsed.score, parsed.status) == (score, status)
 
@@ -62,12 +62,12 @@ def test_j1_examples(text: str, score: float | None, status: str) -> None:
         ("[[ 9 ]]", 9.0, "ok"),
     ],
 )
-def test_j1_anchors_last_match_and_ranges(text: str, score: float | None, status: str) -> None:
+def test_rating_anchors_last_match_and_ranges(text: str, score: float | None, status: str) -> None:
     parsed = parse_rating(text)
     assert (parsed.score, parsed.status) == (score, status)
 
 
-# ---- J2: no verdict ---------------------------------------------------------------------------
+# ---- a judge reply without a verdict ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_j1_anchors_last_match_and_ranges(text: str, score: float | None, status
         ("The response is good overall.", "stop", "no_rating"),
     ],
 )
-def test_j2_no_verdict_statuses(text: str, finish: FinishReason, status: str) -> None:
+def test_no_verdict_statuses(text: str, finish: FinishReason, status: str) -> None:
     assert parse_rating(text, finish_reason=finish) == ParsedRating(None, status)
 
 
@@ -97,7 +97,7 @@ def test_j2_no_verdict_statuses(text: str, finish: FinishReason, status: str) ->
         ("[[90]]", "stop", "invalid", "out_of_range"),
     ],
 )
-async def test_j2_judge_single_records_invalid_or_refused(
+async def test_no_verdict_judge_single_records_invalid_or_refused(
     text: str, finish: FinishReason, verdict: str, status: str
 ) -> None:
     provider = Scripted(lambda _r: (text, finish))
@@ -113,7 +113,7 @@ async def test_j2_judge_single_records_invalid_or_refused(
     )
 
 
-# ---- pairwise verdicts (J3 parsing) ---------------------------------------------------------
+# ---- pairwise verdicts (parsing) ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

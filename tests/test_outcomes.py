@@ -1,4 +1,4 @@
-"""POST /v1/outcomes: pricing, sampling of text, idempotency, validation (A1, U4)."""
+"""POST /v1/outcomes: pricing, sampling of text, idempotency, validation (NaN, unpriced)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def test_sampled_outcome_is_priced_and_queued(service: Service) -> None:
     resp = await service.client.post("/v1/outcomes", json=outcome(decision["decision_id"]))
     assert resp.status_code == 200, resp.text
     result = resp.json()["results"][0]
-    # U1 with gpt-4o-mini prices: 86 x 0.15 + 1920 x 0.075 + 300 x 0.60, per million.
+    # Cached tokens at gpt-4o-mini prices: 86 x 0.15 + 1920 x 0.075 + 300 x 0.60, per million.
     assert result["cost_usd"] == pytest.approx((86 * 0.15 + 1920 * 0.075 + 300 * 0.60) / 1e6)
     assert result["sample_queued"] is True
     async with service.sessions() as session:
@@ -108,7 +108,7 @@ async def test_unknown_decision_stores_nothing_and_names_the_item(service: Servi
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
-async def test_a1_non_finite_latency_is_a_422_naming_the_field(
+async def test_nan_or_infinite_latency_is_a_422_naming_the_field(
     service: Service, literal: str
 ) -> None:
     decision = await route(service, sampled=False)
@@ -134,7 +134,7 @@ async def test_bad_usage_in_a_batch_names_index_and_field(service: Service) -> N
     assert resp.json()["error"]["field"] == "[0].usage.prompt_tokens"
 
 
-async def test_u4_unpriced_model_cost_is_null(service: Service) -> None:
+async def test_unpriced_model_cost_is_null(service: Service) -> None:
     decision = await route(service, sampled=False)
     resp = await service.client.post(
         "/v1/outcomes", json=outcome(decision["decision_id"], served_model="mystery-model-9")

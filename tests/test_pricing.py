@@ -1,4 +1,4 @@
-"""Field cases U1-U4: usage normalisation and cost, per provider shape."""
+"""Usage normalisation and cost, per provider shape (docs/field-cases.md: usage and cost)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def price(inp: float, out: float, cached: float | None = None) -> ModelPrice:
     )
 
 
-def test_u1_openai_cached_tokens_are_inside_prompt_tokens() -> None:
+def test_openai_cached_tokens_are_inside_prompt_tokens() -> None:
     usage = normalize_usage(
         {
             "prompt_tokens": 2006,
@@ -31,7 +31,7 @@ def test_u1_openai_cached_tokens_are_inside_prompt_tokens() -> None:
     assert cost_usd(usage, price(2.50, 10.0, cached=1.25)) == pytest.approx(0.005615, abs=1e-12)
 
 
-def test_u1_cached_above_prompt_is_clamped(caplog: pytest.LogCaptureFixture) -> None:
+def test_cached_above_prompt_is_clamped(caplog: pytest.LogCaptureFixture) -> None:
     usage = normalize_usage(
         {
             "prompt_tokens": 100,
@@ -43,7 +43,7 @@ def test_u1_cached_above_prompt_is_clamped(caplog: pytest.LogCaptureFixture) -> 
     assert "clamping" in caplog.text
 
 
-def test_u2_reasoning_tokens_are_inside_completion_tokens() -> None:
+def test_reasoning_tokens_are_inside_completion_tokens() -> None:
     usage = normalize_usage(
         {
             "prompt_tokens": 14746,
@@ -76,7 +76,7 @@ def test_u2_reasoning_tokens_are_inside_completion_tokens() -> None:
         },
     ],
 )
-def test_u3_null_details_count_as_zero(raw: dict[str, object]) -> None:
+def test_null_details_count_as_zero(raw: dict[str, object]) -> None:
     assert normalize_usage(raw) == Usage(input_tokens=10, output_tokens=5)
 
 
@@ -104,11 +104,11 @@ def test_anthropic_cache_tokens_are_outside_input_tokens() -> None:
     assert cost_usd(usage, sonnet) == pytest.approx(0.00165, abs=1e-12)
 
 
-def test_u4_unknown_price_is_none_not_zero() -> None:
+def test_unknown_price_is_none_not_zero() -> None:
     assert cost_usd(Usage(input_tokens=10), None) is None
 
 
-def test_u4_per_token_price_is_rejected() -> None:
+def test_per_token_price_is_rejected() -> None:
     with pytest.raises(ValueError, match="per-token"):
         price(0.0000025, 10.0)
 

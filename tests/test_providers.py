@@ -2,8 +2,8 @@
 
 Nothing of tierwise or the SDKs is patched: each test scripts HTTP responses on
 :class:`tests.wire.WireServer` and checks what the adapter returns or raises and what reached
-the server (arrival times are taken on the server). Field cases U1-U3 (usage and cost), P1
-(retry hints and the wait budget) and J2 (no verdict) are the subject.
+the server (arrival times are taken on the server). The subject is usage and cost, retry hints
+and the wait budget, and judge replies without a verdict (docs/field-cases.md).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def price(
     )
 
 
-# ---- usage and cost (U1-U3) ------------------------------------------------------------------
+# ---- usage and cost: cached and reasoning tokens, null details -------------------------------
 
 U1_PRICE = price("gpt-4o", 2.50, 10.0, cached=1.25)
 U2_PRICE = price("o1", 30.0, 180.0)
@@ -165,7 +165,7 @@ def u2_usage(api: str) -> dict[str, Any]:
     return anthropic_usage(14746, 1944, thinking=1360)
 
 
-async def test_u1_cached_prompt_tokens_are_billed_once(api: Api) -> None:
+async def test_cached_prompt_tokens_are_billed_once(api: Api) -> None:
     api.wire.enqueue(api.path, api.ok("Rating: [[8]]", usage=u1_usage(api.name)))
     reply = await api.provider().complete(ask())
     assert (reply.usage.input_tokens, reply.usage.cached_input_tokens) == (86, 1920)
@@ -175,7 +175,7 @@ async def test_u1_cached_prompt_tokens_are_billed_once(api: Api) -> None:
     assert (reply.text, reply.finish_reason) == ("Rating: [[8]]", "stop")
 
 
-async def test_u2_reasoning_tokens_are_inside_output(api: Api) -> None:
+async def test_reasoning_tokens_are_inside_output(api: Api) -> None:
     api.wire.enqueue(api.path, api.ok("[[7]]", usage=u2_usage(api.name)))
     reply = await api.provider().complete(ask())
     assert reply.usage.output_tokens == 1944
@@ -186,7 +186,7 @@ async def test_u2_reasoning_tokens_are_inside_output(api: Api) -> None:
 
 
 @pytest.mark.parametrize("variant", ["null_details", "null_counts"])
-async def test_u3_null_details_count_as_zero(api: Api, variant: str) -> None:
+async def test_null_details_count_as_zero(api: Api, variant: str) -> None:
     usage: dict[str, Any]
     if api.name == "openai":
         usage = openai_usage(1000, 100, cached=None, reasoning=None)
@@ -245,7 +245,7 @@ async def test_request_shapes_on_the_wire(api: Api) -> None:
     assert hit.body["model"] == "ref-model"
 
 
-# ---- retry hints and the wait budget (P1) ----------------------------------------------------
+# ---- retry hints and the wait budget ---------------------------------------------------------
 
 
 async def test_retry_after_ms_4321_waits_at_least_4321_ms(api: Api) -> None:
@@ -392,7 +392,7 @@ async def test_concurrency_is_bounded_per_provider(api: Api) -> None:
     assert api.wire.max_in_flight == 2
 
 
-# ---- finish reasons and the judge grader (J2) ------------------------------------------------
+# ---- finish reasons and the judge grader: replies without a verdict --------------------------
 
 
 def test_finish_reason_tables() -> None:
@@ -561,7 +561,7 @@ MARKERS = ("AGREE", "DISAGREE", "REFUSE", "TRUNCATE")
 ANTHROPIC_E2E_USAGE = anthropic_usage(86, 300, cache_read=1920, cache_write=1000)
 # claude-3-5-sonnet: 86 x 3.00 + 1920 x 0.30 + 1000 x 3.75 + 300 x 15, per million.
 ANTHROPIC_E2E_COST = 0.009084
-OPENAI_E2E_COST = 0.005615  # U1 at gpt-4o
+OPENAI_E2E_COST = 0.005615  # cached prompt tokens at gpt-4o
 
 
 def e2e_responder(api: str) -> Callable[[Hit], Reply]:
@@ -649,7 +649,7 @@ async def test_grading_job_end_to_end(
 
     run = await grade_pending(sessions, live_env, concurrency=4)
 
-    # Judge calls per sample, counted on the server: one each, plus the one retry field case J2
+    # Judge calls per sample, counted on the server: one each, plus the one retry the job
     # gives a grade without a verdict (the job books both calls on the final grade).
     calls = {decision_id: 0 for decision_id, _ in rows}
     for hit in wire.hits():

@@ -1,4 +1,4 @@
-"""GET /v1/classes/{class}/quality (field case A1: an empty window is null, not a 500)."""
+"""GET /v1/classes/{class}/quality (an empty window is null, not a 500)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.conftest import Service
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a1_class_with_no_grades_reports_null_rate(service: Service) -> None:
+async def test_class_with_no_grades_reports_null_rate(service: Service) -> None:
     resp = await service.client.get("/v1/classes/classify/quality")
     assert resp.status_code == 200, resp.text
     body = resp.json()

@@ -1,4 +1,4 @@
-"""Field case Q1: deterministic sampling by a hash of the decision id."""
+"""Deterministic sampling by a hash of the decision id (docs/field-cases.md)."""
 
 from __future__ import annotations
 

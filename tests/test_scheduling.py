@@ -1,8 +1,9 @@
-"""Exactly-once scheduling of the escalation job (field cases S1, S2) on PostgreSQL.
+"""Exactly-once scheduling of the escalation job on PostgreSQL (docs/field-cases.md).
 
-S1: two real ``tierwise serve`` processes on one database, ticking every second: every tick runs
-once, in one of them, and every class is escalated once per window. S2a: the event loop blocked
-for 5 s across the trigger: the job still runs, once. S2b: a restart after missed ticks runs the
+One run per tick across workers: two real ``tierwise serve`` processes on one database, ticking
+every second: every tick runs once, in one of them, and every class is escalated once per
+window. Late and missed runs run once: with the event loop blocked for 5 s across the trigger
+the job still runs, once, and a restart after missed ticks runs the
 job once and escalates nothing twice. And the last line of defence: with the lock and the tick
 bypassed, two concurrent runs still write one event per (class, window).
 """
@@ -84,7 +85,7 @@ def no_env() -> GraderEnv:
     raise AssertionError("grading is not part of these tests")
 
 
-# ---- S1: two processes -------------------------------------------------------------------------
+# ---- one run per tick across workers: two processes --------------------------------------------
 
 
 def _free_port() -> int:
@@ -152,7 +153,7 @@ def two_servers(pg_url: str, tmp_path: Path) -> Iterator[Servers]:
 TICK_LINE = re.compile(r"escalation tick (\S+): (ran|duplicate|locked)")
 
 
-async def test_s1_two_processes_escalate_once_per_class_and_window(
+async def test_two_processes_escalate_once_per_class_and_window(
     pg: async_sessionmaker[AsyncSession],
     two_servers: Servers,
 ) -> None:
@@ -193,7 +194,7 @@ async def test_s1_two_processes_escalate_once_per_class_and_window(
     assert ran_by  # some run escalated; which worker it was does not matter
 
 
-async def test_s1_concurrent_runs_in_one_process(
+async def test_concurrent_runs_in_one_process(
     pg: async_sessionmaker[AsyncSession], pg_url: str
 ) -> None:
     """Two engines (two connection pools, as two workers have) run the same tick at once."""
@@ -236,7 +237,7 @@ async def test_the_unique_constraint_holds_without_lock_and_tick(
     )
 
 
-# ---- S2: late and missed runs ------------------------------------------------------------------
+# ---- late and missed runs run once -------------------------------------------------------------
 
 
 async def just_after_tick(interval: float, after: float = 0.1) -> datetime:
@@ -247,7 +248,7 @@ async def just_after_tick(interval: float, after: float = 0.1) -> datetime:
     return tick
 
 
-async def test_s2a_a_blocked_loop_still_runs_the_job_once(
+async def test_a_blocked_loop_still_runs_the_job_once(
     pg: async_sessionmaker[AsyncSession],
 ) -> None:
     interval = 2.0
@@ -281,7 +282,7 @@ async def test_s2a_a_blocked_loop_still_runs_the_job_once(
         ev.stop()
 
 
-async def test_s2b_restart_after_missed_ticks_runs_once(
+async def test_restart_after_missed_ticks_runs_once(
     pg: async_sessionmaker[AsyncSession],
 ) -> None:
     interval = 2.0
@@ -312,7 +313,7 @@ async def test_s2b_restart_after_missed_ticks_runs_once(
         restarted.stop()
 
 
-async def test_s2b_hourly_schedule_after_three_missed_hours(
+async def test_hourly_schedule_after_three_missed_hours(
     pg: async_sessionmaker[AsyncSession],
 ) -> None:
     """The production schedule: the last run was three hours ago; a restart runs the current

@@ -1,4 +1,4 @@
-"""The sequential escalation rule (evaluator.sequential): field cases Q2 and Q3 exactly, the
+"""The sequential escalation rule (evaluator.sequential): tiny samples and flapping exactly, the
 formulas, the operating characteristics by a seeded simulation, and the state round trip."""
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def one_batch(k: int, n: int, params: SequentialParams = DEFAULTS):  # type: ign
     return step(RuleState.fresh(T0), n, k, T0 + timedelta(hours=1), params)
 
 
-# ---- Q2: tiny samples --------------------------------------------------------------------------
+# ---- tiny samples never escalate ---------------------------------------------------------------
 
 
-def test_q2_one_of_two_is_too_few_and_reports_its_interval() -> None:
+def test_one_of_two_is_too_few_and_reports_its_interval() -> None:
     _, d = one_batch(1, 2)
     assert d.action == "too_few"
     # Wilson 95%: [0.0945, 0.9055] (the field case rounds the upper bound to 90.6%).
@@ -45,7 +45,7 @@ def test_q2_one_of_two_is_too_few_and_reports_its_interval() -> None:
     assert d.estimate.ci_high == pytest.approx(0.9055, abs=5e-4)
 
 
-def test_q2_five_of_hundred_is_not_yet_conclusive() -> None:
+def test_five_of_hundred_is_not_yet_conclusive() -> None:
     state, d = one_batch(5, 100)
     assert d.action == "not_conclusive"
     assert (round(d.estimate.ci_low or 0, 3), round(d.estimate.ci_high or 0, 3)) == (0.022, 0.112)
@@ -55,7 +55,7 @@ def test_q2_five_of_hundred_is_not_yet_conclusive() -> None:
     assert state.w == pytest.approx(1.6278, abs=1e-4)
 
 
-def test_q2_twenty_of_four_hundred_escalates_with_its_evidence() -> None:
+def test_twenty_of_four_hundred_escalates_with_its_evidence() -> None:
     _, d = one_batch(20, 400)
     assert d.action == "escalate"
     assert (round(d.run.ci_low or 0, 3), round(d.run.ci_high or 0, 3)) == (0.033, 0.076)
@@ -63,7 +63,7 @@ def test_q2_twenty_of_four_hundred_escalates_with_its_evidence() -> None:
     assert "20/400 = 5.0% [3.3%, 7.6%]" in d.reason
 
 
-def test_q2_twenty_of_four_hundred_in_hourly_batches_escalates_too() -> None:
+def test_twenty_of_four_hundred_in_hourly_batches_escalates_too() -> None:
     state = RuleState.fresh(T0)
     actions = []
     for hour in range(1, 5):
@@ -73,7 +73,7 @@ def test_q2_twenty_of_four_hundred_in_hourly_batches_escalates_too() -> None:
     assert actions == ["not_conclusive", "not_conclusive", "escalate", "escalate"]
 
 
-def test_q2_zero_of_thirty_reports_an_upper_bound_not_zero() -> None:
+def test_zero_of_thirty_reports_an_upper_bound_not_zero() -> None:
     _, d = one_batch(0, 30)
     assert d.action == "hold"
     assert d.estimate.rate == 0.0
@@ -88,13 +88,13 @@ def test_min_samples_holds_even_overwhelming_evidence() -> None:
     assert d.action == "escalate"
 
 
-# ---- Q3: flapping ------------------------------------------------------------------------------
+# ---- no flapping around the threshold ----------------------------------------------------------
 
 Q3_RATES = (0.031, 0.029, 0.031, 0.029, 0.032)
 
 
 def closed_loop(params: SequentialParams, n: int) -> list[str]:
-    """Windows of n cheaper-model verdicts at the Q3 rates, one day each: the serving model's
+    """Windows of n cheaper-model verdicts at the hovering rates, one day each: the serving model's
     verdicts while on baseline, shadow probes while escalated. Returns the status changes."""
     state, escalated, changes = RuleState.fresh(T0), False, []
     for day, rate in enumerate(Q3_RATES, start=1):
@@ -124,7 +124,7 @@ def naive_threshold_loop(n: int) -> list[str]:
     return changes
 
 
-def test_q3_hovering_rate_escalates_once_not_three_times() -> None:
+def test_hovering_rate_escalates_once_not_three_times() -> None:
     # A tight band around 3% (2.5% / 3.5%) and 100,000 verdicts a window, so that every window
     # is conclusive on its own: 3.1% escalates; 2.9% is above the lower level (2.5%), so the
     # class never returns, and never escalates again.
@@ -133,7 +133,7 @@ def test_q3_hovering_rate_escalates_once_not_three_times() -> None:
     assert closed_loop(tight, 100_000) == ["escalate"]
 
 
-def test_q3_default_band_neither_escalates_nor_flaps() -> None:
+def test_default_band_neither_escalates_nor_flaps() -> None:
     # With the default band (2%, 5%) 3.1% is inside the indifference zone (neutral 3.28%).
     assert closed_loop(DEFAULTS, 1000) == []
     assert neutral_rate(0.02, 0.05) == pytest.approx(0.032817, abs=1e-6)

@@ -1,4 +1,4 @@
-"""Field case Q2: Wilson intervals and the fixed-window escalation rule on tiny samples."""
+"""Tiny samples never escalate: Wilson intervals and the fixed-window escalation rule."""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ async def test_unreadable_json_without_text_verdict_is_invalid(api: Api) -> None
     assert (result.verdict, result.parse_status) == ("invalid", "no_rating")
 
 
-# ---- no verdict (J2) on the structured path --------------------------------------------------
+# ---- a reply without a verdict on the structured path ----------------------------------------
 
 
 async def test_truncated_structured_reply_is_invalid(api: Api) -> None:

@@ -1,4 +1,4 @@
-"""Field case D1: aware UTC timestamps on SQLite and Postgres, same rows for "last 24 hours"."""
+"""Aware UTC timestamps on SQLite and Postgres, same rows for "last 24 hours"."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def decision(i: int, at: datetime) -> Decision:
     )
 
 
-async def test_d1_aware_timestamps_round_trip_and_filter(
+async def test_aware_timestamps_round_trip_and_filter(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     now = datetime.now(UTC)

@@ -353,7 +353,7 @@ class WireServer:
 
 
 def judge_replies(delay_s: float) -> dict[str, Reply]:
-    """A judge answering "Rating: [[8]]" on both paths after ``delay_s``, with field case U1's
+    """A judge answering "Rating: [[8]]" on both paths after ``delay_s``, with the cached-prompt
     tokens (2006 prompt of which 1920 cached, 300 completion) in each provider's usage shape."""
     text = "Faithful and concise. Rating: [[8]]"
     return {

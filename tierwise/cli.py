@@ -256,7 +256,7 @@ def _pct(x: float | None) -> str:
 def render_classes(reports: list[ClassReport]) -> Table:
     """Per-class table: traffic, graded samples, the evidence window (for an escalated class the
     escalation's evidence, else the current window), status, model now, and the grades without
-    a verdict (invalid + refused, field case J2) with their share of all grades."""
+    a verdict (invalid + refused) with their share of all grades."""
     table = Table(title="task classes", title_justify="left")
     numeric = ("routed", "graded", "evidence k/n", "rate", "no verdict")
     for col in (

@@ -10,7 +10,7 @@ model.
 Statistics (pure functions over numpy arrays; the random generator is passed in):
 
 - **agreement**: judge verdict == human consensus, over the items where the judge gave a verdict;
-  items without one are counted apart as ``invalid``/``refused`` (field case J2), exactly as
+  items without one are counted apart as ``invalid``/``refused``, exactly as
   grading keeps them out of the disagreement rate. ``accuracy`` divides by every item instead
   (a missing verdict counts as wrong): that is the LLMBar authors' ``correct_*`` definition.
 - **Cohen's kappa** (Cohen 1960, "A coefficient of agreement for nominal scales", Educ. Psychol.
@@ -23,7 +23,7 @@ Statistics (pure functions over numpy arrays; the random generator is passed in)
 - **human consensus**: the label most annotators gave (PandaLM: majority of 3); an item whose
   top labels tie has no consensus and is left out of agreement and kappa (counted as
   ``no_consensus``; PandaLM v1 has none).
-- **both orders (J3)**: when a judge saw both orders, the combined verdict is the common one if
+- **both orders**: when a judge saw both orders, the combined verdict is the common one if
   both orders agree, else a tie (0): position bias is not evidence (MT-Bench's rule, Zheng et
   al. 2023). ``flips`` counts items whose two valid verdicts differ.
 """

@@ -26,7 +26,7 @@ from router.errors import InvalidInput
 def combine_orders(
     v12: npt.ArrayLike, v21: npt.ArrayLike
 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
-    """The both-orders verdict (field case J3) and the flip mask, shape (n,) each: the common
+    """The both-orders verdict and the flip mask, shape (n,) each: the common
     verdict when both orders agree; a tie (0) when both are valid and differ (a flip);
     :data:`INVALID` when either order has no verdict."""
     x, y = np.asarray(v12, dtype=np.int64), np.asarray(v21, dtype=np.int64)
@@ -41,7 +41,7 @@ class AgreementStats:
     """One verdict column of one judge against the human consensus.
 
     ``n`` items; ``valid`` with a verdict and a human consensus; ``invalid``/``refused`` without a
-    verdict (J2); ``agree`` verdict == consensus. ``confusion`` is (k, k): rows human, columns
+    verdict; ``agree`` verdict == consensus. ``confusion`` is (k, k): rows human, columns
     judge, in ``categories`` order, valid items only.
     """
 
@@ -100,7 +100,7 @@ class JudgeCalibration:
     """A judge on one group of items (a subset, a class, or ``all``).
 
     ``orders`` holds :class:`AgreementStats` per asked order (``order_12``, ``order_21``);
-    ``both`` the J3 combined verdict when both orders were asked. ``flips`` / ``flip_base``:
+    ``both`` the combined verdict when both orders were asked. ``flips`` / ``flip_base``:
     items whose two valid verdicts differ / items with two valid verdicts.
     """
 

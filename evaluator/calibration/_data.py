@@ -66,7 +66,7 @@ class CalibrationSet:
 
 
 def _no_verdict_status(raw: Any) -> str:
-    """``refused`` or ``invalid`` for a recorded reply without a verdict (J2). LLMBar keeps
+    """``refused`` or ``invalid`` for a recorded reply without a verdict. LLMBar keeps
     ``completion = [text, finish_reason]``; Azure's content filter finishes with "content
     management policy"; PandaLM's gpt-3.5 marks unparseable answers ``garbage``."""
     if isinstance(raw, Mapping):

@@ -17,7 +17,7 @@ Every change, automatic or manual, bumps the table version (:func:`router.table.
 and writes an :class:`~evaluator.models.EscalationEvent` with actor, reason and evidence (the
 window's k/n with its Wilson interval, the rule and its state).
 
-Exactly once (field cases S1, S2): each run takes a transaction-level advisory lock on
+Exactly once (docs/field-cases.md): each run takes a transaction-level advisory lock on
 PostgreSQL (``pg_try_advisory_xact_lock``; a second worker skips), records its tick in
 ``job_run`` (unique per job and tick: one run per tick however many workers fire), and every
 event is unique per (class, window start, new status), so even a run that got past both cannot

@@ -34,7 +34,7 @@ class GradeResult:
     ``verdict``: ``agree`` | ``disagree`` | ``invalid`` | ``refused``. ``parse_status`` is ``ok``
     for a clean verdict (``ok_structured`` when a judge gave it through a JSON schema),
     ``position_flip`` for a pairwise judge whose two orders disagreed
-    (field case J3, stored as a tie), else the reason there is no verdict (``truncated``,
+    (position bias, stored as a tie), else the reason there is no verdict (``truncated``,
     ``empty``, ``refused``, ``no_rating``, ...; at most 32 characters). ``score``: the rating
     (judge_single, 1-10), the win credit (judge_pairwise: 1 cheap better, 0.5 tie, 0 reference
     better), the fraction of JSON fields equal (json_fields) or the graded number (numeric).

@@ -179,7 +179,7 @@ class JudgeSingleGrader(Grader):
     """The reference model rates the answer 1-10 with MT-Bench's single-answer template
     (``single-v1``, ``single-v1-multi-turn``). The reference-guided ``single-math-v1`` variant is
     used when the held-out item carries reference answers for every turn. A rating below the
-    class's ``pass_mark`` is a disagreement; a reply without a readable rating (J1/J2, see
+    class's ``pass_mark`` is a disagreement; a reply without a readable rating (see
     :func:`evaluator.parsing.parse_rating`) is ``invalid`` or ``refused``. With a structured
     provider the rating is asked for as :data:`RATING_SCHEMA` and read from the JSON first
     (``parse_status`` ``ok_structured``), else from the text (``ok``): see the module doc.

@@ -24,7 +24,7 @@ class ComparisonGrader(Grader):
     :data:`~evaluator.graders._compare.COMPARERS` decides whether the graded answer agrees.
 
     A reference reply cut off by the token limit, refused or empty gives no verdict
-    (``truncated`` / ``refused`` / ``empty``, field case J2); an unreadable reference answer is
+    (``truncated`` / ``refused`` / ``empty``); an unreadable reference answer is
     ``invalid`` (``reference_<status>``); an unreadable graded answer is a ``disagree``.
     ``raw_output`` is the reference's answer.
     """

@@ -127,9 +127,9 @@ async def grade_pending(
     (``TRANSIENT_BACKOFF_S`` x claims) and it is retried in a later run until
     ``MAX_TRANSIENT_FAILURES`` claims, then ``failed``; a
     permanent failure is ``failed`` at once. A :class:`Deferred` sample (a rate-limit hint longer
-    than the job's budget, field case P1) stays claimed until the hinted time and does not use up
+    than the job's budget) stays claimed until the hinted time and does not use up
     an attempt. A grade without a verdict (invalid/refused) on the first
-    attempt requeues the sample once (field case J2); the second attempt's grade is final.
+    attempt requeues the sample once; the second attempt's grade is final.
 
     Shadow samples (:func:`shadow_model`) are graded on the cheaper model's answer and stored
     with ``model`` = the cheaper model and ``shadow`` = true; their tokens and ``cost_usd`` add

@@ -4,7 +4,7 @@ Retries are the SDK's own: it retries connection errors, timeouts, 408, 409, 429
 (529 "overloaded" included) up to ``max_retries`` times, sleeping the ``retry-after-ms`` /
 ``retry-after`` the server asks for, however long, else an exponential backoff from 0.5 s capped
 at 8 s (anthropic-sdk-python ``_base_client.py``: ``_should_retry``,
-``_calculate_retry_timeout``). There is no retry loop here. The wait budget of field case P1 is
+``_calculate_retry_timeout``). There is no retry loop here. The wait budget for retry hints is
 SDK middleware (Anthropic docs, "SDK middleware"): the chain runs once per HTTP attempt inside
 the SDK's retry loop and sees every response, 4xx/5xx included, before the SDK sleeps; an
 exception a middleware raises that is not one of the SDK's retryable types propagates to the

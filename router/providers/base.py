@@ -37,7 +37,7 @@ class ProviderError(TierwiseError):
 
 
 class Deferred(ProviderError):
-    """Retry the item in the next run: waiting now would overrun the job (field case P1)."""
+    """Retry the item in the next run: waiting now would overrun the job's wait budget."""
 
     code = "deferred"
     status = 503
@@ -108,7 +108,7 @@ class Provider(abc.ABC):
         """Release connections."""
 
 
-# ---- retry hints and the wait budget (field case P1) -----------------------------------------
+# ---- retry hints and the wait budget (docs/field-cases.md) -----------------------------------
 
 # Statuses both SDKs retry after sleeping (openai/anthropic ``_base_client._should_retry``).
 _RETRIED_STATUSES = frozenset({408, 409, 429})
@@ -163,7 +163,7 @@ class WaitBudget:
     429 or 5xx asks for, then try again (up to ``max_retries``). An adapter wraps each call in
     :meth:`call` and runs :meth:`check` on every HTTP response *before* the SDK sleeps on it.
     A hint longer than what is left of ``budget_s`` (counted from the start of the call) raises
-    :class:`Deferred` at once instead of sleeping (field case P1); shorter hints are left to the
+    :class:`Deferred` at once instead of sleeping; shorter hints are left to the
     SDK. After a deferral the key (a model) is on hold until the hinted time: calls for it raise
     Deferred without a request while the hold outlasts the budget, so a job does not keep
     knocking on a provider that asked it to wait.

@@ -6,7 +6,7 @@ Retries are the SDK's own: it retries connection errors, timeouts, 408, 409, 429
 ``max_retries`` times, sleeping the ``retry-after-ms`` / ``retry-after`` the server asks for when
 it is at most 120 s, else an exponential backoff from 0.5 s capped at 8 s (openai-python
 ``_base_client.py``: ``_should_retry``, ``_calculate_retry_timeout``; "Retries" in its README).
-There is no retry loop here. What this adapter adds is the wait budget of field case P1: an
+There is no retry loop here. What this adapter adds is the wait budget for retry hints: an
 httpx response hook on the SDK's HTTP client runs :meth:`WaitBudget.check` on every response
 before the SDK sleeps, and raises :class:`Deferred` when the hint exceeds what is left of the
 budget. The SDK lets any exception that is not an httpx transport error or an ``OpenAIError``
