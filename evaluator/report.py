@@ -58,15 +58,17 @@ class ClassReport:
     @property
     def label(self) -> str:
         """``escalated`` / ``baseline`` / ``not yet conclusive`` (too few, or above the threshold
-        but not proven) / ``held: judge uncalibrated`` (the rule says escalate, but the class's
-        judge has no kappa or one below the floor; the quality endpoint says which) / ``pinned`` /
-        ``probation``."""
+        but not proven) / ``on reference model`` (never sampled: nothing to compare it with) /
+        ``held: judge uncalibrated`` (the rule says escalate, but the class's judge has no kappa
+        or one below the floor; the quality endpoint says which) / ``pinned`` / ``probation``."""
         if self.state.status != "baseline":
             return self.state.status
         if self.state.decision.action == "escalate" and self.state.blocked is not None:
             return "held: judge uncalibrated"
         if self.state.decision.action in ("too_few", "not_conclusive"):
             return "not yet conclusive"
+        if self.state.decision.action == "on_reference":
+            return "on reference model"
         return "baseline"
 
 

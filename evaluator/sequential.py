@@ -451,7 +451,10 @@ list that the JSON form, the arrays and :func:`step` follow (their Python type i
 the default: ``float`` statistics, ``int`` counts, ``bool`` flags)."""
 
 
-Action = Literal["escalate", "deescalate", "hold", "not_conclusive", "too_few"]
+Action = Literal["escalate", "deescalate", "hold", "not_conclusive", "too_few", "on_reference"]
+"""What the rule says. ``on_reference``: the class is on its reference model and not escalated,
+so it is never sampled (there is nothing to compare it with) and the rule has nothing to decide:
+a state of its own, not a ``too_few`` that would never resolve."""
 
 
 @dataclass(frozen=True, slots=True)

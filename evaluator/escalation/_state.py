@@ -101,6 +101,14 @@ async def evaluate(
     new, decision = step(
         state, n - state.n, k - state.k, now, params, shadow_n=sn, shadow_k=min(sk, sn)
     )
+    reference = policy.reference_model(task_class)
+    if model == reference and status != "escalated" and new.n == 0:
+        decision = replace(
+            decision,
+            action="on_reference",
+            reason=f"on its reference model {model}: not sampled (nothing to compare it with); "
+            "the class is measured again when it moves to a cheaper model",
+        )
     allowed, why = may_escalate(settings)
     blocked = None if allowed else why
     if blocked is not None and decision.action == "escalate":
