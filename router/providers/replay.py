@@ -51,7 +51,7 @@ class ReplayProvider(Provider):
 
     The data plane knows nothing of held-out sets: the evaluator turns its sets into
     :class:`RecordedAnswer` and :class:`RecordedJudgment` rows
-    (``evaluator.datasets.recordings``).
+    (``evaluator.datasets.replay_provider``).
     """
 
     name = "replay"
