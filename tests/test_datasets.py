@@ -47,6 +47,17 @@ ITEM: dict[str, Any] = {
     },
 }
 
+PAIR: dict[str, Any] = {
+    "id": "llmbar/Natural/0",
+    "dataset": "llmbar",
+    "subset": "Natural",
+    "input": "Say hi.",
+    "output_1": "Hi.",
+    "output_2": "Bye.",
+    "human": [1],
+    "judges": {"GPT-4/Vanilla": {"order_12": 1, "order_21": 2}},
+}
+
 
 def item(n: int = 1, **changes: Any) -> dict[str, Any]:
     """A valid held-out line (id ``mt_bench/<80 + n>/1``) with top-level ``changes``."""
@@ -266,7 +277,7 @@ def test_a_missing_file(tmp_path: Path) -> None:
     assert err.field == "dataset" and err.message.startswith("cannot read data set ")
 
 
-# ---- judge prompts -----------------------------------------------------
+# ---- judge prompts and calibration lines -----------------------------------------------------
 
 
 def test_a_bad_judge_prompt_line_is_named(tmp_path: Path) -> None:
@@ -280,3 +291,59 @@ def test_a_bad_judge_prompt_line_is_named(tmp_path: Path) -> None:
         f"{path} line 2: prompt_template: Field required",
         "prompt_template",
     )
+
+
+def calibration_error(tmp_path: Path, *lines: str | dict[str, Any]) -> InvalidInput:
+    path = write(tmp_path, *lines)
+    with pytest.raises(InvalidInput) as caught:
+        load_calibration_set(path)
+    assert caught.value.message.startswith(f"{path} line ")
+    return caught.value
+
+
+def test_a_calibration_line_loads(tmp_path: Path) -> None:
+    cal = load_calibration_set(write(tmp_path, PAIR))
+    [got] = cal.items
+    assert (cal.name, got.id, got.subset, got.klass, got.human) == (
+        "llmbar",
+        "llmbar/Natural/0",
+        "Natural",
+        "Natural",
+        (1,),
+    )
+    assert [(v.value, v.status) for v in got.verdicts["GPT-4/Vanilla"]] == [(1, "ok"), (2, "ok")]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "problem"),
+    [
+        (3, "must be 1, 2 or 0 (tie)"),
+        (True, "Input should be a valid integer"),
+        ("1", "Input should be a valid integer"),
+        (1.0, "Input should be a valid integer"),
+    ],
+)
+def test_a_verdict_outside_the_codes_names_judge_and_order(
+    tmp_path: Path, verdict: object, problem: str
+) -> None:
+    bad = copy.deepcopy(PAIR)
+    bad["judges"]["GPT-4/Vanilla"]["order_21"] = verdict
+    err = calibration_error(tmp_path, PAIR, bad)
+    assert err.field == "judges.GPT-4/Vanilla.order_21"
+    assert err.message.endswith(f" line 2: {err.field}: {problem}")
+
+
+def test_a_bad_human_label_is_named(tmp_path: Path) -> None:
+    err = calibration_error(tmp_path, {**PAIR, "human": [1, 5]})
+    assert (err.field, err.message.rsplit(": ", 1)[1]) == ("human[1]", "must be 1, 2 or 0 (tie)")
+
+
+def test_a_calibration_line_missing_or_adding_a_field(tmp_path: Path) -> None:
+    missing = {k: v for k, v in PAIR.items() if k != "id"}
+    assert calibration_error(tmp_path, missing).field == "id"
+    extra = copy.deepcopy(PAIR)
+    extra["judges"]["GPT-4/Vanilla"]["order_13"] = 1
+    err = calibration_error(tmp_path, extra)
+    assert err.field == "judges.GPT-4/Vanilla.order_13"
+    assert err.message.endswith(": Extra inputs are not permitted")
+    assert calibration_error(tmp_path, PAIR, "{oops").field == "line"
