@@ -363,10 +363,6 @@ def _days(at: datetime) -> float:
     return (at - EPOCH).total_seconds() / _DAY_S
 
 
-def _at(days: float) -> datetime:
-    return datetime.fromtimestamp(days * _DAY_S, tz=UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class RuleState:
     """One class's rule state; :meth:`to_dict` / :meth:`from_dict` round-trip it exactly through
