@@ -3,24 +3,48 @@
 A held-out set is JSONL, one item a line: an input (``messages``), optional reference answer and
 gold answer, and per model the recorded output text, correctness and judge verdict. Loading
 validates every line and names file and line on error; nothing is fetched from the network.
+
+Each line shape is declared once, as the pydantic dataclass or model it loads into, with
+:data:`LINE_CONFIG`: strict types (``"true"`` is not a boolean, ``1`` is not a string) and no
+unknown keys. :func:`read_rows` validates a file line by line and turns the first bad line into
+one :class:`~router.errors.InvalidInput` naming the file, the line and the field path.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from router.errors import InvalidInput
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import dataclasses as pydantic_dataclasses
+
+from router.errors import InvalidInput, field_path
 from router.providers import RecordedAnswer, RecordedJudgment, ReplayProvider
 
+T = TypeVar("T")
 
-@dataclass(frozen=True, slots=True)
+LINE_CONFIG = ConfigDict(extra="forbid", strict=True)
+"""Pydantic config of every JSONL line shape: an unknown key or a value of another JSON type
+(no coercion) is an error."""
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(message.get("role"), str):
+        raise ValueError("a message needs a string 'role'")
+    return message
+
+
+Message = Annotated[dict[str, Any], AfterValidator(_message)]
+"""An OpenAI-style chat message, kept as the decoded dict: a string ``role``, anything else."""
+
+
+@pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class RecordedJudge:
-    """A recorded judge verdict: the judge's prompt name, its full prompt and reply, the score."""
+    """A recorded judge verdict: the judge's prompt name, its full prompt and reply, the score
+    (1-10; a JSON integer loads as a float)."""
 
     model: str
     prompt_name: str
@@ -29,7 +53,7 @@ class RecordedJudge:
     score: float
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class RecordedOutput:
     """One model's recorded answer to an item; ``text`` is None where only correctness exists."""
 
@@ -38,19 +62,21 @@ class RecordedOutput:
     judge: RecordedJudge | None
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class HeldOutItem:
-    """One held-out input with its reference and recorded outputs (keyed by model name)."""
+    """One held-out input with its reference and recorded outputs (keyed by model name): one line
+    of a held-out file, every key required (``null`` where the README allows it)."""
 
     id: str
     dataset: str
     task_type: str
-    messages: list[dict[str, Any]]
+    messages: Annotated[list[Message], Field(min_length=1)]
     reference_answer: str | None
     gold: str | None
     outputs: dict[str, RecordedOutput]
     # For multi-turn items: the reference answer of every turn up to this one (MT-Bench math).
-    reference_turns: list[str] = field(default_factory=list)
+    # Not part of a line: load_held_out fills it in from the other items of the set.
+    reference_turns: list[str] = field(default_factory=list, init=False)
 
 
 @dataclass(frozen=True)
@@ -72,151 +98,151 @@ class HeldOutSet:
         return groups
 
 
-def _req(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise InvalidInput(f"{where}: missing field '{key}'", field=key)
-    value = obj[key]
-    if not isinstance(value, kind):
-        raise InvalidInput(f"{where}: field '{key}' has the wrong type", field=key)
-    return value
+class JudgePrompt(BaseModel):
+    """One line of ``judge_prompts.jsonl``: a FastChat judge template (fields in file order)."""
+
+    model_config = LINE_CONFIG
+
+    category: str
+    description: str
+    name: str
+    output_format: str
+    prompt_template: str
+    system_prompt: str
+    type: str
 
 
-def _output(raw: Any, where: str) -> RecordedOutput:
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"{where}: an output must be an object", field="outputs")
-    judge_raw = raw.get("judge")
-    judge = None
-    if judge_raw is not None:
-        judge = RecordedJudge(
-            model=_req(judge_raw, "model", str, where),
-            prompt_name=_req(judge_raw, "prompt_name", str, where),
-            user_prompt=_req(judge_raw, "user_prompt", str, where),
-            judgment=_req(judge_raw, "judgment", str, where),
-            score=float(_req(judge_raw, "score", (int, float), where)),
-        )
-    text = raw.get("text")
-    correct = raw.get("correct")
-    if text is not None and not isinstance(text, str):
-        raise InvalidInput(f"{where}: outputs.text must be a string or null", field="text")
-    if correct is not None and not isinstance(correct, bool):
-        raise InvalidInput(f"{where}: outputs.correct must be a boolean or null", field="correct")
-    return RecordedOutput(text=text, correct=correct, judge=judge)
+_ITEM: TypeAdapter[HeldOutItem] = TypeAdapter(HeldOutItem)
+_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+_JUDGE_PROMPT: TypeAdapter[JudgePrompt] = TypeAdapter(JudgePrompt)
+_WHOLE_ROW = {"dataclass_type", "model_type", "model_attributes_type", "dict_type"}
 
 
-def parse_item(obj: Any, where: str) -> HeldOutItem:
-    """Validate one decoded JSONL line. Raises InvalidInput naming ``where`` and the field."""
-    if not isinstance(obj, dict):
-        raise InvalidInput(f"{where}: a line must be a JSON object", field="line")
-    outputs = _req(obj, "outputs", dict, where)
-    messages = _req(obj, "messages", list, where)
-    if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise InvalidInput(
-            f"{where}: messages must be a non-empty list of messages", field="messages"
-        )
-    return HeldOutItem(
-        id=_req(obj, "id", str, where),
-        dataset=_req(obj, "dataset", str, where),
-        task_type=_req(obj, "task_type", str, where),
-        messages=messages,
-        reference_answer=obj.get("reference_answer"),
-        gold=obj.get("gold"),
-        outputs={str(m): _output(o, f"{where} outputs.{m}") for m, o in outputs.items()},
-    )
+def _line_error(path: Path, lineno: int, exc: ValidationError) -> InvalidInput:
+    """``<file> line <n>: <field path>: <problem>`` for the first error of ``exc``."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = f"{path} line {lineno}"
+    if first["type"] == "json_invalid":
+        detail = str(first.get("ctx", {}).get("error", first["msg"]))
+        detail = detail.replace(" at line 1 column ", " at column ")
+        return InvalidInput(f"{where}: not JSON: {detail}", field="line")
+    loc = field_path(first["loc"])
+    if first["type"] in _WHOLE_ROW and not loc:
+        return InvalidInput(f"{where}: a line must be a JSON object", field="line")
+    if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for extra_forbidden
+        msg = "Extra inputs are not permitted"
+    else:
+        msg = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return InvalidInput(f"{where}: {loc + ': ' if loc else ''}{msg}{more}", field=loc or "line")
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, decoded object) for each non-blank line of a JSONL file.
+def read_rows(path: Path, shape: TypeAdapter[T]) -> Iterator[tuple[int, T]]:
+    """(line number, row) for each non-blank line of the JSONL file ``path``, each line parsed
+    and validated as ``shape`` in one step. Line numbers are 1-based and count the blank lines,
+    which are skipped.
 
     Raises:
-        InvalidInput: unreadable file, a line that is not JSON or not UTF-8 (names file:line).
+        InvalidInput: the file cannot be read (``field="dataset"``), is not UTF-8 or has a line
+            that is not JSON or not an object (``field="line"``), or a line does not fit
+            ``shape``: ``"<file> line <n>: <field path>: <problem>"``, ``field`` the path, e.g.
+            ``outputs.gpt-4.correct`` or ``messages[0]``. The first bad line stops the read.
     """
     try:
-        handle = path.open(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read data set {path}: {exc.strerror}", field="dataset") from exc
-    with handle:
-        lineno = 0
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(f"{path} line {lineno}: not UTF-8 text", field="line") from exc
+    # Split on "\n" only: U+2028 and friends may stand unescaped inside JSON strings.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
         try:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInput(
-                        f"{path}:{lineno}: not JSON: {exc.msg}", field="line"
-                    ) from exc
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{path}:{lineno + 1}: not UTF-8 text", field="line") from exc
+            row = shape.validate_json(line)
+        except ValidationError as exc:
+            raise _line_error(path, lineno, exc) from exc
+        yield lineno, row
 
 
-def _with_reference_turns(items: list[HeldOutItem]) -> list[HeldOutItem]:
-    """Attach, for multi-turn items ``<dataset>/<q>/<turn>``, the references of earlier turns."""
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, decoded object) for each non-blank line of a JSONL file, unchecked beyond
+    being a JSON object; prefer :func:`read_rows` with a line shape.
+
+    Raises:
+        InvalidInput: as :func:`read_rows` (unreadable, not UTF-8, not a JSON object).
+    """
+    return read_rows(path, _OBJECT)
+
+
+def _attach_reference_turns(items: list[HeldOutItem]) -> None:
+    """Set, for multi-turn items ``<dataset>/<q>/<turn>``, the references of turns 1..turn (all
+    present, else none)."""
     by_id = {i.id: i for i in items}
-    out = []
     for item in items:
         head, _, turn = item.id.rpartition("/")
+        if not (turn.isdigit() and head):
+            continue
         turns: list[str] = []
-        if turn.isdigit() and head:
-            for t in range(1, int(turn) + 1):
-                ref = by_id.get(f"{head}/{t}")
-                if ref is None or ref.reference_answer is None:
-                    turns = []
-                    break
-                turns.append(ref.reference_answer)
-        out.append(
-            HeldOutItem(
-                id=item.id,
-                dataset=item.dataset,
-                task_type=item.task_type,
-                messages=item.messages,
-                reference_answer=item.reference_answer,
-                gold=item.gold,
-                outputs=item.outputs,
-                reference_turns=turns,
-            )
-        )
-    return out
+        for t in range(1, int(turn) + 1):
+            ref = by_id.get(f"{head}/{t}")
+            if ref is None or ref.reference_answer is None:
+                break
+            turns.append(ref.reference_answer)
+        else:
+            if turns:  # init=False field of a frozen dataclass: set once, right after loading
+                object.__setattr__(item, "reference_turns", turns)
 
 
 def load_held_out(path: str | Path) -> HeldOutSet:
-    """Load and validate a held-out JSONL file.
+    """Load and validate a held-out JSONL file (one :class:`HeldOutItem` a line); the set's
+    ``name`` is the first item's ``dataset``.
 
     Raises:
-        InvalidInput: unreadable file, a line that is not JSON, a missing or mistyped field,
-            a duplicate item id, or an empty file (message names file and line).
+        InvalidInput: unreadable file, a line that is not JSON, a missing, unknown or mistyped
+            field (``"<file> line <n>: <field path>: <problem>"``, ``field`` = the path), a
+            duplicate item id (``field="id"``), or an empty file (``field="dataset"``).
     """
     p = Path(path)
     items: list[HeldOutItem] = []
-    seen: set[str] = set()
-    for lineno, obj in read_jsonl(p):
-        item = parse_item(obj, f"{p}:{lineno}")
-        if item.id in seen:
-            raise InvalidInput(f"{p}:{lineno}: duplicate item id '{item.id}'", field="id")
-        seen.add(item.id)
+    first_line: dict[str, int] = {}
+    for lineno, item in read_rows(p, _ITEM):
+        if item.id in first_line:
+            raise InvalidInput(
+                f"{p} line {lineno}: id: duplicate item id '{item.id}'"
+                f" (first on line {first_line[item.id]})",
+                field="id",
+            )
+        first_line[item.id] = lineno
         items.append(item)
     if not items:
         raise InvalidInput(f"{p}: no items", field="dataset")
-    name = items[0].dataset
-    return HeldOutSet(name=name, path=p, items=_with_reference_turns(items))
+    _attach_reference_turns(items)
+    return HeldOutSet(name=items[0].dataset, path=p, items=items)
 
 
 def load_judge_prompts(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """MT-Bench judge prompt templates by name (``single-v1``, ``single-math-v1``, ...): each a
-    dict with ``name``, ``type``, ``system_prompt``, ``prompt_template``, ``output_format``, ...
+    dict with the :class:`JudgePrompt` fields ``name``, ``type``, ``system_prompt``,
+    ``prompt_template``, ``output_format``, ``description``, ``category`` (all strings).
 
     ``path``: a JSONL file of templates; default the 8 FastChat templates shipped with the
     graders as package data (``evaluator/graders/judge_prompts.jsonl``, format and licence in
     ``datasets/README.md``), so grading needs no data folder.
 
     Raises:
-        InvalidInput: unreadable file or a line that is not JSON (names file and line).
+        InvalidInput: unreadable file, a line that is not JSON, or a missing, unknown or
+            mistyped field (names file, line and field).
     """
     if path is not None:
-        return {obj["name"]: obj for _, obj in read_jsonl(Path(path))}
+        return {p.name: p.model_dump() for _, p in read_rows(Path(path), _JUDGE_PROMPT)}
     shipped = resources.files("evaluator.graders").joinpath("judge_prompts.jsonl")
     with resources.as_file(shipped) as file:
-        return {obj["name"]: obj for _, obj in read_jsonl(file)}
+        return {p.name: p.model_dump() for _, p in read_rows(file, _JUDGE_PROMPT)}
 
 
 def index_items(sets: Iterable[HeldOutSet]) -> dict[str, HeldOutItem]:

@@ -201,11 +201,6 @@ def arl_in_control(h: float, p0: float, p1: float) -> float:
     return (math.exp(h) - h - 1.0) / kl_bernoulli(p0, p1)
 
 
-def arl_out_of_control(h: float, p0: float, p1: float) -> float:
-    """Mean verdicts to detect rate p1 from S = 0: (e^-h + h - 1) / KL(p1||p0) (same source)."""
-    return (math.exp(-h) + h - 1.0) / kl_bernoulli(p1, p0)
-
-
 def decision_limits(arl0_samples: ArrayLike, p0: float, p1: float) -> FloatArray:
     """Invert :func:`arl_in_control`: the ``h`` whose in-control ARL is ``arl0_samples``
     verdicts (array in, array out; 0 for ARL0 <= 0). Fixed-point ``h = ln(1 + h + x)`` with
@@ -361,10 +356,6 @@ def _days(at: datetime) -> float:
     if at.tzinfo is None:
         raise ValueError("naive datetime; use an aware UTC datetime")
     return (at - EPOCH).total_seconds() / _DAY_S
-
-
-def _at(days: float) -> datetime:
-    return datetime.fromtimestamp(days * _DAY_S, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)

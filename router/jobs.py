@@ -70,17 +70,6 @@ class JobScheduler:
         self.jobs = list(jobs)
         self._scheduler: AsyncIOScheduler | None = None
 
-    async def run_now(self, name: str) -> object:
-        """Run job ``name`` once for the current tick (what the scheduler would do).
-
-        Raises:
-            KeyError: no job of that name.
-        """
-        job = next((j for j in self.jobs if j.name == name), None)
-        if job is None:
-            raise KeyError(name)
-        return await self._tick(job)
-
     async def _tick(self, job: Job) -> object:
         tick = tick_of(datetime.now(UTC), job.interval_s)
         result = await job.run(tick)

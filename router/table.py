@@ -238,11 +238,3 @@ async def change_class(
 
 def _view(row: RoutingEntry) -> EntryView:
     return EntryView(row.task_class, row.tier, row.model, row.status, row.version, row.changed_at)
-
-
-async def get_entry(session: AsyncSession, task_class: str) -> EntryView:
-    """One routing-table row. Raises NotFound for an unknown class."""
-    row = await session.get(RoutingEntry, task_class)
-    if row is None:
-        raise NotFound(f"task class '{task_class}' is not in the routing table", field="task_class")
-    return _view(row)

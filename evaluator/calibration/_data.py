@@ -6,12 +6,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 
-from evaluator.datasets import read_jsonl
+from evaluator.datasets import LINE_CONFIG, read_rows
 from evaluator.parsing import is_refusal
 from router.errors import InvalidInput
 
@@ -65,11 +66,71 @@ class CalibrationSet:
         return list(seen)
 
 
-def _no_verdict_status(raw: Any) -> str:
+def _code(value: int) -> int:
+    if value not in (0, 1, 2):
+        raise ValueError("must be 1, 2 or 0 (tie)")
+    return value
+
+
+Code = Annotated[int, AfterValidator(_code)]
+"""A label or verdict as recorded: 1 = output_1 better, 2 = output_2 better, 0 = tie."""
+
+
+class RecordedReplies(BaseModel):
+    """``judges.<judge>.raw``: the verbatim recorded reply of each order without a verdict."""
+
+    model_config = LINE_CONFIG
+
+    order_12: dict[str, Any] | None = None
+    order_21: dict[str, Any] | None = None
+
+
+class JudgeVerdicts(BaseModel):
+    """``judges.<judge>``: the verdict of each order (None: not recorded or not parseable)."""
+
+    model_config = LINE_CONFIG
+
+    order_12: Code | None
+    order_21: Code | None
+    raw: RecordedReplies | None = None
+
+
+class PandaLMMeta(BaseModel):
+    """``meta`` of a PandaLM line."""
+
+    model_config = LINE_CONFIG
+
+    idx: int
+    motivation_app: str
+    cmp_key: str
+    instruction: str
+    input: str
+
+
+class CalibrationLine(BaseModel):
+    """One line of ``llmbar.jsonl`` / ``pandalm.jsonl`` (format: ``datasets/README.md``)."""
+
+    model_config = LINE_CONFIG
+
+    id: str
+    dataset: str
+    subset: str
+    input: str
+    output_1: str
+    output_2: str
+    human: list[Code]
+    judges: dict[str, JudgeVerdicts]
+    meta: PandaLMMeta | None = None
+
+
+_LINE: TypeAdapter[CalibrationLine] = TypeAdapter(CalibrationLine)
+
+
+def _no_verdict_status(raw: Mapping[str, Any] | None) -> str:
     """``refused`` or ``invalid`` for a recorded reply without a verdict. LLMBar keeps
     ``completion = [text, finish_reason]``; Azure's content filter finishes with "content
     management policy"; PandaLM's gpt-3.5 marks unparseable answers ``garbage``."""
-    if isinstance(raw, Mapping):
+    if raw is not None:
         completion = raw.get("completion")
         if isinstance(completion, list) and len(completion) == 2:
             text, finish = str(completion[0] or ""), str(completion[1] or "")
@@ -78,69 +139,64 @@ def _no_verdict_status(raw: Any) -> str:
     return "invalid"
 
 
-def _verdict(value: Any, raw: Any, asked: bool, where: str) -> Verdict:
-    if value is None:
-        if raw is not None:
-            return Verdict(None, _no_verdict_status(raw))
-        return Verdict(None, "invalid" if asked else "not_asked")
-    if isinstance(value, bool) or value not in (0, 1, 2):
-        raise InvalidInput(f"{where}: a verdict must be 1, 2, 0 or null", field="judges")
-    return Verdict(int(value), "ok")
+def _verdict(value: int | None, raw: Mapping[str, Any] | None, asked: bool) -> Verdict:
+    if value is not None:
+        return Verdict(value, "ok")
+    if raw is not None:
+        return Verdict(None, _no_verdict_status(raw))
+    return Verdict(None, "invalid" if asked else "not_asked")
 
 
 def load_calibration_set(path: str | Path) -> CalibrationSet:
-    """Load ``llmbar.jsonl`` / ``pandalm.jsonl`` (or any file of that format).
+    """Load ``llmbar.jsonl`` / ``pandalm.jsonl`` (or any file of that format: one
+    :class:`CalibrationLine` a line).
 
     An order counts as asked of a judge when any item has a verdict for it in that order; a
     null verdict in an asked order is ``invalid`` or ``refused`` (from the recorded ``raw``
     reply), else ``not_asked``. ``klass`` is PandaLM's ``meta.motivation_app`` when present,
-    else the subset.
+    else the subset. The set's ``name`` is the first line's ``dataset`` (else the file stem).
 
     Raises:
-        InvalidInput: unreadable file, a line that is not JSON, a missing or mistyped field, a
-            verdict that is not 1/2/0/null, or an empty file (message names file and line).
+        InvalidInput: unreadable file, a line that is not JSON, a missing, unknown or mistyped
+            field or a label or verdict that is not 1/2/0 (null for a verdict)
+            (``"<file> line <n>: <field path>: <problem>"``, ``field`` = the path), or an empty
+            file (``field="dataset"``).
     """
     p = Path(path)
-    rows = list(read_jsonl(p))
-    if not rows:
+    lines = [line for _, line in read_rows(p, _LINE)]
+    if not lines:
         raise InvalidInput(f"{p}: no items", field="dataset")
-    asked = _asked_orders(obj for _, obj in rows)
-    items = [_item(obj, f"{p}:{lineno}", asked) for lineno, obj in rows]
-    return CalibrationSet(name=str(rows[0][1].get("dataset") or p.stem), path=p, items=items)
+    asked = _asked_orders(lines)
+    items = [_item(line, asked) for line in lines]
+    return CalibrationSet(name=lines[0].dataset or p.stem, path=p, items=items)
 
 
-def _asked_orders(objs: Iterable[Any]) -> set[tuple[str, str]]:
+def _asked_orders(lines: Iterable[CalibrationLine]) -> set[tuple[str, str]]:
     """(judge, order) pairs with at least one recorded verdict."""
     asked: set[tuple[str, str]] = set()
-    for obj in objs:
-        judges = obj.get("judges") if isinstance(obj, dict) else None
-        for judge, v in (judges or {}).items():
-            asked.update((judge, o) for o in ORDERS if isinstance(v, dict) and v.get(o) is not None)
+    for line in lines:
+        for judge, v in line.judges.items():
+            if v.order_12 is not None:
+                asked.add((judge, "order_12"))
+            if v.order_21 is not None:
+                asked.add((judge, "order_21"))
     return asked
 
 
-def _item(obj: Any, where: str, asked: set[tuple[str, str]]) -> CalibrationItem:
-    if not isinstance(obj, dict):
-        raise InvalidInput(f"{where}: a line must be a JSON object", field="line")
-    human, judges = obj.get("human"), obj.get("judges")
-    if not isinstance(human, list) or not all(h in (0, 1, 2) for h in human):
-        raise InvalidInput(f"{where}: human must be a list of 1, 2 or 0", field="human")
-    if not isinstance(judges, dict) or not isinstance(obj.get("id"), str):
-        raise InvalidInput(f"{where}: missing id or judges", field="judges")
+def _item(line: CalibrationLine, asked: set[tuple[str, str]]) -> CalibrationItem:
     verdicts = {}
-    for judge, v in judges.items():
-        if not isinstance(v, dict):
-            raise InvalidInput(f"{where}: judges.{judge} must be an object", field="judges")
-        raw = v.get("raw") or {}
-        first, second = (_verdict(v.get(o), raw.get(o), (judge, o) in asked, where) for o in ORDERS)
-        verdicts[judge] = (first, second)
-    meta = obj.get("meta") or {}
-    subset = str(obj.get("subset") or obj.get("dataset") or "")
+    for judge, v in line.judges.items():
+        raw = v.raw or RecordedReplies()
+        verdicts[judge] = (
+            _verdict(v.order_12, raw.order_12, (judge, "order_12") in asked),
+            _verdict(v.order_21, raw.order_21, (judge, "order_21") in asked),
+        )
+    subset = line.subset or line.dataset
     return CalibrationItem(
-        id=obj["id"],
+        id=line.id,
         subset=subset,
-        klass=str(meta.get("motivation_app") or subset),
-        human=tuple(int(h) for h in human),
+        klass=(line.meta.motivation_app if line.meta else "") or subset,
+        human=tuple(line.human),
         verdicts=verdicts,
     )
 
