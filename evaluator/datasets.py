@@ -185,7 +185,9 @@ def _attach_reference_turns(items: list[HeldOutItem]) -> None:
     by_id = {i.id: i for i in items}
     for item in items:
         head, _, turn = item.id.rpartition("/")
-        if not (turn.isdigit() and head):
+        # Only a conversation's turn ids (<dataset>/<q>/<turn>), never a flat <dataset>/<n>:
+        # gsm8k/1318 is question 1318, not turn 1318 of a conversation.
+        if not (turn.isdigit() and "/" in head):
             continue
         turns: list[str] = []
         for t in range(1, int(turn) + 1):

@@ -53,17 +53,7 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
         request_id=body.request_id,
         item_id=body.item_id,
     )
-    return RouteResponse(
-        decision_id=d.decision_id,
-        task_class=d.task_class,
-        tier=d.tier,
-        model=d.model,
-        provider=d.provider,
-        table_version=d.table_version,
-        sampled=d.sampled,
-        reason=d.reason,
-        input_tokens=tokens,
-    )
+    return RouteResponse.model_validate(d, from_attributes=True)
 
 
 def _request_error(exc: ValidationError, *, single: bool) -> RequestValidationError:
@@ -130,16 +120,7 @@ async def outcomes(
     results = await router.record_outcomes(
         reports, labels=[""] if single else [f"[{i}]" for i in range(len(reports))]
     )
-    out = [
-        OutcomeResultOut(
-            decision_id=r.decision_id,
-            stored=r.stored,
-            cost_usd=r.cost_usd,
-            sample_queued=r.sample_queued,
-            note=r.note,
-        )
-        for r in results
-    ]
+    out = [OutcomeResultOut.model_validate(r, from_attributes=True) for r in results]
     stored = sum(r.stored for r in results)
     return OutcomesResponse(stored=stored, duplicates=len(results) - stored, results=out)
 

@@ -131,6 +131,10 @@ class RouteRequest(BaseModel):
 
 
 class RouteResponse(BaseModel):
+    """The decision (``router.decide.RouteDecision``, read by attribute)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     decision_id: str
     task_class: str
     tier: str
@@ -160,6 +164,10 @@ class OutcomeIn(BaseModel):
 
 
 class OutcomeResultOut(BaseModel):
+    """What happened to one report (``router.outcomes.OutcomeResult``, read by attribute)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     decision_id: str
     stored: bool
     cost_usd: float | None = Field(description="USD; null when the served model is unpriced")

@@ -347,3 +347,16 @@ def test_a_calibration_line_missing_or_adding_a_field(tmp_path: Path) -> None:
     assert err.field == "judges.GPT-4/Vanilla.order_13"
     assert err.message.endswith(": Extra inputs are not permitted")
     assert calibration_error(tmp_path, PAIR, "{oops").field == "line"
+
+
+def test_reference_turns_belong_to_conversations_only() -> None:
+    """mt_bench/<q>/<turn> items carry the references of their turns; a flat <dataset>/<n> id is
+    a question number, so GSM8K items carry none."""
+    from tests.conftest import DATASETS
+
+    mt = {i.id: i for i in load_held_out(DATASETS / "mt_bench.jsonl").items}
+    math = mt["mt_bench/111/2"]
+    assert len(math.reference_turns) == 2
+    assert math.reference_turns[0] == mt["mt_bench/111/1"].reference_answer
+    gsm = load_held_out(DATASETS / "gsm8k.jsonl").items
+    assert sum(len(i.reference_turns) for i in gsm) == 0
