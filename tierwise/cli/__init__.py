@@ -417,7 +417,3 @@ def main() -> None:
     except TierwiseError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}", soft_wrap=True)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
