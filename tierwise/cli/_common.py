@@ -29,6 +29,8 @@ def _console(width_off_terminal: int) -> Console:
 
 console = _console(160)
 """Where every command prints, errors included."""
+wide_console = _console(240)
+"""Where ``tierwise eval`` prints: its calibration tables have up to eleven columns."""
 
 DbOption = Annotated[
     str | None, typer.Option("--database-url", help="Overrides TIERWISE_DATABASE_URL.")
