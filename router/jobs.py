@@ -19,6 +19,7 @@ Other jobs get a misfire grace of one interval.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -69,10 +70,17 @@ class JobScheduler:
             raise ValueError(f"duplicate job names: {names}")
         self.jobs = list(jobs)
         self._scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task[object]] = set()
 
     async def _tick(self, job: Job) -> object:
         tick = tick_of(datetime.now(UTC), job.interval_s)
-        result = await job.run(tick)
+        task: asyncio.Task[object] = asyncio.ensure_future(job.run(tick))
+        self._running.add(task)
+        try:
+            result = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._running.discard(task)
         log.debug("job %s tick %s: %s", job.name, tick.isoformat(), result)
         return result
 
@@ -108,7 +116,21 @@ class JobScheduler:
         return None if job is None else job.next_run_time
 
     def stop(self) -> None:
-        """Stop scheduling (a run in progress finishes on its own)."""
+        """Stop scheduling; a run in progress goes on (:meth:`aclose` waits for it)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+    async def aclose(self, *, timeout_s: float = 30.0) -> None:
+        """Stop scheduling and wait up to ``timeout_s`` s for runs in progress to finish (a run
+        is one transaction: it commits or rolls back whole), then cancel what is left."""
+        self.stop()
+        running = [t for t in self._running if not t.done()]
+        if not running:
+            return
+        log.info("waiting for %d running job(s) to finish", len(running))
+        _, late = await asyncio.wait(running, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        self._running.clear()

@@ -157,7 +157,7 @@ async def running_planes(
             try:
                 yield Planes(engine, sessions, data_plane, control_plane, scheduler)
             finally:
-                scheduler.stop()
+                await scheduler.aclose()
         finally:
             await data_plane.stop()
     finally:

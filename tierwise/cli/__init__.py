@@ -1,0 +1,40 @@
+"""The ``tierwise`` command line (typer). Composition only: every command wires settings, the
+database and the planes, then calls into ``router`` / ``evaluator`` and prints what
+:mod:`tierwise.cli.render` makes of the result.
+
+One module per command group (``db``, ``policy``, ``classes``, ``evaluate``) and per family of
+top-level commands (``serve``: routing-table, serve, worker; ``replay``: replay, report). This
+module assembles them into :data:`app`, in the order ``tierwise --help`` lists them."""
+
+from __future__ import annotations
+
+import typer
+
+from router.errors import TierwiseError
+from tierwise.cli import classes, db, evaluate, policy, replay, serve
+from tierwise.cli._common import print_error
+
+app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
+app.command("routing-table")(serve.routing_table)
+app.command()(serve.serve)
+app.command()(serve.worker)
+app.command()(replay.replay)
+app.command()(replay.report)
+app.add_typer(policy.app, name="policy")
+app.add_typer(db.app, name="db")
+app.add_typer(evaluate.app, name="eval")
+app.add_typer(classes.app, name="class")
+
+
+def main() -> None:
+    """Console entry point: a TierwiseError anywhere is one line and exit code 2, not a
+    traceback.
+
+    Raises:
+        SystemExit: when the command ends (click's exit code), 2 on a TierwiseError.
+    """
+    try:
+        app()
+    except TierwiseError as exc:
+        print_error(exc)
+        raise SystemExit(2) from None

@@ -1,0 +1,310 @@
+"""What the commands print: pure functions from the data the ``router`` / ``evaluator`` calls
+return to rich tables and strings. No I/O (nothing here reads a file, a database or the
+environment, nor prints); the command modules print what these return.
+
+Percentages are formatted with one decimal (``12.5%``); money in USD with four (``$0.0839``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from evaluator.calibration import (
+    AgreementStats,
+    CalibrationSet,
+    JudgeCalibration,
+    KappaEstimate,
+    same_statistics,
+)
+from evaluator.models import EscalationEvent
+from evaluator.report import Books, ClassReport
+from router.errors import TierwiseError
+from router.policy import Policy
+from router.table import ApplyResult, RoutingSnapshot
+
+
+def error_line(exc: TierwiseError) -> str:
+    """``exc`` as the one line (rich markup, the message escaped) every command prints for a
+    deliberate error: ``error (<code>): <message>``."""
+    return f"[red]error[/red] ({exc.code}): {escape(exc.message)}"
+
+
+# ---- policy and routing table -----------------------------------------------------------------
+
+
+def render_applied(policy: Policy, result: ApplyResult) -> str:
+    """One line: the policy applied, the new table version, and how many classes were created,
+    updated and kept (escalated, pinned or on probation, so left where they are)."""
+    return (
+        f"applied policy '{policy.name}': table version {result.version}; "
+        f"{len(result.created)} classes created, {len(result.updated)} updated, "
+        f"{len(result.kept)} kept (escalated/pinned/probation)"
+    )
+
+
+def render_routing_table(snap: RoutingSnapshot) -> Table:
+    """The routing table, one row per task class sorted by name: tier, model, status and the
+    table version at which the entry last changed."""
+    table = Table(title=f"routing table v{snap.version} (policy {snap.policy.name})")
+    for col in ("task class", "tier", "model", "status", "version"):
+        table.add_column(col)
+    for e in sorted(snap.entries.values(), key=lambda e: e.task_class):
+        table.add_row(e.task_class, e.tier, e.model, e.status, str(e.version))
+    return table
+
+
+def render_event(event: EscalationEvent) -> str:
+    """One line for a routing-table change: class, model and status before -> after, the table
+    version it made, and who made it."""
+    return (
+        f"{event.task_class}: {event.from_model} ({event.from_status}) -> {event.to_model} "
+        f"({event.to_status}), table version {event.table_version}, by {event.actor}"
+    )
+
+
+# ---- per-class quality and the books ----------------------------------------------------------
+
+
+def _percent(x: float | None) -> str:
+    """A fraction (0.125) as a percentage (``12.5%``); ``-`` for None (no data)."""
+    return "-" if x is None else f"{x:.1%}"
+
+
+def render_classes(reports: list[ClassReport]) -> Table:
+    """Per-class table: traffic, graded samples, the evidence window (for an escalated class the
+    escalation's evidence, else the current window), status, model now, and the grades without
+    a verdict (invalid + refused) with their share of all grades."""
+    table = Table(title="task classes", title_justify="left")
+    numeric = ("routed", "graded", "evidence k/n", "rate", "no verdict")
+    for col in (
+        "task class",
+        "routed",
+        "graded",
+        "evidence k/n",
+        "rate",
+        "95% interval",
+        "status",
+        "model now",
+        "no verdict",
+    ):
+        table.add_column(
+            col,
+            justify="right" if col in numeric else "left",
+            no_wrap=col in ("task class", "95% interval", "status", "model now"),
+        )
+    for r in reports:
+        ev = r.last_escalation
+        if r.state.status == "escalated" and ev is not None:
+            n, k, rate, lo, hi = ev.n, ev.k, ev.rate, ev.ci_low, ev.ci_high
+        else:
+            est = r.state.decision.estimate
+            n, k, rate, lo, hi = est.n, est.k, est.rate, est.ci_low, est.ci_high
+        interval = "-" if lo is None else f"{lo:.1%} .. {_percent(hi)}"
+        table.add_row(
+            r.task_class,
+            str(r.routed),
+            str(r.graded_total),
+            f"{k}/{n}",
+            _percent(rate),
+            interval,
+            r.label,
+            r.state.model,
+            f"{r.invalid_total} ({_percent(r.invalid_rate)})",
+        )
+    return table
+
+
+def render_books(b: Books, requests: int) -> str:
+    """The books as six lines: ``requests`` (a count) and how many outcomes were priced, then in
+    USD the serving cost, the grading spend, their total, what all of it would have cost on the
+    premium model, and the saving (also as a share of that premium cost; 0% when it is 0)."""
+    saved = 0.0 if b.premium_usd == 0 else b.savings_usd / b.premium_usd
+    lines = [
+        f"requests: {requests}   outcomes priced: {b.outcomes - b.unpriced_outcomes}"
+        f" (unpriced: {b.unpriced_outcomes})",
+        f"serving cost:  ${b.serving_usd:,.4f}",
+        f"grading spend: ${b.grading_usd:,.4f}"
+        + (f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else ""),
+        f"total:         ${b.total_usd:,.4f}",
+        f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
+        f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
+    ]
+    return "\n".join(lines)
+
+
+# ---- judge calibration (tierwise eval judge) --------------------------------------------------
+
+CALIBRATION_NOTES = (
+    "agree = judge verdict equals the human consensus, over items with a verdict; items without "
+    "one (unparseable = invalid, refusal or content filter = refused) are counted apart.",
+    "kappa = Cohen's kappa over those items, 95% interval = kappa +- 1.96 SE with the "
+    "large-sample SE of Fleiss, Cohen & Everitt (1969).",
+    "both orders = the common verdict when the two presentation orders agree, else a tie; "
+    "flips = items whose two verdicts differ.",
+)
+
+LLMBAR_KAPPA_NOTE = (
+    "the authors' kappa_* differ from the kappas above by construction: their "
+    "evaluate.py codes the verdict as 1 if '1' else 0 but keeps the label as 1/2, so "
+    "a correct '2' never counts as agreement (see evaluator.calibration."
+    "llmbar_authors_statistics)."
+)
+
+
+def _share(k: int, n: int) -> str:
+    """``k`` of ``n`` as ``k/n`` and a percentage (``95/100 95.0%``); ``-`` when ``n`` is 0."""
+    return "-" if n == 0 else f"{k}/{n} {k / n:.1%}"
+
+
+def _kappa(est: KappaEstimate | None) -> str:
+    """Kappa with three decimals and its interval with two (``0.898 [0.81, 0.99]``)."""
+    if est is None or est.kappa is None:
+        return "-"
+    return f"{est.kappa:.3f} [{est.ci_low:.2f}, {est.ci_high:.2f}]"
+
+
+def _order(c: JudgeCalibration, order: str) -> AgreementStats | None:
+    return c.orders.get(order)
+
+
+def render_calibration(rows: list[JudgeCalibration], cal: CalibrationSet, by: str) -> Table:
+    """One row per (group, judge) of ``rows`` (grouped ``by`` subset or class): agreement and
+    kappa per order, both orders (when a judge saw both), flips, missing verdicts."""
+    two = any(c.both is not None for c in rows)
+    table = Table(
+        title=f"judge calibration: {cal.name} ({len(cal.items)} items, human labels), by {by}",
+        title_justify="left",
+    )
+    columns = [
+        (by, "left"),
+        ("judge", "left"),
+        ("n", "right"),
+        ("agree 1st", "right"),
+        ("kappa 1st [95% CI]", "left"),
+    ]
+    if two:
+        columns += [
+            ("agree swapped", "right"),
+            ("kappa swapped [95% CI]", "left"),
+            ("agree both", "right"),
+            ("kappa both [95% CI]", "left"),
+            ("flips", "right"),
+        ]
+    columns.append(("no verdict", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in rows:
+        first, second = _order(c, "order_12"), _order(c, "order_21")
+        missing = sum(s.invalid + s.refused for s in c.orders.values())
+        refused = sum(s.refused for s in c.orders.values())
+        cells = [
+            c.group,
+            c.judge,
+            str(c.n),
+            "-" if first is None else _share(first.agree, first.valid),
+            _kappa(first.kappa if first else None),
+        ]
+        if two:
+            cells += [
+                "-" if second is None else _share(second.agree, second.valid),
+                _kappa(second.kappa if second else None),
+                "-" if c.both is None else _share(c.both.agree, c.both.valid),
+                _kappa(c.both.kappa if c.both else None),
+                "-" if c.flip_base == 0 or c.both is None else _share(c.flips, c.flip_base),
+            ]
+        cells.append(_share(missing, c.asked) + (f" ({refused} refused)" if refused else ""))
+        table.add_row(*cells)
+    return table
+
+
+def _matrix(stats: AgreementStats | None) -> str:
+    """A confusion matrix as aligned text: rows human consensus, columns judge (1, 2, tie)."""
+    if stats is None:
+        return "-"
+    names = {1: "1", 2: "2", 0: "tie"}
+    head = "human\\judge " + " ".join(f"{names[c]:>5}" for c in stats.categories)
+    lines = [head]
+    for i, c in enumerate(stats.categories):
+        cells = " ".join(f"{int(v):>5}" for v in stats.confusion[i])
+        lines.append(f"{names[c]:>11} {cells}")
+    return "\n".join(lines)
+
+
+def render_confusion(rows: list[JudgeCalibration]) -> Table:
+    """Confusion matrices (rows human consensus, columns judge) of each judge over all of its
+    items (its ``all`` row, or its only group)."""
+    table = Table(title="confusion matrices (valid verdicts)", title_justify="left")
+    for name in ("judge", "output_1 first", "swapped", "both orders"):
+        table.add_column(name)
+    overall: dict[str, JudgeCalibration] = {}
+    for c in rows:
+        if c.group == "all" or c.judge not in overall:
+            overall[c.judge] = c
+    for judge, c in overall.items():
+        table.add_row(
+            judge, _matrix(_order(c, "order_12")), _matrix(_order(c, "order_21")), _matrix(c.both)
+        )
+    return table
+
+
+def render_llmbar_reproduction(
+    reproduction: Iterable[tuple[str, str, Mapping[str, Any], Mapping[str, Any] | None]],
+    judges: set[str],
+) -> Table:
+    """LLMBar's statistics.json recomputed with the authors' definitions, checked against the
+    published file: one row per (subset, judge, recomputed, published or None) of
+    ``reproduction`` (:func:`evaluator.calibration.llmbar_reproduction`) whose judge is in
+    ``judges``; ``= published`` says whether the two agree (:func:`same_statistics`)."""
+    table = Table(
+        title="LLMBar statistics.json recomputed with the authors' definitions "
+        "(correct_* count a missing verdict as wrong; kappa_* use their 0/1-vs-1/2 coding)",
+        title_justify="left",
+    )
+    for name in (
+        "subset",
+        "evaluator",
+        "correct_False",
+        "correct_True",
+        "correct_average",
+        "correct_both",
+        "equal",
+        "kappa_average (authors)",
+        "= published",
+    ):
+        table.add_column(name)
+    for subset, name, mine, theirs in reproduction:
+        if name not in judges:
+            continue
+        ok = theirs is not None and same_statistics(mine, theirs)
+        table.add_row(
+            subset,
+            name,
+            *(str(mine[k]).split(" = ")[0] for k in ("correct_False", "correct_True")),
+            f"{float(str(mine['correct_average']).rstrip('%')):.2f}%",
+            *(str(mine[k]).split(" = ")[0] for k in ("correct_both", "equal")),
+            f"{mine['kappa_average']:.4f}",
+            "[green]yes[/green]" if ok else "[red]NO[/red]",
+        )
+    return table
+
+
+def calibration_notes(
+    cal: CalibrationSet, rows: list[JudgeCalibration], *, reproduced: bool
+) -> list[str]:
+    """The notes under the calibration tables, one string each (without the leading ``- ``):
+    why the authors' kappas differ (when the LLMBar reproduction was shown), what the columns
+    mean, and, for a set with several annotators per item, how the human consensus is formed
+    and how many items have none."""
+    notes = [LLMBAR_KAPPA_NOTE] if reproduced else []
+    notes += CALIBRATION_NOTES
+    if any(len(i.human) > 1 for i in cal.items):
+        no_majority = sum(c.no_consensus for c in rows if c.group != "all")
+        notes.append(
+            f"human consensus = majority of {max(len(i.human) for i in cal.items)} annotators "
+            f"(0 = tie is a label like 1 and 2); items whose top labels tie are left out: "
+            f"{no_majority} here."
+        )
+    return notes

@@ -1,0 +1,130 @@
+"""``tierwise replay`` (recorded traffic through the whole service) and ``tierwise report``
+(what the database holds): both print per-class quality and the books. Top-level commands: the
+package registers these functions on its app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from sqlmodel import func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from evaluator import replay as replay_mod
+from evaluator.datasets import load_held_out
+from evaluator.report import Books, ClassReport, books, class_reports
+from evaluator.service import replay_env
+from router.errors import TierwiseError
+from router.models import Decision
+from router.policy import builtin_policy_path, load_policy
+from router.table import apply_policy
+from tierwise import migrate
+from tierwise.app import create_app
+from tierwise.cli._common import (
+    DbOption,
+    console,
+    fail,
+    load_settings,
+    open_session,
+    resolve_policy,
+    run,
+)
+from tierwise.cli.render import render_books, render_classes
+
+
+async def _read_report(session: AsyncSession) -> tuple[list[ClassReport], Books]:
+    """Per-class reports and the books, read in one session."""
+    return await class_reports(session), await books(session)
+
+
+def _print_report(reports: list[ClassReport], the_books: Books, requests: int) -> None:
+    console.print(render_classes(reports))
+    console.print(render_books(the_books, requests))
+
+
+def replay(
+    datasets: Annotated[list[Path], typer.Argument(help="Held-out JSONL files from datasets/.")],
+    per_class: Annotated[int, typer.Option(help="Requests drawn per task class.", min=1)] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the decision ids.")] = 7,
+    tick: Annotated[int, typer.Option(help="Run the jobs every N requests.", min=1)] = 500,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file or built-in name (default: replay)."),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option(help="Drop and rebuild every tierwise table first.")
+    ] = False,
+    database_url: DbOption = None,
+) -> None:
+    """Drive the service with recorded traffic: route, outcomes, sampling, grading, escalation;
+    then print per-class results and the books."""
+    settings = load_settings(database_url, run_scheduler=False)
+    try:
+        policy = load_policy(
+            resolve_policy(policy_file) if policy_file else builtin_policy_path("replay")
+        )
+        sets = [load_held_out(p) for p in datasets]
+    except TierwiseError as exc:
+        fail(exc)
+    if reset:
+        migrate.reset(settings.database_url)
+    else:
+        migrate.upgrade(settings.database_url)
+    started = time.perf_counter()
+
+    async def main() -> None:
+        service = create_app(settings, env_factory=lambda: replay_env(sets))
+        async with service.router.lifespan_context(service):
+            sessions = service.state.sessions
+            async with sessions() as session:
+                existing = (await session.exec(select(func.count()).select_from(Decision))).one()
+                if existing:
+                    raise TierwiseError(
+                        f"the database already holds {existing} decisions; "
+                        "pass --reset to start the replay from an empty one"
+                    )
+                await apply_policy(session, policy)
+                await session.commit()
+            await service.state.router.refresh(force=True)
+            the_plan = replay_mod.plan(sets, per_class=per_class, seed=seed)
+            transport = httpx.ASGITransport(app=service)
+            async with httpx.AsyncClient(transport=transport, base_url="http://tierwise") as client:
+                with Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    task = progress.add_task("replaying", total=len(the_plan.items))
+                    sent = await replay_mod.run(
+                        client,
+                        service.state.router,
+                        service.state.evaluator,
+                        the_plan,
+                        tick=tick,
+                        on_progress=lambda n: progress.advance(task, n),
+                    )
+            async with sessions() as session:
+                reports, the_books = await _read_report(session)
+        _print_report(reports, the_books, sent)
+        console.print(f"done in {time.perf_counter() - started:.1f} s")
+
+    run(main())
+
+
+def report(database_url: DbOption = None) -> None:
+    """Per-class quality and the books of what the database holds."""
+    settings = load_settings(database_url)
+
+    async def main() -> None:
+        async with open_session(settings.database_url) as session:
+            reports, the_books = await _read_report(session)
+        _print_report(reports, the_books, the_books.outcomes)
+
+    asyncio.run(main())
