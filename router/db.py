@@ -1,7 +1,7 @@
 """Database plumbing shared by both planes: engine construction, the UTC timestamp type and the
 JSON column types.
 
-Engines are built by the composition root (``tierwise.app.create_app``), never at import.
+Engines are built by the composition root (``tierwise.planes.running_planes``), never at import.
 """
 
 from __future__ import annotations

@@ -201,11 +201,14 @@ class PolicyFile(_Strict):
         known = set(names)
         seen: dict[str, str] = {}
         for i, m in enumerate(self.models):
-            for alias in m.aliases:
+            others = [("aliases", a) for a in m.aliases]
+            if m.api_model is not None and m.api_model != m.name:
+                others.append(("api_model", m.api_model))
+            for where, alias in others:
                 owner = seen.get(alias) or (alias if alias in known else None)
                 if owner is not None:
                     raise ValueError(
-                        f"models[{i}].aliases: '{alias}' already names model '{owner}'"
+                        f"models[{i}].{where}: '{alias}' already names model '{owner}'"
                     )
                 seen[alias] = m.name
         for tier in TIERS:

@@ -42,15 +42,22 @@ async def register_classes(session: AsyncSession, first_seen: dict[str, datetime
         )
 
 
+def first_seen(rows: Iterable[dict[str, Any]]) -> dict[str, datetime]:
+    """Each task class among decision ``rows`` -> the earliest ``created_at`` (UTC)."""
+    first: dict[str, datetime] = {}
+    for row in rows:
+        at = row["created_at"]
+        if row["task_class"] not in first or at < first[row["task_class"]]:
+            first[row["task_class"]] = at
+    return first
+
+
 async def insert_decisions(session: AsyncSession, rows: Iterable[dict[str, Any]]) -> None:
     """Insert decision rows (a decision already stored is kept) and register their classes."""
     rows = list(rows)
     if not rows:
         return
-    first: dict[str, datetime] = {}
-    for row in rows:
-        first.setdefault(row["task_class"], row["created_at"])
-    await register_classes(session, first)
+    await register_classes(session, first_seen(rows))
     # In id order, as the batch writer inserts them (one lock order: no deadlock).
     rows.sort(key=lambda row: str(row["id"]))
     await session.exec(insert_ignore(session, Decision), params=rows)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -72,8 +71,6 @@ class Router:
         )
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        # Classes this process has written to the class registry (``task_class``).
-        self._known_classes: set[str] = set()
 
     # ---- snapshot -------------------------------------------------------------------------
     @property
@@ -161,13 +158,9 @@ class Router:
         return await self.writer.flush()
 
     async def _register_classes(self, session: AsyncSession, batch: Batch) -> None:
-        """Inside each batch: add the classes this process has not registered yet."""
-        new: dict[str, datetime] = {}
-        for _, row in batch:
-            if row["task_class"] not in self._known_classes:
-                new.setdefault(row["task_class"], row["created_at"])
-        await repository.register_classes(session, new)
-        self._known_classes |= new.keys()
+        """Inside each batch's transaction: add its classes to the class registry (a class
+        already there is kept; registered with the batch, so a failed write retries both)."""
+        await repository.register_classes(session, repository.first_seen(row for _, row in batch))
 
     def _buffered_decisions(self, ids: set[str]) -> dict[str, dict[str, Any]]:
         found = self.writer.pending(Decision, set(ids))

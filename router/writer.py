@@ -88,6 +88,9 @@ class BatchWriter:
         if table not in self._order:
             raise KeyError(f"the batch writer does not write {table.__name__}")
         self._buffer.append((table, row))
+        if len(self._buffer) > self._max_buffered:  # a flush that hangs must not grow it forever
+            log.error("write buffer full: dropping the oldest unwritten row")
+            del self._buffer[0]
         if len(self._buffer) >= self._flush_size and not self._lock.locked():
             self._wake.set()
 
@@ -128,18 +131,24 @@ class BatchWriter:
         try:
             await self._write(batch)
         except (IntegrityError, DataError):
-            written = 0
-            for item in batch:
-                try:
-                    await self._write([item])
-                    written += 1
-                except (IntegrityError, DataError):
-                    log.exception("%s row refused by the database; dropped", item[0].__name__)
-            return written
+            pass
         except BaseException:
             self._restore(batch)
             raise
-        return len(batch)
+        else:
+            return len(batch)
+        written = 0
+        for i, item in enumerate(batch):
+            try:
+                await self._write([item])
+                written += 1
+            except (IntegrityError, DataError):
+                log.exception("%s row refused by the database; dropped", item[0].__name__)
+            except BaseException:
+                # The database went away (or the flush was cancelled) part way: keep the rest.
+                self._restore(batch[i:])
+                raise
+        return written
 
     def _restore(self, batch: Batch) -> None:
         """Put an unwritten batch back in front of the buffer, within its bound."""

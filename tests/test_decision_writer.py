@@ -100,3 +100,49 @@ async def test_an_outcome_right_after_its_route_is_never_unknown(database_url: s
     engine = make_engine(database_url)
     assert await count(session_factory(engine)) == 300
     await engine.dispose()
+
+
+async def test_an_outage_during_the_row_by_row_retry_keeps_the_unwritten_rows(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A batch refused as data is retried row by row; if the database goes away part way, the
+    rows not yet written go back to the buffer, not nowhere."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError
+
+    from router.writer import BatchWriter
+
+    writes = 0
+
+    async def database_goes_away(_session: AsyncSession, _batch: object) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:  # the whole batch, then row 1, then row 2: the outage
+            raise OperationalError("connect", None, OSError("connection refused"))
+
+    writer = BatchWriter(sessions, [Decision], before_write=database_goes_away)
+    rows = [
+        {
+            "id": f"d{i}",
+            "task_type": "classify",
+            "task_class": "classify",
+            "tier": "trivial",
+            "model": "gpt-4o-mini",
+            "provider": "openai",
+            "table_version": 1,
+            "sampled": False,
+            "input_tokens": 1,
+            "has_tool_calls": False,
+            "created_at": datetime.now(UTC),
+        }
+        for i in range(4)
+    ]
+    rows[0]["tier"] = None  # NOT NULL: the database refuses the batch as data
+    for row in rows:
+        writer.add(Decision, row)
+    with pytest.raises(OperationalError):
+        await writer.flush()
+    assert writer.depth == 3  # rows 1-3 kept; row 0 was refused and dropped
+    assert await writer.flush() == 3
+    assert await count(sessions) == 3

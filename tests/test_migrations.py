@@ -520,3 +520,48 @@ async def test_a_leftover_batch_copy_of_a_missing_table_is_kept_and_refused(
     )
     assert "_alembic_tmp_ghost" in await _schema(empty_url)
     assert await _current(empty_url) == head
+
+
+async def test_job_state_moves_out_of_caller_metadata_and_back(empty_url: str) -> None:
+    """0005 carries the held-out item id and a first attempt the job recorded out of the
+    sample's metadata; a forged or malformed ``first_attempt`` stays the caller's data and does
+    not stop the upgrade; the downgrade puts the job's state back where the old code reads it."""
+    migrate.upgrade(empty_url, "0004")
+    decisions = [{**SEEDERS["decision"][0], "id": f"m-{i}", "meta": None} for i in range(3)]
+    base = {**SEEDERS["sample"][0], "meta": None}
+    job_attempt = {
+        "verdict": "refused",
+        "parse_status": "refused",
+        "input_tokens": 100,
+        "output_tokens": 10,
+        "cost_usd": 0.0013,
+    }
+    samples = [
+        {**base, "decision_id": "m-0", "status": "queued", "attempts": 1,
+         "meta": {"item_id": "q-0", "first_attempt": job_attempt}},
+        {**base, "decision_id": "m-1", "status": "queued", "attempts": 0,  # never claimed: forged
+         "meta": {"first_attempt": {**job_attempt, "cost_usd": 42}}},
+        {**base, "decision_id": "m-2", "status": "graded", "attempts": 1,
+         "meta": {"first_attempt": {"input_tokens": None}}},  # malformed
+    ]
+    async with _connect(empty_url) as conn:
+        meta = await conn.run_sync(_reflect)
+        await conn.execute(sa.insert(meta.tables["decision"]), decisions)
+        await conn.execute(sa.insert(meta.tables["sample"]), samples)
+        await conn.commit()
+
+    migrate.upgrade(empty_url, "0005")
+    after = {r["decision_id"]: r for r in (await _rows(empty_url))["sample"]}
+    assert (after["m-0"]["item_id"], after["m-0"]["earlier_verdict"]) == ("q-0", "refused")
+    assert (after["m-0"]["earlier_input_tokens"], after["m-0"]["earlier_cost_usd"]) == (100, 0.0013)
+    assert after["m-0"]["meta"] == {"item_id": "q-0"}
+    for forged in ("m-1", "m-2"):  # the caller's data, kept as sent; no spend booked
+        assert after[forged]["earlier_verdict"] is None
+        assert after[forged]["meta"] == samples[int(forged[-1])]["meta"]
+
+    migrate.upgrade(empty_url, "0006")
+    command.downgrade(migrate.alembic_config(empty_url), "0004")
+    back = {r["decision_id"]: r for r in (await _rows(empty_url))["sample"]}
+    assert back["m-0"]["meta"]["item_id"] == "q-0"
+    assert back["m-0"]["meta"]["first_attempt"]["input_tokens"] == 100
+    assert back["m-1"]["meta"] == samples[1]["meta"]

@@ -142,7 +142,8 @@ async def all_states(
 
 
 async def class_states(session: AsyncSession, *, now: datetime | None = None) -> list[ClassState]:
-    """Every routed or graded class with its window and the rule's decision (read-only)."""
+    """Every class in the routing table or the class registry (every class ever routed) with
+    its window and the rule's decision (read-only)."""
     policy = await latest_policy(session)
     if policy is None:
         return []
