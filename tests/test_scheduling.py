@@ -335,3 +335,22 @@ async def test_hourly_schedule_after_three_missed_hours(
         assert ev.next_run("escalation") == this_hour + timedelta(hours=1)
     finally:
         ev.stop()
+
+
+async def test_a_tick_waits_for_a_late_run_of_the_tick_before_it(
+    pg: async_sessionmaker[AsyncSession],
+) -> None:
+    """A catch-up run of the previous tick still holds the lock when this tick fires: this
+    tick's run waits for it and then runs, instead of being skipped and lost for an hour."""
+    from router.dialect import advisory_lock
+
+    this_hour = tick_of(datetime.now(UTC), 3600)
+    async with pg() as holder:
+        await advisory_lock(holder, "escalation")  # the late run, still going
+        pending = asyncio.create_task(run_escalation(pg, tick=this_hour, worker="next"))
+        await asyncio.sleep(0.5)
+        assert not pending.done()  # waiting, not skipped
+        await holder.commit()  # the late run ends
+    run = await asyncio.wait_for(pending, 10)
+    assert (run.skipped, run.duplicate) == (False, False)
+    assert [r.tick for r in await all_runs(pg)] == [this_hour]

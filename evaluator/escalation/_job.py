@@ -20,7 +20,7 @@ from evaluator.escalation._repository import (
 )
 from evaluator.escalation._state import ClassState, all_states, apply_change
 from router.db import utcnow
-from router.dialect import try_advisory_lock
+from router.dialect import advisory_lock, try_advisory_lock
 from router.policy import Policy
 from router.table import latest_policy
 
@@ -94,13 +94,19 @@ async def run_escalation(
     """Advance every class's rule state and apply the decisions, in one transaction.
 
     ``tick`` (scheduled runs): the run is recorded in ``job_run`` and skipped when the tick
-    already ran. Without it (the replay driver, tests) every call runs.
+    already ran; while another run holds the lock it waits for it, so a run of an earlier tick
+    that is still going never costs this tick its run. Without ``tick`` (the replay driver,
+    tests) a run that finds the lock taken is skipped.
     """
     run = EscalationRun()
     async with sessions() as session:
         if not await try_advisory_lock(session, JOB):
-            run.skipped = True
-            return run
+            if tick is None:
+                run.skipped = True
+                return run
+            # Another run holds the lock: maybe this tick's in another worker, maybe an earlier
+            # tick's (a late catch-up). Wait for it, then the tick row says whether this one ran.
+            await advisory_lock(session, JOB)
         if tick is not None and not await claim_tick(session, JOB, tick, worker):
             await session.rollback()
             run.skipped = run.duplicate = True
