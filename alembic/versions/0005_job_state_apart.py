@@ -26,6 +26,27 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The two tables as this revision sees them (lightweight: no metadata, no constraints).
+decision = sa.table(
+    "decision",
+    sa.column("id", sa.String),
+    sa.column("meta", sa.JSON),
+    sa.column("item_id", sa.String),
+)
+sample = sa.table(
+    "sample",
+    sa.column("decision_id", sa.String),
+    sa.column("meta", sa.JSON),
+    sa.column("status", sa.String),
+    sa.column("attempts", sa.Integer),
+    sa.column("item_id", sa.String),
+    sa.column("earlier_verdict", sa.String),
+    sa.column("earlier_input_tokens", sa.Integer),
+    sa.column("earlier_output_tokens", sa.Integer),
+    sa.column("earlier_cost_usd", sa.Float),
+)
+
+
 def _item_id(meta: Any) -> str | None:
     value = meta.get("item_id") if isinstance(meta, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 200 else None
@@ -45,24 +66,6 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("earlier_cost_usd", sa.Float(), nullable=True))
 
     bind = op.get_bind()
-    decision = sa.table(
-        "decision",
-        sa.column("id", sa.String),
-        sa.column("meta", sa.JSON),
-        sa.column("item_id", sa.String),
-    )
-    sample = sa.table(
-        "sample",
-        sa.column("decision_id", sa.String),
-        sa.column("meta", sa.JSON),
-        sa.column("status", sa.String),
-        sa.column("attempts", sa.Integer),
-        sa.column("item_id", sa.String),
-        sa.column("earlier_verdict", sa.String),
-        sa.column("earlier_input_tokens", sa.Integer),
-        sa.column("earlier_output_tokens", sa.Integer),
-        sa.column("earlier_cost_usd", sa.Float),
-    )
     for row in bind.execute(sa.select(decision.c.id, decision.c.meta)).all():
         item = _item_id(row.meta)
         if item is not None:
@@ -121,22 +124,6 @@ def downgrade() -> None:
     """Put the job's state and the held-out item ids back where the old code reads them
     (``sample.meta.first_attempt``, ``meta.item_id``), then drop the columns."""
     bind = op.get_bind()
-    decision = sa.table(
-        "decision",
-        sa.column("id", sa.String),
-        sa.column("meta", sa.JSON),
-        sa.column("item_id", sa.String),
-    )
-    sample = sa.table(
-        "sample",
-        sa.column("decision_id", sa.String),
-        sa.column("meta", sa.JSON),
-        sa.column("item_id", sa.String),
-        sa.column("earlier_verdict", sa.String),
-        sa.column("earlier_input_tokens", sa.Integer),
-        sa.column("earlier_output_tokens", sa.Integer),
-        sa.column("earlier_cost_usd", sa.Float),
-    )
     for row in bind.execute(
         sa.select(decision.c.id, decision.c.meta, decision.c.item_id).where(
             decision.c.item_id.is_not(None)
