@@ -22,6 +22,36 @@ Simulation (numpy, seeded, both rules on the same verdict streams):
   a 3% threshold); flaps = status changes beyond the first, per class-month.
 - Real data: the per-class rates measured on the recorded data (see :func:`real_rates`); delay
   from a fresh start at those rates.
+
+``--json PATH`` also writes the printed figures as one JSON object (NaN, printed ``-``, is
+``null``; ``arl0_days`` and ``h`` are ``null`` for the naive rules; the naive rules are the
+baseline, simulated in the same run on the same verdicts)::
+
+    {"bench": "escalation",
+     "environment": {"python": "3.12.3", "cpu_count": 2, "classes_per_scenario": 4000,
+                     "options": {"quick": false, "scan": null, "seed": 20250101,
+                                 "classes": 4000, "workers": 2, "json": PATH}},
+     "table": [{"volume_per_day": 20, "rule": "naive, 1-day window", "arl0_days": null,
+                "h": null, "false_escalations_per_100_class_months_at_1pct": float,
+                "false_escalations_per_100_class_months_at_2pct": float,
+                "fresh_class_escalated_in_month1_pct_at_2pct": float,
+                "detect_median_samples": float, "detect_median_days": float,
+                "detect_p95_samples": float, "detect_p95_days": float,
+                "flaps_per_class_month_at_q3": float,
+                "deescalation_median_days": float, "deescalation_p95_days": float}, ...],
+     "dominance": [{"volume_per_day": 20, "naive_window_days": 1, "dominant": bool,
+                    "failed_checks": [str, ...],
+                    "false_escalation_events_at_1pct": {"sequential": int, "naive": int},
+                    "false_escalation_events_at_2pct": {"sequential": int, "naive": int},
+                    "detect_median_samples": {"sequential": float, "naive": float}}, ...],
+     "real_data": [{"class": str, "k": int, "n": int, "rate": float,
+                    "sequential_median_samples": float, "naive_1d_median_samples": float}, ...],
+     "seconds": float}
+
+With ``--scan VOLUME`` the object holds ``environment`` and, instead of the rest, ``"scan":
+[{"volume_per_day", "rule", "arl0_days", "false_escalations_per_100_class_months_at_1pct",
+"..._at_2pct", "detect_median_samples", "detect_median_days", "detect_p95_samples",
+"detect_p95_days"}, ...]`` in the printed order.
 """
 
 from __future__ import annotations
@@ -29,6 +59,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -474,6 +506,47 @@ def _fmt(x: float, spec: str = ".2f") -> str:
     return "-" if math.isnan(x) else format(x, spec)
 
 
+def _num(x: float) -> float | None:
+    """``x`` for JSON: NaN (printed ``-``) becomes ``None``."""
+    return None if math.isnan(x) else x
+
+
+def _limits(row: Row, volume: int) -> tuple[float, float] | None:
+    """The sequential row's (arl0_days, h); None for a naive rule."""
+    if row.params is None:
+        return None
+    prm = row.params
+    limit = decision_limits(prm.arl0_days * volume, prm.p0, prm.p1)
+    return prm.arl0_days, max(float(limit), prm.sprt_upper)
+
+
+def table_json(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> list[Any]:
+    """The rows of :func:`render` for ``--json``."""
+    out = []
+    for volume, rows, _params in results:
+        for row in rows:
+            limits = _limits(row, volume)
+            out.append(
+                {
+                    "volume_per_day": volume,
+                    "rule": row.rule,
+                    "arl0_days": None if limits is None else limits[0],
+                    "h": None if limits is None else limits[1],
+                    "false_escalations_per_100_class_months_at_1pct": _num(row.false1),
+                    "false_escalations_per_100_class_months_at_2pct": _num(row.false2),
+                    "fresh_class_escalated_in_month1_pct_at_2pct": _num(row.fresh2),
+                    "detect_median_samples": _num(row.med_n),
+                    "detect_median_days": _num(row.med_d),
+                    "detect_p95_samples": _num(row.p95_n),
+                    "detect_p95_days": _num(row.p95_d),
+                    "flaps_per_class_month_at_q3": _num(row.flaps),
+                    "deescalation_median_days": _num(row.de_med),
+                    "deescalation_p95_days": _num(row.de_p95),
+                }
+            )
+    return out
+
+
 def render(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> str:
     head = (
         "| volume | rule | arl0_days | h | false esc. /100 class-months @1% | @2% "
@@ -484,11 +557,9 @@ def render(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> str:
     for volume, rows, _params in results:
         for row in rows:
             arl0, h = "-", "-"
-            if row.params is not None:
-                prm = row.params
-                arl0 = f"{prm.arl0_days:g}"
-                limit = decision_limits(prm.arl0_days * volume, prm.p0, prm.p1)
-                h = f"{max(float(limit), prm.sprt_upper):.2f}"
+            limits = _limits(row, volume)
+            if limits is not None:
+                arl0, h = f"{limits[0]:g}", f"{limits[1]:.2f}"
             lines.append(
                 f"| {volume}/day | {row.rule} | {arl0} | {h} | {_fmt(row.false1, '.3f')} "
                 f"| {_fmt(row.false2, '.3f')} | {_fmt(row.fresh2, '.2f')} "
@@ -499,8 +570,12 @@ def render(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> str:
     return "\n".join(lines)
 
 
-def dominance(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> list[str]:
-    """One line per (volume, window): is the matched sequential rule better on both axes?"""
+def dominance(
+    results: list[tuple[int, list[Row], list[SequentialParams]]],
+    into: list[Any] | None = None,
+) -> list[str]:
+    """One line per (volume, window): is the matched sequential rule better on both axes?
+    With ``into``, also append each line's figures there (for ``--json``)."""
     out = []
     for volume, rows, _ in results:
         for w in (1, 7):
@@ -520,11 +595,34 @@ def dominance(results: list[tuple[int, list[Row], list[SequentialParams]]]) -> l
                 f"{sq.events2} vs {nv.events2}; median delay {sq.med_n:.0f} vs {nv.med_n:.0f} "
                 f"samples)"
             )
+            if into is not None:
+                into.append(
+                    {
+                        "volume_per_day": volume,
+                        "naive_window_days": w,
+                        "dominant": not failed,
+                        "failed_checks": failed,
+                        "false_escalation_events_at_1pct": {
+                            "sequential": sq.events1,
+                            "naive": nv.events1,
+                        },
+                        "false_escalation_events_at_2pct": {
+                            "sequential": sq.events2,
+                            "naive": nv.events2,
+                        },
+                        "detect_median_samples": {
+                            "sequential": _num(sq.med_n),
+                            "naive": _num(nv.med_n),
+                        },
+                    }
+                )
     return out
 
 
-def scan(volume: int, size: int, seed: int) -> None:
-    """Print false escalations and delays of the sequential rule over a grid of arl0_days."""
+def scan(volume: int, size: int, seed: int) -> list[Any]:
+    """Print false escalations and delays of the sequential rule over a grid of arl0_days;
+    return the printed figures (for ``--json``)."""
+    printed: list[Any] = []
     grid = [250.0 * 2**i for i in range(14)]
     params = [SequentialParams(arl0_days=a) for a in grid]
     f1 = simulate(Scenario("p=1%", 390, constant(0.01)), volume, params, (1, 7), size, seed + 11)
@@ -541,12 +639,33 @@ def scan(volume: int, size: int, seed: int) -> None:
         extra = "" if label.startswith("naive") else f"arl0={grid[int(label[3:])]:g}"
         med_n, p95_n, _ = _quantiles(up[label].first_n)
         med_d, p95_d, _ = _quantiles(up[label].first)
+        false1, false2 = _per_100_months(f1[label], 12), _per_100_months(f2[label], 12)
         print(
-            f"{volume}/day {label:8s} {extra:14s} false1 {_per_100_months(f1[label], 12):7.3f} "
-            f"false2 {_per_100_months(f2[label], 12):7.3f}  delay med {med_n:6.0f} "
+            f"{volume}/day {label:8s} {extra:14s} false1 {false1:7.3f} "
+            f"false2 {false2:7.3f}  delay med {med_n:6.0f} "
             f"({med_d:5.2f} d) p95 {p95_n:6.0f} ({p95_d:5.2f} d)",
             flush=True,
         )
+        printed.append(
+            {
+                "volume_per_day": volume,
+                "rule": label,
+                "arl0_days": None if label.startswith("naive") else grid[int(label[3:])],
+                "false_escalations_per_100_class_months_at_1pct": _num(false1),
+                "false_escalations_per_100_class_months_at_2pct": _num(false2),
+                "detect_median_samples": _num(med_n),
+                "detect_median_days": _num(med_d),
+                "detect_p95_samples": _num(p95_n),
+                "detect_p95_days": _num(p95_d),
+            }
+        )
+    return printed
+
+
+def write_json(path: str, figures: dict[str, Any]) -> None:
+    """Write ``figures`` as strict JSON (a NaN left in would fail here, not in the reader)."""
+    text = json.dumps(figures, indent=2, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -556,11 +675,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=20250101)
     parser.add_argument("--classes", type=int, default=4000, help="simulated classes per run")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = parser.parse_args(argv)
+    size = 300 if args.quick and not args.scan else args.classes
+    figures: dict[str, Any] = {
+        "bench": "escalation",
+        "environment": {
+            "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(),
+            "classes_per_scenario": size,
+            "options": vars(args),
+        },
+    }
     if args.scan:
-        scan(args.scan, args.classes, args.seed + 7919)
+        figures["scan"] = scan(args.scan, args.classes, args.seed + 7919)
+        if args.json:
+            write_json(args.json, figures)
         return
-    size = 300 if args.quick else args.classes
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [
@@ -570,8 +701,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = [f.result() for f in futures]
         real_rows = real.result()
     print(render(results))
+    figures["table"] = table_json(results)
     print()
-    for line in dominance(results):
+    figures["dominance"] = []
+    for line in dominance(results, figures["dominance"]):
         print(line)
     print()
     print(
@@ -579,10 +712,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         "| naive 1-day: median samples |"
     )
     print("|---|---|---|---|---|")
+    figures["real_data"] = []
     for name, k, n, p, seq_n, naive_n in real_rows:
         print(f"| {name} | {k}/{n} | {p:.1%} | {_fmt(seq_n, '.0f')} | {_fmt(naive_n, '.0f')} |")
+        figures["real_data"].append(
+            {
+                "class": name,
+                "k": k,
+                "n": n,
+                "rate": p,
+                "sequential_median_samples": _num(seq_n),
+                "naive_1d_median_samples": _num(naive_n),
+            }
+        )
     print()
-    print(f"{size} classes per scenario, seed {args.seed}, {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    print(f"{size} classes per scenario, seed {args.seed}, {seconds:.0f} s")
+    figures["seconds"] = seconds
+    if args.json:
+        write_json(args.json, figures)
 
 
 if __name__ == "__main__":

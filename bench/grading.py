@@ -13,12 +13,25 @@ concurrency 1 as the baseline; the ratio is printed. Every run checks that all N
 graded ``agree`` and that the booked cost is N x the cached-prompt cost.
 
 Run: ``python bench/grading.py`` (under a minute on 2 cores).
+
+``--json PATH`` also writes the printed figures as one JSON object, one ``runs`` entry per
+printed row in the same order (the concurrency-1 run of each api and latency is the baseline)::
+
+    {"bench": "grading",
+     "environment": {"python": "3.12.3", "cpu_count": 2,
+                     "options": {"apis": [...], "samples": 600, "slow_samples": 96,
+                                 "latency_ms": 200, "json": PATH},
+                     "settings": {"grading_concurrency": int, "openai_concurrency": int,
+                                  "anthropic_concurrency": int}},
+     "runs": [{"api": "openai", "judge_latency_ms": 0, "samples": 600, "concurrency": 8,
+               "seconds": float, "grades_per_s": float, "ratio_vs_c1": float}, ...]}
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import subprocess
@@ -29,6 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -211,6 +225,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=600, help="samples per 0 ms run")
     parser.add_argument("--slow-samples", type=int, default=96, help="samples per 200 ms run")
     parser.add_argument("--latency-ms", type=int, default=200, help="injected judge latency")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -227,6 +242,20 @@ def main() -> None:
         f"anthropic_concurrency={settings.anthropic_concurrency}"
     )
     print()
+    figures: dict[str, Any] = {
+        "bench": "grading",
+        "environment": {
+            "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(),
+            "options": vars(args),
+            "settings": {
+                "grading_concurrency": settings.grading_concurrency,
+                "openai_concurrency": settings.openai_concurrency,
+                "anthropic_concurrency": settings.anthropic_concurrency,
+            },
+        },
+        "runs": [],
+    }
     header = (
         f"{'api':<10} {'judge latency':>13} {'samples':>8} {'concurrency':>12} "
         f"{'seconds':>8} {'grades/s':>9} {'vs c=1':>7}"
@@ -258,6 +287,19 @@ def main() -> None:
                     f"{r.api:<10} {r.latency_ms:>10} ms {r.samples:>8} {r.concurrency:>12} "
                     f"{r.seconds:>8.2f} {r.rate:>9.1f} {ratio:>7}"
                 )
+                figures["runs"].append(
+                    {
+                        "api": r.api,
+                        "judge_latency_ms": r.latency_ms,
+                        "samples": r.samples,
+                        "concurrency": r.concurrency,
+                        "seconds": r.seconds,
+                        "grades_per_s": r.rate,
+                        "ratio_vs_c1": r.rate / base.rate,
+                    }
+                )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,27 @@ Prints decisions per second and p50/p99 latency for
 so the cost of the decision is shown as a ratio against the framework's own floor.
 
 Run: ``python bench/route.py`` (SQLite in a temp dir, default policy; about 30 s on 2 cores).
+
+``--json PATH`` also writes the printed figures as one JSON object (rates per second, latencies
+in microseconds)::
+
+    {"bench": "route",
+     "environment": {"python": "3.12.3", "cpu_count": 2, "policy": "default",
+                     "request_shapes": 5, "options": {"json": PATH}},
+     "in_process": {"decide": FIGURES, "router_route": FIGURES,
+                    "decisions_flushed": int, "decide_mean_us": float},
+     "http": {"1_conn": {"healthz": FIGURES, "route": FIGURES, "ratio_route_vs_healthz": float},
+              "8_conn": {...the same...}}}
+
+where FIGURES is ``{"calls": int, "rate_per_s": float, "p50_us": float, "p99_us": float}``;
+``healthz`` is the HTTP baseline measured in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,12 +66,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def report(name: str, latencies_ns: list[float], wall_s: float) -> float:
+def report(name: str, latencies_ns: list[float], wall_s: float) -> dict[str, Any]:
     rate = len(latencies_ns) / wall_s
     p50 = pct(latencies_ns, 0.50) / 1000
     p99 = pct(latencies_ns, 0.99) / 1000
     print(f"{name:<44} {rate:>12,.0f}/s   p50 {p50:>9.2f} us   p99 {p99:>9.2f} us")
-    return rate
+    return {"calls": len(latencies_ns), "rate_per_s": rate, "p50_us": p50, "p99_us": p99}
 
 
 def timed_sync(fn: Callable[[int], object], n: int) -> tuple[list[float], float]:
@@ -98,7 +115,7 @@ async def prepare(url: str) -> None:
     await engine.dispose()
 
 
-async def in_process(url: str) -> float:
+async def in_process(url: str) -> dict[str, Any]:
     engine = make_engine(url)
     sessions = session_factory(engine)
     async with sessions() as session:
@@ -107,20 +124,22 @@ async def in_process(url: str) -> float:
     n = 200_000
     ids = [f"{i:032x}" for i in range(n)]
     lat, wall = timed_sync(lambda i: decide(snapshot, *REQUESTS[i % len(REQUESTS)], ids[i]), n)
-    rate = report("decide() on the snapshot", lat, wall)
+    figures: dict[str, Any] = {"decide": report("decide() on the snapshot", lat, wall)}
     router = Router(sessions, flush_size=10**9)
     await router.refresh(force=True)
     lat, wall = timed_sync(lambda i: router.route(*REQUESTS[i % len(REQUESTS)], None), n)
-    report("Router.route() (+ uuid, buffered write)", lat, wall)
+    figures["router_route"] = report("Router.route() (+ uuid, buffered write)", lat, wall)
     written = await router.flush()
     print(f"{'  batch writer: decisions flushed':<44} {written:>12,}")
+    figures["decisions_flushed"] = written
     await engine.dispose()
-    return rate
+    return figures
 
 
-async def over_http(port: int) -> None:
+async def over_http(port: int) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     n = 3000
+    figures: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
 
         async def health(_i: int) -> object:
@@ -143,19 +162,39 @@ async def over_http(port: int) -> None:
             await route(0)
         for workers in (1, 8):
             lat, wall = await timed_async(health, n, workers)
-            base_rate = report(f"GET /healthz (HTTP floor), {workers} conn", lat, wall)
+            floor = report(f"GET /healthz (HTTP floor), {workers} conn", lat, wall)
             lat, wall = await timed_async(route, n, workers)
-            rate = report(f"POST /v1/route, {workers} conn", lat, wall)
-            print(f"{'  ratio route / healthz':<44} {rate / base_rate:>12.2f}")
+            got = report(f"POST /v1/route, {workers} conn", lat, wall)
+            ratio = got["rate_per_s"] / floor["rate_per_s"]
+            print(f"{'  ratio route / healthz':<44} {ratio:>12.2f}")
+            figures[f"{workers}_conn"] = {
+                "healthz": floor,
+                "route": got,
+                "ratio_route_vs_healthz": ratio,
+            }
+    return figures
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     migrate.upgrade(url)
     asyncio.run(prepare(url))
     print(f"python {sys.version.split()[0]}, policy 'default', {len(REQUESTS)} request shapes")
-    decide_rate = asyncio.run(in_process(url))
+    figures: dict[str, Any] = {
+        "bench": "route",
+        "environment": {
+            "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(),
+            "policy": "default",
+            "request_shapes": len(REQUESTS),
+            "options": vars(args),
+        },
+        "in_process": asyncio.run(in_process(url)),
+    }
 
     # The server runs in its own process, as deployed: the client must not share its GIL.
     port = free_port()
@@ -178,11 +217,15 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("server did not start") from None
                 time.sleep(0.1)
-        asyncio.run(over_http(port))
+        figures["http"] = asyncio.run(over_http(port))
     finally:
         server.terminate()
         server.wait(timeout=10)
-    print(f"{'decide() per call (mean)':<44} {1e6 / decide_rate:>12.2f} us")
+    mean_us = 1e6 / figures["in_process"]["decide"]["rate_per_s"]
+    print(f"{'decide() per call (mean)':<44} {mean_us:>12.2f} us")
+    figures["in_process"]["decide_mean_us"] = mean_us
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
