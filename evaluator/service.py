@@ -89,14 +89,6 @@ class Evaluator:
         self._concurrency = concurrency
         self._lease_s = lease_s
 
-    @property
-    def env(self) -> GraderEnv:
-        """The grading environment, built on first use (synchronously: prefer :meth:`load_env`
-        inside the event loop)."""
-        if self._env is None:
-            self._env = self._env_factory()
-        return self._env
-
     async def load_env(self) -> GraderEnv:
         """The grading environment, built on first use in a worker thread, so loading the
         held-out sets (about half a second) does not stall route calls on the event loop."""

@@ -62,7 +62,7 @@ def decide(
             f"{match.reason} -> class {entry.task_class} is {status} on {model} (v{entry.version})"
         )
     settings = policy.settings_for(match.task_class)
-    reference = settings.reference_model or policy.spec.premium_model
+    reference = policy.reference_model(match.task_class)
     sampled = (
         status != "pinned"
         and (model != reference or status == "escalated")

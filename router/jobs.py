@@ -129,8 +129,12 @@ class JobScheduler:
         if not running:
             return
         log.info("waiting for %d running job(s) to finish", len(running))
-        _, late = await asyncio.wait(running, timeout=timeout_s)
+        done, late = await asyncio.wait(running, timeout=timeout_s)
+        for task in done:  # their scheduler wrapper is gone: say how they ended here
+            if not task.cancelled() and task.exception() is not None:
+                log.error("a job run failed during shutdown", exc_info=task.exception())
         for task in late:
+            log.warning("a job run outlived the %g s shutdown wait; cancelled", timeout_s)
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         self._running.clear()

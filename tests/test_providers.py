@@ -540,7 +540,7 @@ async def test_app_grades_through_the_configured_provider(
         anthropic_api_key=SecretStr(KEY),
         anthropic_base_url=wire.anthropic_base_url,
     ) as svc:
-        provider = svc.evaluator.env.provider_for("claude-3-5-sonnet")
+        provider = (await svc.evaluator.load_env()).provider_for("claude-3-5-sonnet")
         assert provider.name == "anthropic"
         wire.enqueue(ANTHROPIC_PATH, Reply(body=anthropic_message("[[8]]")))
         assert (await provider.complete(ask())).text == "[[8]]"
