@@ -118,3 +118,18 @@ def test_conflicting_overlapping_overrides_are_refused(tmp_path: Path) -> None:
     result = tierwise("policy", "check", str(path))
     assert result.returncode == 2
     assert "classes[1] for class 'classify'" in " ".join(result.stdout.split())
+
+
+def test_read_commands_on_an_unmigrated_database_say_what_to_run(tmp_path: Path) -> None:
+    """routing-table, report and the class commands read the schema without migrating it: on a
+    database that has none they answer in one line naming the command, not a traceback."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    for command in (["routing-table"], ["report"], ["class", "pin", "classify", "--reason", "x"]):
+        done = tierwise(*command, "--database-url", url)
+        assert done.returncode == 2, done.stdout + done.stderr
+        out = (done.stdout + done.stderr).strip()
+        assert "Traceback" not in out and len(out.splitlines()) == 1, out
+        assert "has no tierwise schema" in out and "tierwise db upgrade" in out
+    assert tierwise("db", "upgrade", "--database-url", url).returncode == 0
+    table = tierwise("routing-table", "--database-url", url)
+    assert table.returncode == 0 and "no policy applied yet" in table.stdout

@@ -1,4 +1,5 @@
-"""Run the Alembic migrations programmatically (synchronously: call it outside an event loop)."""
+"""Run the Alembic migrations programmatically (synchronously: call it outside an event loop),
+and check that a database is at the newest revision (:func:`require_head`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -15,8 +18,10 @@ from sqlalchemy.exc import (
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
+    ProgrammingError,
 )
 
+from router.db import make_engine
 from router.errors import InvalidInput, TierwiseError
 
 PACKAGE = Path(__file__).resolve().parent
@@ -133,3 +138,38 @@ def reset(database_url: str) -> None:
     with _database_errors(database_url):
         command.downgrade(cfg, "base")
         command.upgrade(cfg, "head")
+
+
+def head_revision() -> str | None:
+    """The newest revision of the migration history (``alembic heads``), or None for none."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+async def require_head(database_url: str) -> None:
+    """Refuse, with one line saying what to run, a database whose schema is not at the newest
+    revision (never migrated, or migrated by an older tierwise), for commands that read it
+    without migrating it first.
+
+    Raises:
+        InvalidInput: the database cannot be reached, or its schema is not at head (field
+            ``database_url``).
+    """
+    with _database_errors(database_url):
+        engine = make_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                try:
+                    result = await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+                    current = result.scalar()
+                except (OperationalError, ProgrammingError):
+                    current = None
+        finally:
+            await engine.dispose()
+    head = head_revision()
+    if current != head:
+        where = "has no tierwise schema" if current is None else f"is at revision {current}"
+        raise InvalidInput(
+            f"database {make_url_safe(database_url)} {where}, not {head}: run "
+            "`tierwise db upgrade` first",
+            field="database_url",
+        )

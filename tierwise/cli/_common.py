@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from router.db import make_engine, session_factory
 from router.errors import PolicyError, TierwiseError
 from router.policy import builtin_policy_names, builtin_policy_path
+from tierwise import migrate
 from tierwise.cli.render import error_line
 from tierwise.settings import Settings
 
@@ -85,9 +86,10 @@ async def open_session(database_url: str) -> AsyncIterator[AsyncSession]:
     block ends. The caller commits.
 
     Raises:
-        sqlalchemy.exc.ArgumentError: ``database_url`` is not a URL SQLAlchemy can parse, and
-            whatever the session's statements raise (the schema must be migrated first).
+        InvalidInput: the database cannot be reached, or its schema is not at the newest
+            revision (``tierwise db upgrade`` first), before any statement runs.
     """
+    await migrate.require_head(database_url)
     engine = make_engine(database_url)
     try:
         async with session_factory(engine)() as session:
