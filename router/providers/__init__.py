@@ -20,6 +20,8 @@ from router.providers.anthropic import AnthropicProvider
 from router.providers.base import (
     ChatRequest,
     ChatResponse,
+    ChatStream,
+    Completion,
     Deferred,
     FinishReason,
     Provider,
@@ -42,6 +44,8 @@ __all__ = [
     "AnthropicProvider",
     "ChatRequest",
     "ChatResponse",
+    "ChatStream",
+    "Completion",
     "Deferred",
     "FinishReason",
     "OpenAIProvider",

@@ -28,12 +28,25 @@ FinishReason = Literal["stop", "length", "refusal", "other"]
 
 
 class ProviderError(TierwiseError):
+    """A provider call failed. ``transient``: worth trying again later (or on another model).
+    ``upstream_status``: the HTTP status the upstream answered (None: no answer, or not HTTP);
+    ``retry_after_s``: the wait it asked for, s (None: none named)."""
+
     code = "provider_error"
     status = 502
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        upstream_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.transient = transient
+        self.upstream_status = upstream_status
+        self.retry_after_s = retry_after_s
 
 
 class Deferred(ProviderError):
@@ -43,8 +56,8 @@ class Deferred(ProviderError):
     status = 503
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message, transient=True)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, transient=True, retry_after_s=retry_after_s)
+        self.retry_after_s: float = retry_after_s
 
 
 class ReplayMiss(ProviderError):
@@ -84,6 +97,45 @@ class ChatResponse:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A gateway call's reply. ``body`` is an OpenAI ``chat.completion`` object (OpenAI API
+    reference, "The chat completion object"), whatever the upstream spoke; ``usage`` is the
+    upstream's own usage object in its native shape (Anthropic's keeps cache writes), None
+    when it reported none. ``body["usage"]`` is the OpenAI-shaped view of the same counts."""
+
+    body: dict[str, Any]
+    usage: dict[str, Any] | None
+
+
+class ChatStream(abc.ABC):
+    """An open streamed gateway call: the upstream accepted it (HTTP 200), chunks follow.
+
+    Iterating yields OpenAI ``chat.completion.chunk`` objects (dicts) as they arrive; the last
+    one of a stream with usage has ``choices: []`` and ``usage`` (OpenAI shape). ``usage`` is
+    the upstream's native usage object once it has been reported (for Anthropic the merge of
+    ``message_start`` and the last cumulative ``message_delta``, never a sum), else None.
+    ``model`` is the model id the upstream reported, once known.
+
+    Raises (while iterating):
+        ProviderError: the upstream failed after the stream started (an error event, a cut
+            connection); ``transient`` as for :meth:`Provider.complete`.
+    """
+
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop reading and close the upstream connection (cancels the upstream call)."""
+
+
 class Provider(abc.ABC):
     """A reference-model client. One abstract method; adapters map SDK shapes to ours."""
 
@@ -103,6 +155,28 @@ class Provider(abc.ABC):
             ProviderError: the call failed after the SDK's own retries (``transient`` set for
                 429/5xx/timeouts); Deferred when a rate-limit wait exceeds the budget.
         """
+
+    async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
+        """One gateway call, non-streaming. ``body`` is an OpenAI Chat Completions request
+        (``model`` already the upstream's model id); the reply is in OpenAI's shape whatever
+        the upstream speaks.
+
+        Raises:
+            ProviderError: the call failed (``upstream_status``, ``retry_after_s`` and
+                ``transient`` set from the upstream's answer); permanent for a provider that
+                serves no gateway calls.
+            InvalidInput: the request asks for something this upstream cannot do (``field``).
+        """
+        raise ProviderError(f"provider {self.name} serves no gateway calls", transient=False)
+
+    async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        """Open one streamed gateway call: returns once the upstream accepted it, so an error
+        before the first byte raises here (and a fallback can still be tried).
+
+        Raises:
+            ProviderError | InvalidInput: as :meth:`chat_completion`.
+        """
+        raise ProviderError(f"provider {self.name} serves no gateway calls", transient=False)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
