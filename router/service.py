@@ -117,12 +117,16 @@ class Router:
         *,
         request_id: str | None = None,
         item_id: str | None = None,
+        caller: str | None = None,
+        shadow: bool = False,
     ) -> RouteDecision:
         """Decide and hand the decision to the batch writer. No I/O.
 
         ``request_id`` (the caller's id) makes the decision repeatable
         (:func:`router.decide.decision_id_for`). ``meta`` is the caller's metadata, stored as
-        sent; ``item_id`` the held-out item a replayed request stands for.
+        sent; ``item_id`` the held-out item a replayed request stands for; ``caller`` the API
+        key's id (``api_key.id``); ``shadow`` marks a gateway call in shadow mode (the caller
+        is served the model it named; the decision says what tierwise would have chosen).
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
@@ -144,6 +148,8 @@ class Router:
                 "has_tool_calls": has_tool_calls,
                 "meta": meta,
                 "item_id": item_id,
+                "caller": caller,
+                "shadow": shadow,
                 "created_at": utcnow(),
             },
         )
