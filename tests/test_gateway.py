@@ -17,6 +17,8 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
+from evaluator.models import Grade
+from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
@@ -97,6 +99,7 @@ class Gateway:
     router: Router
     client: openai.AsyncOpenAI
     database_url: str
+    evaluator: Evaluator
 
     async def rows(self) -> tuple[list[Decision], list[Outcome], list[Sample]]:
         """Every decision, outcome and sample, once the batch writer has written them."""
@@ -130,7 +133,9 @@ async def gateway_on(database_url: str, **overrides: object) -> AsyncIterator[Ga
         async with served(app) as url:
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
             try:
-                yield Gateway(url, wire, app.state.router, client, database_url)
+                yield Gateway(
+                    url, wire, app.state.router, client, database_url, app.state.evaluator
+                )
             finally:
                 await client.close()
 
@@ -304,6 +309,40 @@ async def test_shadow_mode_serves_the_named_model_and_records_the_routed_one(
     assert outcomes[0].cost_usd == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
     # The grader answers with the model tierwise would have chosen, and grades that.
     assert [(s.model, s.answer_model) for s in samples] == [("big", "small")]
+
+
+async def test_a_shadow_mode_sample_grades_the_routed_models_answer_as_its_evidence(
+    database_url: str,
+) -> None:
+    async with gateway_on(database_url, reference_provider="openai") as gw:
+        gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam", model="big")))
+        await gw.client.chat.completions.create(
+            model="big", messages=HELLO, extra_headers={"X-Tierwise-Task-Type": "classify"}
+        )
+        await gw.router.flush()
+        gw.wire.enqueue(
+            OPENAI_PATH,
+            Reply(body=openai_chat("not spam", model="small", usage=openai_usage(40, 3))),
+            Reply(body=openai_chat("Rating: [[2]]", usage=openai_usage(500, 10))),
+        )
+        run = await gw.evaluator.grade()
+        assert run.graded == 1
+        answer, judge = (h.body for h in gw.wire.hits(OPENAI_PATH)[1:])
+        assert answer["model"] == "small-2024-07-18"
+        assert answer["messages"] == HELLO
+        assert judge["model"] == "big"
+        assert "not spam" in json.dumps(judge["messages"])
+        engine = make_engine(database_url)
+        try:
+            async with session_factory(engine)() as session:
+                grades = list((await session.exec(select(Grade))).all())
+        finally:
+            await engine.dispose()
+        assert [(g.model, g.shadow, g.verdict) for g in grades] == [("small", False, "disagree")]
+        # The routed model's answer is grading spend: 40 + 3 tokens of small, 500 + 10 of big.
+        assert grades[0].cost_usd == pytest.approx(
+            (40 * 0.15 + 3 * 0.60) / 1e6 + (500 * 2.5 + 10 * 10.0) / 1e6
+        )
 
 
 async def test_a_task_type_no_rule_names_routes_at_the_default_tier(gw: Gateway) -> None:
