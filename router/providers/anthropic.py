@@ -11,6 +11,13 @@ exception a middleware raises that is not one of the SDK's retryable types propa
 caller as is (``_should_retry_exception``). So :meth:`WaitBudget.check` raising
 :class:`Deferred` there ends the call without a sleep. An httpx response hook would not do
 here: this SDK wraps foreign exceptions from sending in ``APIConnectionError`` and retries them.
+
+Gateway calls (:meth:`AnthropicProvider.chat_completion`, :meth:`AnthropicProvider.open_stream`)
+take and return OpenAI Chat Completions shapes; the translation is
+:mod:`router.providers.anthropic_chat` (pure functions). An ``error`` event inside a stream
+comes out of the SDK as an ``APIStatusError`` whose ``status_code`` is the stream's 200; a
+dropped or stalled connection mid-stream comes out as a raw ``httpx2`` transport error (the
+SDK wraps only errors from sending, not from reading a stream's body).
 """
 
 from __future__ import annotations
