@@ -21,6 +21,8 @@ from sqlmodel import select
 from evaluator.models import Grade
 from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
+from router.gateway import Gateway as GatewayCore
+from router.gateway import parse_call
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
 from router.service import Router
@@ -124,6 +126,7 @@ class Gateway:
     client: openai.AsyncOpenAI
     database_url: str
     evaluator: Evaluator
+    core: GatewayCore
 
     async def rows(self) -> tuple[list[Decision], list[Outcome], list[Sample]]:
         """Every decision, outcome and sample, once the batch writer has written them."""
@@ -158,7 +161,13 @@ async def gateway_on(database_url: str, **overrides: object) -> AsyncIterator[Ga
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
             try:
                 yield Gateway(
-                    url, wire, app.state.router, client, database_url, app.state.evaluator
+                    url,
+                    wire,
+                    app.state.router,
+                    client,
+                    database_url,
+                    app.state.evaluator,
+                    app.state.gateway,
                 )
             finally:
                 await client.close()
@@ -578,6 +587,18 @@ async def test_an_error_mid_stream_is_relayed_and_recorded_and_never_graded(
     assert outcome.usage_raw["estimated"] is True
     assert outcome.output_tokens == 4  # "partial answer": 14 characters
     assert samples == []
+
+
+async def test_a_stream_whose_body_never_started_is_closed_and_recorded(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=openai_stream(["never read"], delay_s=0.5)))
+    body = {"model": "tierwise/classify", "messages": HELLO, "stream": True}
+    call = gw.core.start(parse_call(body, {}, gw.router.snapshot))
+    served, stream = await gw.core.open_stream(call)
+    await gw.core.settle(call, served, stream)  # what the response does after a caller left
+    await gw.core.settle(call, served, stream)  # and only once
+    _, outcomes, _ = await gw.rows()
+    assert [(o.status, o.served_model) for o in outcomes] == [("cancelled", "small")]
+    assert await asyncio.to_thread(gw.wire.wait_disconnects, 1)
 
 
 async def test_a_429_before_the_stream_falls_back(gw: Gateway) -> None:

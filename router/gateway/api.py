@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from router.errors import InvalidInput
 from router.gateway.request import ROUTE_MODEL, ROUTE_PREFIX, parse_call
@@ -73,6 +74,7 @@ async def chat_completions(request: Request) -> Response:
         gateway.relay(call, served, stream),
         media_type="text/event-stream",
         headers={**_headers(gateway, call, served), "cache-control": "no-cache"},
+        background=BackgroundTask(gateway.settle, call, served, stream),
     )
 
 
