@@ -23,6 +23,7 @@ from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
 from router.gateway import Gateway as GatewayCore
 from router.gateway import parse_call
+from router.keys import create_key
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
 from router.service import Router
@@ -738,3 +739,37 @@ async def test_a_fallback_crosses_providers(gw: Gateway) -> None:
         ("claude", 529),
         ("small", 200),
     ]
+
+
+# ---- callers -------------------------------------------------------------------------------------
+
+
+async def test_with_keys_the_gateway_needs_one_with_route_and_records_its_caller(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    async with session_factory(engine)() as session:
+        router_key = await create_key(session, "search-team", ["route"])
+        reporter = await create_key(session, "reporter", ["outcomes"])
+        await session.commit()
+    await engine.dispose()
+    async with gateway_on(database_url) as gw:
+        gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam")))
+        with pytest.raises(openai.AuthenticationError):
+            await gw.client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+        async with openai.AsyncOpenAI(
+            base_url=f"{gw.url}/v1", api_key=reporter.key, max_retries=0
+        ) as wrong_scope:
+            with pytest.raises(openai.PermissionDeniedError):
+                await wrong_scope.models.list()
+        async with openai.AsyncOpenAI(
+            base_url=f"{gw.url}/v1", api_key=router_key.key, max_retries=0
+        ) as client:
+            reply = await client.chat.completions.create(
+                model="tierwise/classify", messages=HELLO
+            )
+        assert reply.choices[0].message.content == "spam"
+        # The caller's key never goes upstream: tierwise sends its own provider key.
+        assert gw.wire.hits(OPENAI_PATH)[0].headers["authorization"] == "Bearer sk-upstream"
+        decisions, _, _ = await gw.rows()
+        assert [d.caller for d in decisions] == [router_key.info.id]
