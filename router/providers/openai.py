@@ -15,7 +15,6 @@ propagate from sending unchanged and unretried, so the Deferred reaches the call
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,7 +36,7 @@ from router.providers.base import (
 )
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
     from openai.types.chat.completion_create_params import ResponseFormat
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -116,27 +115,25 @@ def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
     return ProviderError(f"openai: {type(exc).__name__}: {exc}", transient=False)
 
 
-def _split_body(body: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
-    """``(model, messages, everything else)`` of a Chat Completions request body. The rest goes
-    to the SDK as ``extra_body``, so parameters pass through as sent, new ones included."""
-    rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
-    return str(body["model"]), body["messages"], rest
+_PATH = "/chat/completions"
 
 
 class _Stream(ChatStream):
-    """An open Chat Completions stream: the SDK's chunks as dicts, usage kept when it comes."""
+    """An open Chat Completions stream: the SDK's server-sent events as dicts, usage kept when
+    it comes."""
 
-    def __init__(self, stream: openai.AsyncStream[ChatCompletionChunk], timeout_s: float) -> None:
+    def __init__(self, stream: openai.AsyncStream[object], timeout_s: float) -> None:
         self._stream = stream
         self._chunks = stream.__aiter__()
         self._timeout_s = timeout_s
 
     async def __anext__(self) -> dict[str, Any]:
         try:
-            chunk = await self._chunks.__anext__()
+            data = await self._chunks.__anext__()
         except openai.OpenAIError as exc:
             raise map_error(exc, timeout_s=self._timeout_s) from exc
-        data: dict[str, Any] = chunk.to_dict()
+        if not isinstance(data, dict):
+            raise ProviderError("openai: a stream chunk is not a JSON object", transient=True)
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
@@ -258,39 +255,40 @@ class OpenAIProvider(SDKProvider):
         )
 
     async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
-        """One gateway call, passed through: ``body`` goes upstream as sent (unknown parameters
-        as the SDK's ``extra_body``); the reply is the upstream's JSON, read once without the
-        SDK's model parsing. ``usage`` is the reply's own usage object.
+        """One gateway call, passed through: ``body`` goes upstream as sent, through the SDK's
+        generic ``post`` (its retries, errors and headers; no per-parameter transform or model
+        parsing: the gateway relays the JSON as it came). ``usage`` is the reply's own.
 
         Raises:
-            ProviderError: as :func:`map_error` (``upstream_status``, ``retry_after_s`` set).
+            ProviderError: as :func:`map_error` (``upstream_status``, ``retry_after_s`` set), or
+                a reply that is not a JSON object (permanent).
         """
-        model, messages, rest = _split_body(body)
-        async with self.slot(model):
+        async with self.slot(str(body["model"])):
             try:
-                raw = await self._client.chat.completions.with_raw_response.create(
-                    model=model, messages=messages, extra_body=rest
-                )
+                reply = await self._client.post(_PATH, body=dict(body), cast_to=object)
             except openai.OpenAIError as exc:
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
-        reply = json.loads(raw.http_response.content)
         if not isinstance(reply, dict):
             raise ProviderError("openai: reply is not a JSON object", transient=False)
         usage = reply.get("usage")
         return Completion(body=reply, usage=usage if isinstance(usage, dict) else None)
 
     async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
-        """Open one streamed gateway call (``stream: true`` upstream, the rest as sent); returns
-        once the upstream answered 200.
+        """Open one streamed gateway call (``stream: true`` upstream, the rest as sent) through
+        the SDK's generic ``post``; returns once the upstream answered 200. Chunks are the
+        events' JSON as dicts (no model parsing).
 
         Raises:
             ProviderError: as :func:`map_error`, before the first chunk.
         """
-        model, messages, rest = _split_body(body)
-        async with self.slot(model):
+        async with self.slot(str(body["model"])):
             try:
-                stream = await self._client.chat.completions.create(
-                    model=model, messages=messages, stream=True, extra_body=rest
+                stream = await self._client.post(
+                    _PATH,
+                    body={**body, "stream": True},
+                    cast_to=object,
+                    stream=True,
+                    stream_cls=openai.AsyncStream[object],
                 )
             except openai.OpenAIError as exc:
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
