@@ -1,7 +1,10 @@
 """The one error tree of tierwise.
 
 Every error the service raises on purpose is a :class:`TierwiseError`; one FastAPI handler turns it
-into ``{"error": {"code", "message", "field"}}`` with the class's HTTP status::
+into ``{"error": {"code", "message", "field", "type", "param"}}`` with the class's HTTP status.
+``type`` and ``param`` (= ``field``) make the same body OpenAI's error object (OpenAI API
+reference, "Error codes": ``{"error": {"message", "type", "param", "code"}}``), so the official
+SDKs read the gateway's errors as they read OpenAI's::
 
     TierwiseError (500, "internal")
     +-- InvalidInput (422, "invalid_input")        bad value in a request or a policy file
@@ -45,8 +48,30 @@ class TierwiseError(Exception):
         self.field = field
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON body the API returns: ``{"code", "message", "field"}``."""
-        return {"code": self.code, "message": self.message, "field": self.field}
+        """The JSON body the API returns: ``{"code", "message", "field", "type", "param"}``."""
+        return error_body(self.code, self.message, self.field, self.status)
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status: ``invalid_request_error`` (4xx but 401, 403
+    and 429), ``authentication_error`` (401), ``permission_error`` (403),
+    ``rate_limit_error`` (429), ``server_error`` (5xx)."""
+    special = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+    if status in special:
+        return special[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(code: str, message: str, field: str | None, status: int) -> dict[str, object]:
+    """One error object: ours (``code``, ``message``, ``field``) and OpenAI's (``type``,
+    ``param``) in one."""
+    return {
+        "code": code,
+        "message": message,
+        "field": field,
+        "type": error_type(status),
+        "param": field,
+    }
 
 
 class InvalidInput(TierwiseError):

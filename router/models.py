@@ -52,6 +52,22 @@ class Model(JSONTrackingModel, table=True):
     updated_at: datetime = _ts()
 
 
+class ApiKey(JSONTrackingModel, table=True):
+    """A caller's API key. The key itself (``tw-<id>-<secret>``) is shown once at creation;
+    only the SHA-256 of it is stored. ``scopes`` is a list of ``route``, ``outcomes``,
+    ``read-samples``, ``admin``; a revoked key keeps its row (costs stay attributable)."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (sa.UniqueConstraint("name", name="uq_api_key_name"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    secret_hash: str = Field(max_length=64)
+    scopes: list[str] = Field(default_factory=list, sa_type=JSONList)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
 class Policy(SQLModel, table=True):
     """Every routing policy ever applied, newest last; the body is the policy file's TOML text."""
 
@@ -111,6 +127,9 @@ class Decision(JSONTrackingModel, table=True):
     """A route call's answer, written in batches off the hot path.
 
     ``meta``: the caller's metadata (a JSON object, or None); nested values are read-only.
+    ``caller``: the id of the API key that asked (``api_key.id``; None = no key). ``shadow``:
+    a gateway call in shadow mode: the caller named the model it wanted and got it; ``model``
+    is the one tierwise would have routed to.
     """
 
     __tablename__ = "decision"
@@ -127,6 +146,8 @@ class Decision(JSONTrackingModel, table=True):
     has_tool_calls: bool
     meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     item_id: str | None = Field(default=None, max_length=200)
+    caller: str | None = Field(default=None, max_length=32)
+    shadow: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = _ts(index=True)
 
 
@@ -136,6 +157,9 @@ class Outcome(JSONTrackingModel, table=True):
     Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
     model has no price row ("unpriced"), never 0. ``usage_raw`` is the usage
     object as the caller reported it (nested values, such as token details, are read-only).
+    Gateway calls also keep ``attempts``, one ``{"model", "status", "error", "latency_ms"}``
+    per upstream call in order (the last one served, or failed), and ``ttft_ms``, the time to
+    the first streamed chunk (None: not streamed, or reported through ``/v1/outcomes``).
     """
 
     __tablename__ = "outcome"
@@ -152,6 +176,8 @@ class Outcome(JSONTrackingModel, table=True):
     reasoning_tokens: int = 0
     cost_usd: float | None = None
     usage_raw: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+    attempts: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONList)
+    ttft_ms: float | None = None
     created_at: datetime = _ts(index=True)
 
 
@@ -163,7 +189,9 @@ class Sample(JSONTrackingModel, table=True):
     ``input_messages`` is a list of message dicts: the list itself can change in place, each
     message is read-only (replace it: ``row.input_messages[0] = {**m, "content": "..."}``).
     ``meta`` is the caller's route metadata, kept for reports and never read by the jobs;
-    ``item_id`` the held-out item the request replays. The grading job's own state lives in
+    ``item_id`` the held-out item the request replays. ``answer_model``, when set, is the model
+    whose answer is graded instead of the served one (a shadow-mode call: the model tierwise
+    would have routed to; the grading job asks it first). The grading job's own state lives in
     its own columns: ``attempts``, the lease, and ``earlier_*``, the spend of an earlier
     attempt that gave no verdict (its one retry is used once ``earlier_verdict`` is set; the
     final grade books both attempts). Tokens; USD (NULL = unpriced).
@@ -178,6 +206,7 @@ class Sample(JSONTrackingModel, table=True):
     output_text: str = Field(sa_type=sa.Text)
     meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     item_id: str | None = Field(default=None, max_length=200)
+    answer_model: str | None = Field(default=None, max_length=128)
     status: str = Field(default="queued", max_length=16, index=True)
     attempts: int = 0
     earlier_verdict: str | None = Field(default=None, max_length=16)

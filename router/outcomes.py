@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,7 +20,7 @@ from router import repository
 from router.db import utcnow
 from router.errors import NotFound
 from router.models import Decision
-from router.pricing import cost_usd, normalize_usage
+from router.pricing import Usage, cost_usd, normalize_usage
 from router.table import RoutingSnapshot
 
 
@@ -47,6 +48,34 @@ class OutcomeResult:
     cost_usd: float | None
     sample_queued: bool
     note: str | None
+
+
+def outcome_values(
+    snapshot: RoutingSnapshot,
+    task_class: str,
+    report: OutcomeReport,
+    usage: Usage,
+    now: datetime,
+) -> dict[str, Any]:
+    """The ``outcome`` row of ``report`` (its ``served_model`` already the catalog name),
+    priced at the snapshot's catalog price of the served model: ``cost_usd`` None when the
+    model is unpriced or no usage was reported, never 0 (:func:`router.pricing.cost_usd`)."""
+    price = snapshot.catalog.get(report.served_model)
+    return {
+        "decision_id": report.decision_id,
+        "task_class": task_class,
+        "served_model": report.served_model,
+        "status": report.status,
+        "latency_ms": report.latency_ms,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost_usd": None if report.usage is None else cost_usd(usage, price),
+        "usage_raw": report.usage,
+        "created_at": now,
+    }
 
 
 def _gradable(decision: Decision, report: OutcomeReport) -> bool:
@@ -134,29 +163,14 @@ async def record_outcomes(
             results.append(OutcomeResult(report.decision_id, False, None, queued, dup_note))
             continue
         seen.add(report.decision_id)
-        price = snapshot.catalog.get(report.served_model)
-        cost = None if report.usage is None else cost_usd(usage, price)
-        await repository.insert_outcome(
-            session,
-            decision_id=report.decision_id,
-            task_class=decision.task_class,
-            served_model=report.served_model,
-            status=report.status,
-            latency_ms=report.latency_ms,
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=cost,
-            usage_raw=report.usage,
-            created_at=now,
-        )
+        values = outcome_values(snapshot, decision.task_class, report, usage, now)
+        cost = values["cost_usd"]
+        await repository.insert_outcome(session, **values)
         queued = False
         note: str | None = None
         if report.usage is None:
             note = "no usage reported: unpriced"
-        elif price is None:
+        elif report.served_model not in snapshot.catalog:
             note = "unpriced model"
         if decision.sampled:
             if report.status != "ok":

@@ -192,6 +192,11 @@ class PolicyFile(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     defaults: ClassSettings = Field(default_factory=ClassSettings)
     classes: list[ClassOverride] = Field(default_factory=list)
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="model -> the models the gateway tries next, in order, when a call to it "
+        "fails before the first byte (429, 5xx, a timeout, a refused connection)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyFile:
@@ -231,6 +236,16 @@ class PolicyFile(_Strict):
                 raise ValueError(f"ladder[{i}]: model '{model}' is on the ladder twice")
         if self.premium_model not in known:
             raise ValueError(f"premium_model: model '{self.premium_model}' is not in models")
+        for model, chain in self.fallbacks.items():
+            if model not in known:
+                raise ValueError(f"fallbacks.{model}: model '{model}' is not in models")
+            for i, other in enumerate(chain):
+                if other not in known:
+                    raise ValueError(f"fallbacks.{model}[{i}]: model '{other}' is not in models")
+                if other == model or other in chain[:i]:
+                    raise ValueError(
+                        f"fallbacks.{model}[{i}]: '{other}' is already in the chain of '{model}'"
+                    )
         refs = [self.defaults.reference_model] + [
             c.overrides.get("reference_model") for c in self.classes
         ]
@@ -286,6 +301,12 @@ class Policy:
                 continue
             return Match(task_type + rule.class_suffix, rule.tier, f"rules[{i}]")
         return Match(task_type, self.spec.default_tier, "default_tier")
+
+    def fallback_chain(self, model: str) -> tuple[str, ...]:
+        """``model`` then the models its ``fallbacks`` entry names, in order (just ``model``
+        when it has none). The chain of the model actually chosen: an escalated class falls
+        back along its new model's chain."""
+        return (model, *self.spec.fallbacks.get(model, ()))
 
     def model_for_tier(self, tier: str) -> str:
         return self.spec.tier_models[tier]

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -22,10 +24,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from router import repository
 from router.db import utcnow
 from router.decide import RouteDecision, decide, decision_id_for
-from router.errors import TierwiseError
-from router.models import Decision
-from router.outcomes import OutcomeReport, OutcomeResult, record_outcomes
+from router.errors import InvalidInput, TierwiseError
+from router.models import Decision, Outcome, Sample
+from router.outcomes import OutcomeReport, OutcomeResult, outcome_values, record_outcomes
 from router.policy import ModelPrice
+from router.pricing import Usage, normalize_usage
 from router.table import RoutingSnapshot, current_version, load_snapshot
 from router.writer import Batch, BatchWriter
 
@@ -63,7 +66,7 @@ class Router:
         self._poll_interval_s = poll_interval_s
         self.writer = BatchWriter(
             sessions,
-            [Decision],
+            [Decision, Outcome, Sample],
             flush_interval_s=flush_interval_s,
             flush_size=flush_size,
             max_buffered=MAX_BUFFERED_ROWS,
@@ -117,12 +120,18 @@ class Router:
         *,
         request_id: str | None = None,
         item_id: str | None = None,
+        caller: str | None = None,
+        shadow: bool = False,
+        at: datetime | None = None,
     ) -> RouteDecision:
         """Decide and hand the decision to the batch writer. No I/O.
 
         ``request_id`` (the caller's id) makes the decision repeatable
         (:func:`router.decide.decision_id_for`). ``meta`` is the caller's metadata, stored as
-        sent; ``item_id`` the held-out item a replayed request stands for.
+        sent; ``item_id`` the held-out item a replayed request stands for; ``caller`` the API
+        key's id (``api_key.id``); ``shadow`` marks a gateway call in shadow mode (the caller
+        is served the model it named; the decision says what tierwise would have chosen);
+        ``at`` the decision's time (default now, UTC).
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
@@ -144,10 +153,76 @@ class Router:
                 "has_tool_calls": has_tool_calls,
                 "meta": meta,
                 "item_id": item_id,
-                "created_at": utcnow(),
+                "caller": caller,
+                "shadow": shadow,
+                "created_at": at or utcnow(),
             },
         )
         return decision
+
+    def record_call(
+        self,
+        decision: RouteDecision,
+        decided_at: datetime,
+        report: OutcomeReport,
+        *,
+        attempts: list[dict[str, Any]],
+        ttft_ms: float | None = None,
+        item_id: str | None = None,
+        answer_model: str | None = None,
+    ) -> float | None:
+        """A gateway call's outcome, and its sample when the decision is sampled and the call
+        gave an answer (status ok, with input messages and output text), handed to the batch
+        writer with the decision: no I/O, one transaction with it. Priced like a reported
+        outcome (:func:`router.outcomes.outcome_values`). A usage object the upstream sent
+        that cannot be read is kept in ``usage_raw`` and the call stays unpriced (logged).
+        ``attempts`` are the upstream calls in order; ``ttft_ms`` the time to the first
+        streamed chunk, ms; ``answer_model`` the model whose answer a shadow-mode sample
+        grades (:class:`router.models.Sample`). Returns the cost in USD (None: unpriced).
+
+        Raises:
+            NoPolicy: no routing policy applied yet (503).
+        """
+        snapshot = self.snapshot
+        report = replace(report, served_model=snapshot.canonical(report.served_model))
+        readable = True
+        try:
+            usage = normalize_usage(report.usage)
+        except InvalidInput as exc:
+            log.warning("%s: unreadable upstream usage, unpriced: %s", decision.decision_id, exc)
+            usage, readable = Usage(), False
+        now = utcnow()
+        row = outcome_values(snapshot, decision.task_class, report, usage, now)
+        if not readable:
+            row["cost_usd"] = None
+        row["attempts"] = attempts
+        row["ttft_ms"] = ttft_ms
+        self.writer.add(Outcome, row)
+        if (
+            decision.sampled
+            and report.status == "ok"
+            and report.output_text is not None
+            and report.input_messages
+        ):
+            self.writer.add(
+                Sample,
+                {
+                    "decision_id": decision.decision_id,
+                    "task_class": decision.task_class,
+                    "model": report.served_model,
+                    "input_messages": report.input_messages,
+                    "output_text": report.output_text,
+                    "meta": None,
+                    "item_id": item_id,
+                    "answer_model": answer_model,
+                    "status": "queued",
+                    "attempts": 0,
+                    "decided_at": decided_at,
+                    "created_at": now,
+                },
+            )
+        cost: float | None = row["cost_usd"]
+        return cost
 
     async def flush(self) -> int:
         """Write what the batch writer holds now; returns how many rows were written.
@@ -160,7 +235,8 @@ class Router:
     async def _register_classes(self, session: AsyncSession, batch: Batch) -> None:
         """Inside each batch's transaction: add its classes to the class registry (a class
         already there is kept; registered with the batch, so a failed write retries both)."""
-        await repository.register_classes(session, repository.first_seen(row for _, row in batch))
+        decisions = (row for table, row in batch if table is Decision)
+        await repository.register_classes(session, repository.first_seen(decisions))
 
     def _buffered_decisions(self, ids: set[str]) -> dict[str, dict[str, Any]]:
         found = self.writer.pending(Decision, set(ids))

@@ -50,6 +50,7 @@ TABLES = (
     "rule_state",
     "job_run",
     "task_class",
+    "api_key",
 )
 
 

@@ -270,8 +270,10 @@ def test_every_json_column_saves_changes_in_place() -> None:
                 ) and issubclass(mapper.class_, JSONTrackingModel)
     assert json_columns == {
         "model.aliases": True,
+        "api_key.scopes": True,
         "decision.meta": True,
         "outcome.usage_raw": True,
+        "outcome.attempts": True,
         "sample.input_messages": True,
         "sample.meta": True,
         "escalation_event.evidence": True,

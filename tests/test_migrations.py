@@ -194,6 +194,16 @@ SEEDERS: dict[str, list[Row]] = {
         }
     ],
     "task_class": [{"name": "other-class", "first_routed_at": AT}],
+    "api_key": [
+        {
+            "id": "k1a2b3c4",
+            "name": "search-team",
+            "secret_hash": "0" * 64,
+            "scopes": ["route", "outcomes"],
+            "created_at": AT,
+            "revoked_at": None,
+        }
+    ],
 }
 
 

@@ -15,7 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
-from router.errors import TierwiseError, field_path
+from router.errors import TierwiseError, error_body, field_path
+from router.gateway.api import gateway_api
+from router.providers import Provider
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
@@ -50,16 +52,22 @@ def _field_of(error: Mapping[str, Any]) -> str:
 
 
 def create_app(
-    settings: Settings | None = None, *, env_factory: Callable[[], GraderEnv] | None = None
+    settings: Settings | None = None,
+    *,
+    env_factory: Callable[[], GraderEnv] | None = None,
+    gateway_upstream: Provider | None = None,
 ) -> FastAPI:
     """The tierwise service. ``env_factory`` overrides how grading reaches a reference model
     (default: ``settings.reference_provider``: replay from the recorded data sets in
-    ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan)."""
+    ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan);
+    ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_planes(settings, env_factory=env_factory) as planes:
+        async with running_planes(
+            settings, env_factory=env_factory, gateway_upstream=gateway_upstream
+        ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
             app.state.settings = settings
@@ -71,6 +79,7 @@ def create_app(
             app.state.engine = planes.engine
             app.state.sessions = planes.sessions
             app.state.router = planes.router
+            app.state.gateway = planes.gateway
             app.state.evaluator = planes.evaluator
             yield
 
@@ -89,7 +98,7 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = {"code": code, "message": str(exc.detail), "field": None}
+        body = error_body(code, str(exc.detail), None, exc.status_code)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -98,9 +107,7 @@ def create_app(
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = _field_of(first)
         body = {
-            "code": "invalid_input",
-            "message": f"{field}: {first.get('msg')}",
-            "field": field,
+            **error_body("invalid_input", f"{field}: {first.get('msg')}", field, 422),
             "errors": [{"field": _field_of(e), "message": e.get("msg")} for e in errors],
         }
         return JSONResponse({"error": body}, status_code=422)
@@ -111,5 +118,6 @@ def create_app(
         return {"status": "ok", "table_version": request.app.state.router.table_version}
 
     app.include_router(router.api.api)
+    app.include_router(gateway_api)
     app.include_router(evaluator.api.api)
     return app

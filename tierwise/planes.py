@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.datasets import load_held_out, replay_provider
 from evaluator.graders import GraderEnv
 from evaluator.service import (
     HELD_OUT_FILES,
@@ -27,9 +28,11 @@ from evaluator.service import (
     provider_env,
 )
 from router.db import make_engine, session_factory
+from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
 from router.policy import ModelPrice, load_policy
 from router.providers import (
+    Provider,
     ProviderRegistry,
     ProviderSettings,
     adapters_from_settings,
@@ -79,6 +82,34 @@ def live_registry(
     return ProviderRegistry({}, catalog, force=provider_from_settings(settings))
 
 
+def gateway_registry(
+    settings: Settings, catalog: Callable[[], Mapping[str, ModelPrice]]
+) -> ProviderRegistry:
+    """The upstreams of gateway calls (``settings.gateway_upstream``): ``catalog`` (each
+    model's own provider), one provider name, or ``replay`` (the held-out sets' recorded
+    answers in ``settings.datasets_dir``, offline). Live adapters are built apart from the
+    grading ones: the SDK retries ``gateway_max_retries`` times (the gateway falls back
+    instead), ``gateway_concurrency`` calls in flight per built-in provider, and a wait budget
+    as long as the SDK timeout (a retry hint is the fallback's business, not a deferral).
+
+    Raises:
+        InvalidInput: an unknown provider name, a missing key, a bad ``providers`` entry.
+    """
+    if settings.gateway_upstream == "replay":
+        sets = [load_held_out(p) for p in held_out_paths(settings.datasets_dir)]
+        return ProviderRegistry({}, catalog, force=replay_provider(sets))
+    view = settings.model_copy(
+        update={
+            "reference_provider": settings.gateway_upstream,
+            "provider_max_retries": settings.gateway_max_retries,
+            "openai_concurrency": settings.gateway_concurrency,
+            "anthropic_concurrency": settings.gateway_concurrency,
+            "grading_budget_s": settings.provider_timeout_s,
+        }
+    )
+    return live_registry(view, catalog)
+
+
 @dataclass(frozen=True, slots=True)
 class Planes:
     """What :func:`running_planes` built; the scheduler is not started."""
@@ -86,6 +117,7 @@ class Planes:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     router: Router
+    gateway: Gateway
     evaluator: Evaluator
     scheduler: JobScheduler
 
@@ -104,11 +136,15 @@ def _warn_without_held_out_sets(settings: Settings) -> None:
 
 @asynccontextmanager
 async def running_planes(
-    settings: Settings, *, env_factory: Callable[[], GraderEnv] | None = None
+    settings: Settings,
+    *,
+    env_factory: Callable[[], GraderEnv] | None = None,
+    gateway_upstream: Provider | None = None,
 ) -> AsyncIterator[Planes]:
     """Build and start both planes (the router's snapshot poller and decision writer run; the
     job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
-    grading reaches a reference model (default: ``settings.reference_provider``).
+    grading reaches a reference model (default: ``settings.reference_provider``);
+    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`).
 
     Raises:
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
@@ -126,7 +162,13 @@ async def running_planes(
         flush_interval_s=settings.decision_flush_s,
     )
     live: ProviderRegistry | None = None
+    upstreams: ProviderRegistry | None = None
     try:
+        if gateway_upstream is not None:
+            upstreams = ProviderRegistry({}, lambda: data_plane.catalog, force=gateway_upstream)
+        else:
+            upstreams = gateway_registry(settings, lambda: data_plane.catalog)
+        gateway = Gateway(data_plane, upstreams.adapter_for)
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)
         registry = live
@@ -153,9 +195,17 @@ async def running_planes(
                         provider,
                         ", ".join(sorted(models)),
                     )
+            if gateway_upstream is None and settings.gateway_upstream != "replay":
+                for provider, models in upstreams.unconfigured(data_plane.catalog).items():
+                    log.warning(
+                        "gateway: no provider '%s' is configured: calls routed to %s will fail "
+                        "over to their fallbacks, or fail",
+                        provider,
+                        ", ".join(sorted(models)),
+                    )
             scheduler = JobScheduler(jobs_of(settings, control_plane))
             try:
-                yield Planes(engine, sessions, data_plane, control_plane, scheduler)
+                yield Planes(engine, sessions, data_plane, gateway, control_plane, scheduler)
             finally:
                 await scheduler.aclose()
         finally:
@@ -164,6 +214,8 @@ async def running_planes(
         await engine.dispose()
         if live is not None:
             await live.aclose()
+        if upstreams is not None and gateway_upstream is None:
+            await upstreams.aclose()
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

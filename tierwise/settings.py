@@ -65,6 +65,21 @@ class Settings(BaseSettings):
         description="longest one reference call may wait on rate-limit hints, s; a longer "
         "retry-after defers the sample to the next grading run",
     )
+    gateway_upstream: str = Field(
+        default="catalog",
+        description="who answers gateway calls (POST /v1/chat/completions): catalog (each "
+        "model's own provider) | a provider name (every model there) | replay (recorded "
+        "answers from the held-out sets, offline)",
+    )
+    gateway_max_retries: int = Field(
+        default=0,
+        ge=0,
+        description="retries the provider SDK makes of one gateway attempt before the gateway "
+        "falls back to the next model of the chain (0: fall back at once)",
+    )
+    gateway_concurrency: int = Field(
+        default=512, ge=1, description="gateway calls in flight per built-in provider"
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="required as 'Authorization: Bearer <token>' by the operator endpoints "

@@ -15,6 +15,8 @@ propagate from sending unchanged and unretried, so the Deferred reaches the call
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
@@ -26,13 +28,16 @@ from router.pricing import normalize_usage
 from router.providers.base import (
     ChatRequest,
     ChatResponse,
+    ChatStream,
+    Completion,
     FinishReason,
     ProviderError,
     SDKProvider,
+    retry_after_s,
 )
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
     from openai.types.chat.completion_create_params import ResponseFormat
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -88,7 +93,10 @@ def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
 
     Transient: timeouts (``APITimeoutError``), connection errors (``APIConnectionError``) and
     status 408, 409, 429 and 5xx, the ones the SDK itself retries. Anything else (400, 401, 403,
-    404, 422, a reply the SDK cannot read) is permanent.
+    404, 422, a reply the SDK cannot read) is permanent. A status error carries
+    ``upstream_status`` and the ``retry-after-ms`` / ``retry-after`` it asked for
+    (:func:`router.providers.base.retry_after_s`); an error event inside a stream (an
+    ``APIError`` without a status) is transient, as the stream was cut by the server.
     """
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(f"openai: no reply within {timeout_s:g} s", transient=True)
@@ -97,8 +105,47 @@ def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         transient = status in (408, 409, 429) or status >= 500
-        return ProviderError(f"openai: HTTP {status}: {exc.message}", transient=transient)
+        return ProviderError(
+            f"openai: HTTP {status}: {exc.message}",
+            transient=transient,
+            upstream_status=status,
+            retry_after_s=retry_after_s(exc.response.headers),
+        )
+    if isinstance(exc, openai.APIError):
+        return ProviderError(f"openai: error in the stream: {exc.message}", transient=True)
     return ProviderError(f"openai: {type(exc).__name__}: {exc}", transient=False)
+
+
+def _split_body(body: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """``(model, messages, everything else)`` of a Chat Completions request body. The rest goes
+    to the SDK as ``extra_body``, so parameters pass through as sent, new ones included."""
+    rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+    return str(body["model"]), body["messages"], rest
+
+
+class _Stream(ChatStream):
+    """An open Chat Completions stream: the SDK's chunks as dicts, usage kept when it comes."""
+
+    def __init__(self, stream: openai.AsyncStream[ChatCompletionChunk], timeout_s: float) -> None:
+        self._stream = stream
+        self._chunks = stream.__aiter__()
+        self._timeout_s = timeout_s
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            chunk = await self._chunks.__anext__()
+        except openai.OpenAIError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        data: dict[str, Any] = chunk.to_dict()
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        if self.model is None and isinstance(data.get("model"), str):
+            self.model = data["model"]
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.close()
 
 
 class OpenAIProvider(SDKProvider):
@@ -209,6 +256,45 @@ class OpenAIProvider(SDKProvider):
                 "usage": usage_raw,
             },
         )
+
+    async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
+        """One gateway call, passed through: ``body`` goes upstream as sent (unknown parameters
+        as the SDK's ``extra_body``); the reply is the upstream's JSON, read once without the
+        SDK's model parsing. ``usage`` is the reply's own usage object.
+
+        Raises:
+            ProviderError: as :func:`map_error` (``upstream_status``, ``retry_after_s`` set).
+        """
+        model, messages, rest = _split_body(body)
+        async with self.slot(model):
+            try:
+                raw = await self._client.chat.completions.with_raw_response.create(
+                    model=model, messages=messages, extra_body=rest
+                )
+            except openai.OpenAIError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        reply = json.loads(raw.http_response.content)
+        if not isinstance(reply, dict):
+            raise ProviderError("openai: reply is not a JSON object", transient=False)
+        usage = reply.get("usage")
+        return Completion(body=reply, usage=usage if isinstance(usage, dict) else None)
+
+    async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        """Open one streamed gateway call (``stream: true`` upstream, the rest as sent); returns
+        once the upstream answered 200.
+
+        Raises:
+            ProviderError: as :func:`map_error`, before the first chunk.
+        """
+        model, messages, rest = _split_body(body)
+        async with self.slot(model):
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=model, messages=messages, stream=True, extra_body=rest
+                )
+            except openai.OpenAIError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return _Stream(stream, self._timeout_s)
 
     async def aclose(self) -> None:
         """Close the SDK client and its connections."""

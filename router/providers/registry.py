@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -26,7 +26,14 @@ from router.errors import InvalidInput
 from router.policy import ModelPrice
 from router.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
 from router.providers.anthropic import AnthropicProvider
-from router.providers.base import ChatRequest, ChatResponse, Provider, ProviderError
+from router.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    ChatStream,
+    Completion,
+    Provider,
+    ProviderError,
+)
 from router.providers.openai import DEFAULT_BASE_URL as OPENAI_BASE_URL
 from router.providers.openai import OpenAIProvider
 
@@ -210,6 +217,12 @@ class _Unconfigured(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         raise ProviderError(self._message, transient=False)
 
+    async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
+        raise ProviderError(self._message, transient=False)
+
+    async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        raise ProviderError(self._message, transient=False)
+
 
 class ProviderRegistry:
     """Adapters by provider name, resolved per catalog model.
@@ -254,6 +267,22 @@ class ProviderRegistry:
         if bound is None:
             bound = self._bound[key] = _AtApiId(adapter, api_model)
         return bound
+
+    def adapter_for(self, model: str) -> tuple[Provider, str]:
+        """The adapter that serves ``model`` (a catalog name) and the model id to send it: the
+        catalog's ``api_model`` (else the name) for a live API, the catalog name for one keyed
+        by it (``uses_api_ids`` False: replay). A model whose provider is not configured gets
+        an adapter whose calls raise a permanent :class:`ProviderError` naming the setting."""
+        entry = self._catalog().get(model)
+        adapter = self._force
+        if adapter is None:
+            adapter = self._adapters.get(entry.provider) if entry is not None else None
+            if adapter is None:
+                return _Unconfigured(model, entry.provider if entry is not None else None), model
+        api_model = entry.api_model if entry is not None else None
+        if api_model is None or not adapter.uses_api_ids:
+            return adapter, model
+        return adapter, api_model
 
     def unconfigured(self, catalog: Mapping[str, ModelPrice]) -> dict[str, list[str]]:
         """Providers named in ``catalog`` with no adapter -> their models (empty when forced)."""

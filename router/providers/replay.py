@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from router.pricing import Usage
-from router.providers.base import ChatRequest, ChatResponse, Provider, ReplayMiss
+from router.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    ChatStream,
+    Completion,
+    Provider,
+    ReplayMiss,
+)
 from router.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 
@@ -36,6 +43,68 @@ class RecordedAnswer:
     model: str
     messages: list[dict[str, Any]]
     text: str
+
+
+_STREAM_PIECE_CHARS = 64
+"""A streamed replay answer comes in pieces of this many characters."""
+
+
+def _gateway_reply(model: str, messages: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object answering ``messages`` with ``text``; usage is the
+    offline estimate (:mod:`router.tokens`), as for :meth:`ReplayProvider.complete`."""
+    prompt = estimate_message_tokens(messages)
+    completion = estimate_text_tokens(text)
+    return {
+        "id": "chatcmpl-replay-" + _key("reply", model, _canonical(messages))[:24],
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+class _ReplayStream(ChatStream):
+    """A recorded answer streamed in pieces, then a usage-only chunk (``choices: []``)."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        text = reply["choices"][0]["message"]["content"]
+        base = {k: reply[k] for k in ("id", "created", "model")}
+        base["object"] = "chat.completion.chunk"
+        size = _STREAM_PIECE_CHARS
+        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": p}}]}
+            if i == 0
+            else {**base, "choices": [{"index": 0, "delta": {"content": p}}]}
+            for i, p in enumerate(pieces)
+        ]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        chunks.append({**base, "choices": [], "usage": reply["usage"]})
+        self._chunks = iter(chunks)
+        self._usage = reply["usage"]
+        self.model = reply["model"]
+
+    async def __anext__(self) -> dict[str, Any]:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            raise StopAsyncIteration
+        if not chunk["choices"]:
+            self.usage = self._usage
+        return chunk
+
+    async def aclose(self) -> None:
+        self._chunks = iter(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +168,31 @@ class ReplayProvider(Provider):
             input_tokens=estimate_message_tokens(prompt), output_tokens=estimate_text_tokens(text)
         )
         return ChatResponse(text=text, model=request.model, finish_reason="stop", usage=usage)
+
+    def _gateway_lookup(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        model = str(body["model"])
+        messages = list(body["messages"])
+        text = self._answers.get(_key("answer", model, _canonical(messages)))
+        if text is None:
+            raise ReplayMiss(f"no recorded reply of {model} to this prompt")
+        return _gateway_reply(model, messages, text)
+
+    async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
+        """The recorded answer of ``body["model"]`` (a catalog name) to ``body["messages"]``,
+        as an OpenAI ``chat.completion`` with estimated usage. Tools and other parameters are
+        not replayed (the recordings have none).
+
+        Raises:
+            ReplayMiss: nothing recorded for this model and these messages (permanent).
+        """
+        reply = self._gateway_lookup(body)
+        return Completion(body=reply, usage=reply["usage"])
+
+    async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        """The same answer as :meth:`chat_completion`, streamed in 64-character pieces with a
+        final usage-only chunk.
+
+        Raises:
+            ReplayMiss: as :meth:`chat_completion`.
+        """
+        return _ReplayStream(self._gateway_lookup(body))

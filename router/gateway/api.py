@@ -1,0 +1,104 @@
+"""HTTP endpoints of the gateway: ``POST /v1/chat/completions`` and ``GET /v1/models``, in
+OpenAI's wire format (OpenAI API reference, "Chat" and "Models")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from router.errors import InvalidInput
+from router.gateway.request import ROUTE_MODEL, ROUTE_PREFIX, parse_call
+from router.gateway.service import Call, Gateway, UpstreamFailed
+from router.service import Router
+
+gateway_api = APIRouter(prefix="/v1", tags=["gateway"])
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]:
+    """The routing, as response headers: the decision, what served it, how many upstream
+    calls, what tierwise added (ms) and, in shadow mode, the model it would have chosen."""
+    d = call.decision
+    headers = {
+        "x-tierwise-decision-id": d.decision_id,
+        "x-tierwise-task-class": d.task_class,
+        "x-tierwise-model": served or call.chain[0],
+        "x-tierwise-tier": d.tier,
+        "x-tierwise-sampled": "true" if d.sampled else "false",
+        "x-tierwise-attempts": str(gateway.upstream_calls(call)),
+        "x-tierwise-overhead-ms": f"{gateway.overhead_ms(call):.3f}",
+    }
+    if call.request.shadow_model is not None:
+        headers["x-tierwise-shadow"] = d.model
+    return headers
+
+
+@gateway_api.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    """An OpenAI Chat Completions call, routed. ``model: "tierwise/<task_type>"`` routes by the
+    routing table; a catalog model is served as named while tierwise records what it would
+    have chosen (shadow mode). Streams when ``stream`` is true."""
+    gateway = _gateway(request)
+    router: Router = request.app.state.router
+    raw = await request.body()
+    try:
+        payload: Any = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput("the body is not valid JSON", field="body") from exc
+    checked = parse_call(payload, request.headers, router.snapshot)
+    call = gateway.start(checked, caller=getattr(request.state, "caller", None))
+    if not checked.stream:
+        try:
+            completion = await gateway.complete(call)
+        except UpstreamFailed as exc:
+            return _failed(gateway, call, exc)
+        served = next((a["model"] for a in call.attempts if a["status"] == "ok"), None)
+        return Response(
+            json.dumps(completion.body, separators=(",", ":")),
+            media_type="application/json",
+            headers=_headers(gateway, call, served),
+        )
+    try:
+        served, stream = await gateway.open_stream(call)
+    except UpstreamFailed as exc:
+        return _failed(gateway, call, exc)
+    return StreamingResponse(
+        gateway.relay(call, served, stream),
+        media_type="text/event-stream",
+        headers={**_headers(gateway, call, served), "cache-control": "no-cache"},
+    )
+
+
+def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:
+    headers = _headers(gateway, call, None)
+    if exc.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
+
+
+@gateway_api.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    """The routable task types (``tierwise/<task_type>``, from the policy's rules, and
+    ``tierwise`` itself) and the catalog's models (shadow mode), in OpenAI's list shape:
+    ``{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``."""
+    router: Router = request.app.state.router
+    snapshot = router.snapshot
+    created = 0  # OpenAI's field (Unix seconds); routes and catalog entries have no such date
+    task_types = sorted({t for rule in snapshot.policy.spec.rules for t in rule.task_types})
+    data = [{"id": ROUTE_MODEL, "object": "model", "created": created, "owned_by": "tierwise"}]
+    data += [
+        {"id": ROUTE_PREFIX + t, "object": "model", "created": created, "owned_by": "tierwise"}
+        for t in task_types
+    ]
+    data += [
+        {"id": name, "object": "model", "created": created, "owned_by": price.provider}
+        for name, price in sorted(snapshot.catalog.items())
+    ]
+    return {"object": "list", "data": data}

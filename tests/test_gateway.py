@@ -1,0 +1,413 @@
+"""The gateway, driven by the official ``openai`` SDK over real HTTP, against loopback upstreams
+that speak OpenAI's and Anthropic's wire formats (``tests/wire.py``). Every call's decision and
+outcome are read back from the database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import openai
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from router.db import make_engine, session_factory
+from router.models import Decision, Outcome, Sample
+from router.policy import parse_policy
+from router.service import Router
+from tests.conftest import apply, make_settings
+from tests.serving import served
+from tests.wire import (
+    OPENAI_PATH,
+    Reply,
+    WireServer,
+    error_reply,
+    openai_chat,
+    openai_usage,
+)
+from tierwise.app import create_app
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+POLICY = """
+name = "gateway-test"
+default_tier = "standard"
+premium_model = "big"
+ladder = ["small", "big"]
+
+[tier_models]
+trivial = "small"
+standard = "small"
+complex = "big"
+critical = "big"
+
+[[models]]
+name = "small"
+provider = "openai"
+api_model = "small-2024-07-18"
+input_usd_per_mtok = 0.15
+cached_input_usd_per_mtok = 0.075
+output_usd_per_mtok = 0.60
+
+[[models]]
+name = "big"
+provider = "openai"
+input_usd_per_mtok = 2.50
+cached_input_usd_per_mtok = 1.25
+output_usd_per_mtok = 10.00
+
+[[models]]
+name = "other"
+provider = "openai"
+input_usd_per_mtok = 1.00
+output_usd_per_mtok = 1.00
+
+[fallbacks]
+small = ["other"]
+
+[[rules]]
+task_types = ["classify"]
+tier = "trivial"
+
+[[rules]]
+task_types = ["code_generation"]
+tier = "complex"
+
+[defaults]
+sample_rate = 1.0
+reference_model = "big"
+"""
+
+HELLO: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Is this spam? 'You won a prize!'"}
+]
+
+
+@dataclass
+class Gateway:
+    url: str
+    wire: WireServer
+    router: Router
+    client: openai.AsyncOpenAI
+    database_url: str
+
+    async def rows(self) -> tuple[list[Decision], list[Outcome], list[Sample]]:
+        """Every decision, outcome and sample, once the batch writer has written them."""
+        await self.router.flush()
+        engine = make_engine(self.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                decisions = list((await session.exec(select(Decision))).all())
+                outcomes = list((await session.exec(select(Outcome))).all())
+                samples = list((await session.exec(select(Sample))).all())
+        finally:
+            await engine.dispose()
+        return decisions, outcomes, samples
+
+
+@asynccontextmanager
+async def gateway_on(database_url: str, **overrides: object) -> AsyncIterator[Gateway]:
+    engine = make_engine(database_url)
+    await apply(session_factory(engine), parse_policy(POLICY))
+    await engine.dispose()
+    with WireServer() as wire:
+        settings = make_settings(
+            database_url,
+            openai_api_key=SecretStr("sk-upstream"),
+            openai_base_url=wire.openai_base_url,
+            anthropic_api_key=SecretStr("sk-ant-upstream"),
+            anthropic_base_url=wire.anthropic_base_url,
+            **overrides,
+        )
+        app = create_app(settings)
+        async with served(app) as url:
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
+            try:
+                yield Gateway(url, wire, app.state.router, client, database_url)
+            finally:
+                await client.close()
+
+
+@pytest.fixture
+async def gw(database_url: str) -> AsyncIterator[Gateway]:
+    async with gateway_on(database_url) as gateway:
+        yield gateway
+
+
+async def test_a_routed_call_goes_to_the_tables_model_and_is_recorded_once(gw: Gateway) -> None:
+    usage = openai_usage(2006, 300, cached=1920)
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam", usage=usage, model="small-x")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify", messages=HELLO, temperature=0.2, seed=7
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "spam"
+    sent = gw.wire.hits(OPENAI_PATH)[0].body
+    # The catalog's API id goes upstream; every other parameter passes through as sent.
+    assert sent == {
+        "model": "small-2024-07-18",
+        "messages": HELLO,
+        "temperature": 0.2,
+        "seed": 7,
+    }
+    headers = raw.headers
+    assert headers["x-tierwise-task-class"] == "classify"
+    assert headers["x-tierwise-model"] == "small"
+    assert headers["x-tierwise-tier"] == "trivial"
+    assert headers["x-tierwise-sampled"] == "true"
+    assert headers["x-tierwise-attempts"] == "1"
+    assert float(headers["x-tierwise-overhead-ms"]) >= 0
+    assert "x-tierwise-shadow" not in headers
+    decisions, outcomes, samples = await gw.rows()
+    assert [(d.id, d.model, d.shadow) for d in decisions] == [
+        (headers["x-tierwise-decision-id"], "small", False)
+    ]
+    (outcome,) = outcomes
+    # Usage counted once: 2006 prompt tokens of which 1920 cached (OpenAI includes them).
+    assert (outcome.input_tokens, outcome.cached_input_tokens, outcome.output_tokens) == (
+        86,
+        1920,
+        300,
+    )
+    assert outcome.cost_usd == pytest.approx((86 * 0.15 + 1920 * 0.075 + 300 * 0.60) / 1e6)
+    assert outcome.served_model == "small"
+    assert outcome.status == "ok"
+    assert outcome.attempts is not None
+    assert [(a["model"], a["status"]) for a in outcome.attempts] == [("small", "ok")]
+    assert outcome.ttft_ms is None
+    (sample,) = samples
+    assert (sample.model, sample.output_text, sample.input_messages) == ("small", "spam", HELLO)
+    assert sample.answer_model is None
+
+
+async def test_tool_calls_reach_the_caller_and_the_grader(gw: Gateway) -> None:
+    body = openai_chat(None, finish_reason="tool_calls")
+    body["choices"][0]["message"]["tool_calls"] = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": '{"q": "prize"}'},
+        }
+    ]
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=body))
+    tools: list[ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    ]
+    reply = await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, tools=tools
+    )
+    call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert (call.id, call.function.name, call.function.arguments) == (  # type: ignore[union-attr]
+        "call_1",
+        "lookup",
+        '{"q": "prize"}',
+    )
+    assert gw.wire.hits(OPENAI_PATH)[0].body["tools"] == tools
+    decisions, _, samples = await gw.rows()
+    assert decisions[0].has_tool_calls is True
+    assert json.loads(samples[0].output_text) == {
+        "tool_calls": [{"name": "lookup", "arguments": '{"q": "prize"}'}]
+    }
+
+
+async def test_a_429_with_retry_after_falls_back_and_holds_the_model(gw: Gateway) -> None:
+    gw.wire.enqueue(
+        OPENAI_PATH,
+        error_reply(OPENAI_PATH, 429, headers={"retry-after": "30"}),
+        Reply(body=openai_chat("from other", model="other")),
+        Reply(body=openai_chat("again other", model="other")),
+    )
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify", messages=HELLO
+    )
+    assert raw.parse().choices[0].message.content == "from other"
+    assert [h.body["model"] for h in gw.wire.hits(OPENAI_PATH)] == ["small-2024-07-18", "other"]
+    assert raw.headers["x-tierwise-model"] == "other"
+    assert raw.headers["x-tierwise-attempts"] == "2"
+    # Retry-After: 30 holds "small": the next call starts at its fallback, without a request.
+    second = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify", messages=HELLO
+    )
+    assert second.headers["x-tierwise-attempts"] == "1"
+    assert [h.body["model"] for h in gw.wire.hits(OPENAI_PATH)][2:] == ["other"]
+    _, outcomes, samples = await gw.rows()
+    by_id = {o.decision_id: o for o in outcomes}
+    first = by_id[raw.headers["x-tierwise-decision-id"]]
+    assert first.served_model == "other"
+    assert first.attempts is not None
+    assert [(a["model"], a["status"], a["upstream_status"]) for a in first.attempts] == [
+        ("small", "error", 429),
+        ("other", "ok", 200),
+    ]
+    held = by_id[second.headers["x-tierwise-decision-id"]]
+    assert held.attempts is not None
+    assert [(a["model"], a["status"]) for a in held.attempts] == [
+        ("small", "held"),
+        ("other", "ok"),
+    ]
+    # Cost and quality go to the model that served; the decision keeps the routed one.
+    assert {s.model for s in samples} == {"other"}
+    assert first.cost_usd == pytest.approx((100 * 1.0 + 20 * 1.0) / 1e6)
+
+
+async def test_a_permanent_upstream_error_is_not_retried_elsewhere(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, error_reply(OPENAI_PATH, 400))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await gw.client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+    assert len(gw.wire.hits(OPENAI_PATH)) == 1
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "upstream_error"
+    assert "HTTP 400" in error["message"]
+    _, outcomes, samples = await gw.rows()
+    assert [(o.status, o.served_model, o.cost_usd) for o in outcomes] == [("error", "small", None)]
+    assert samples == []
+
+
+async def test_every_model_failing_answers_502_with_each_attempt_recorded(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, error_reply(OPENAI_PATH, 503), error_reply(OPENAI_PATH, 500))
+    with pytest.raises(openai.APIStatusError) as caught:
+        await gw.client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+    assert caught.value.status_code == 502
+    _, outcomes, _ = await gw.rows()
+    assert outcomes[0].attempts is not None
+    assert [(a["model"], a["upstream_status"]) for a in outcomes[0].attempts] == [
+        ("small", 503),
+        ("other", 500),
+    ]
+
+
+async def test_shadow_mode_serves_the_named_model_and_records_the_routed_one(
+    gw: Gateway,
+) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam", model="big")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="big",
+        messages=HELLO,
+        extra_headers={"X-Tierwise-Task-Type": "classify"},
+    )
+    assert raw.parse().choices[0].message.content == "spam"
+    assert gw.wire.hits(OPENAI_PATH)[0].body["model"] == "big"
+    assert raw.headers["x-tierwise-shadow"] == "small"
+    assert raw.headers["x-tierwise-model"] == "big"
+    decisions, outcomes, samples = await gw.rows()
+    assert [(d.model, d.shadow, d.task_class) for d in decisions] == [("small", True, "classify")]
+    assert outcomes[0].served_model == "big"
+    assert outcomes[0].cost_usd == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
+    # The grader answers with the model tierwise would have chosen, and grades that.
+    assert [(s.model, s.answer_model) for s in samples] == [("big", "small")]
+
+
+async def test_a_task_type_no_rule_names_routes_at_the_default_tier(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("ok")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/translate", messages=HELLO
+    )
+    assert raw.headers["x-tierwise-task-class"] == "translate"
+    assert raw.headers["x-tierwise-tier"] == "standard"
+    assert raw.headers["x-tierwise-model"] == "small"
+
+
+async def test_the_task_type_may_come_in_a_header(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("ok")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise",
+        messages=HELLO,
+        extra_headers={"X-Tierwise-Task-Type": "code_generation"},
+    )
+    assert raw.headers["x-tierwise-task-class"] == "code_generation"
+    assert raw.headers["x-tierwise-model"] == "big"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "headers", "status", "param"),
+    [
+        ({"model": "gpt-9", "messages": HELLO}, {}, 404, "model"),
+        ({"model": "tierwise", "messages": HELLO}, {}, 422, "model"),
+        ({"model": "tierwise/bad type", "messages": HELLO}, {}, 422, "model"),
+        ({"model": "tierwise/classify", "messages": []}, {}, 422, "messages"),
+        (
+            {"model": "tierwise/classify", "messages": [{"role": "user", "content": 5}]},
+            {},
+            422,
+            "messages[0].content",
+        ),
+        (
+            {"model": "tierwise/classify", "messages": HELLO, "stream": "yes"},
+            {},
+            422,
+            "stream",
+        ),
+        (
+            {
+                "model": "tierwise/classify",
+                "messages": HELLO,
+                "tools": [{"type": "function", "function": {"name": "has space"}}],
+            },
+            {},
+            422,
+            "tools[0].function.name",
+        ),
+        (
+            {"model": "tierwise/classify", "messages": HELLO},
+            {"X-Tierwise-Request-Id": "short"},
+            422,
+            "x-tierwise-request-id",
+        ),
+    ],
+)
+async def test_bad_input_gets_a_clear_openai_error_and_nothing_is_stored(
+    gw: Gateway, kwargs: dict[str, Any], headers: dict[str, str], status: int, param: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gw.url) as http:
+        resp = await http.post("/v1/chat/completions", json=kwargs, headers=headers)
+    assert resp.status_code == status
+    error = resp.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    assert param in error["message"] or status == 404
+    assert gw.wire.hits() == []
+    decisions, outcomes, _ = await gw.rows()
+    assert (decisions, outcomes) == ([], [])
+
+
+async def test_a_body_that_is_not_json_is_refused(gw: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=gw.url) as http:
+        resp = await http.post("/v1/chat/completions", content=b"{not json")
+    assert resp.status_code == 422
+    assert resp.json()["error"]["param"] == "body"
+
+
+async def test_models_lists_task_types_and_the_catalog(gw: Gateway) -> None:
+    listed = [m.id async for m in gw.client.models.list()]
+    assert listed == [
+        "tierwise",
+        "tierwise/classify",
+        "tierwise/code_generation",
+        "big",
+        "other",
+        "small",
+    ]
+
+
+async def test_the_sync_client_works_too(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("sync")))
+
+    def call() -> str | None:
+        with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0) as client:
+            return (
+                client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+                .choices[0]
+                .message.content
+            )
+
+    assert await asyncio.to_thread(call) == "sync"
