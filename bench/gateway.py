@@ -24,7 +24,8 @@ The upstream (``bench/upstream.py``) is a bare asyncio HTTP/1.1 server in its ow
 answers at once: a JSON ``chat.completion``, or an SSE stream of 8 text chunks written in one go
 (``--chunk-gap-ms`` spaces them). The servers run one process and one uvicorn worker each; the
 client is ``httpx2.AsyncClient`` (the openai SDK's HTTP client; at 32 connections it does
-about twice the rate of ``httpx``) with keep-alive, in this process. Every reply is checked
+about twice the rate of ``httpx``) with keep-alive, in this process: a new client for every run,
+its connections opened by a few untimed calls. Every reply is checked
 (status 200, the upstream's text, a stream's ``[DONE]``), so a proxy that fails cannot look
 fast. After each run the bench waits until the proxy's process is idle, so work it defers past
 its replies (logging, batch writes) is charged to its CPU figure, not to the next leg.
@@ -50,7 +51,8 @@ the HTTP server and framework, which the measured figures include.
 
 Goal (the gateway issue): tierwise adds at most 1.5 ms at p50, and at most a third of what
 LiteLLM adds. On 2 cores client, upstream and proxy share the CPUs, so the throughput rows
-measure CPU per request as much as latency.
+measure CPU per request as much as latency; anything else running on the machine shows in the
+load average the bench prints (and writes), and in its p99s.
 
 When the gateway does not answer right (a build without it answers 404 on the path), the
 tierwise leg is skipped, said in the output and in the JSON, and the other two still run.
@@ -63,6 +65,7 @@ PATH`` uses an installed ``litellm`` executable instead, ``--skip-litellm`` leav
 
     {"bench": "gateway",
      "environment": {"python": "3.11.7", "cpu_count": 2, "litellm_version": "1.x" | null,
+                     "load_average_1min_at_start": float, "load_average_1min_at_end": float,
                      "options": {...every flag...}, "tierwise_env": {...}, "litellm_env": {...},
                      "litellm_config": {...}},
      "skipped": {"tierwise": "reason", ...},
@@ -583,29 +586,33 @@ async def expected_text(leg: Leg) -> str:
 
 
 async def measure(legs: list[Leg], phases: list[Phase], rounds: int, warmup: int) -> Any:
+    """Every phase on every leg: a warm-up, then ``rounds`` interleaved measured runs. Each run
+    has a client of its own whose connections are opened by a few untimed calls first, so no
+    run reuses a connection that sat idle through another leg's run (servers close those)."""
     tallies: dict[str, dict[str, Tally]] = {leg.name: {} for leg in legs}
-    for leg in legs:
-        most = max(p.connections for p in phases)
-        leg.client = httpx.AsyncClient(
-            base_url=leg.base_url,
-            timeout=60,
-            limits=httpx.Limits(max_connections=most, max_keepalive_connections=most),
+
+    async def run(leg: Leg, phase: Phase, n: int, tally: Tally | None) -> None:
+        limits = httpx.Limits(
+            max_connections=phase.connections, max_keepalive_connections=phase.connections
         )
-    try:
-        for phase in phases:
-            for leg in legs:
-                await run_calls(leg, phase, warmup, None)
-                tallies[leg.name][phase.name] = Tally()
-            share, extra = divmod(phase.requests, rounds)
-            for r in range(rounds):
-                n = share + (1 if r < extra else 0)
-                for leg in legs[r % len(legs) :] + legs[: r % len(legs)]:
-                    await run_calls(leg, phase, n, tallies[leg.name][phase.name])
-            print(f"  {phase.name}: done", flush=True)
-    finally:
+        async with httpx.AsyncClient(base_url=leg.base_url, timeout=60, limits=limits) as client:
+            leg.client = client
+            try:
+                await run_calls(leg, phase, 2 * phase.connections, None)
+                await run_calls(leg, phase, n, tally)
+            finally:
+                leg.client = None
+
+    for phase in phases:
         for leg in legs:
-            if leg.client is not None:
-                await leg.client.aclose()
+            await run(leg, phase, warmup, None)
+            tallies[leg.name][phase.name] = Tally()
+        share, extra = divmod(phase.requests, rounds)
+        for r in range(rounds):
+            n = share + (1 if r < extra else 0)
+            for leg in legs[r % len(legs) :] + legs[: r % len(legs)]:
+                await run(leg, phase, n, tallies[leg.name][phase.name])
+        print(f"  {phase.name}: done", flush=True)
     return tallies
 
 
@@ -732,9 +739,9 @@ def goals(summary: dict[str, Any]) -> dict[str, bool | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1000, help="latency phase, per leg")
-    parser.add_argument("--stream-requests", type=int, default=500, help="stream phase, per leg")
-    parser.add_argument("--load-requests", type=int, default=1000, help="load phase, per leg")
+    parser.add_argument("--requests", type=int, default=800, help="latency phase, per leg")
+    parser.add_argument("--stream-requests", type=int, default=400, help="stream phase, per leg")
+    parser.add_argument("--load-requests", type=int, default=800, help="load phase, per leg")
     parser.add_argument("--connections", type=int, default=32, help="load phase connections")
     parser.add_argument("--warmup", type=int, default=100, help="requests per leg and phase")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per phase")
@@ -770,6 +777,7 @@ def main() -> None:
     environment: dict[str, Any] = {
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
+        "load_average_1min_at_start": os.getloadavg()[0],
         "litellm_version": version,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
@@ -815,6 +823,7 @@ def main() -> None:
         started = time.perf_counter()
         tallies = asyncio.run(measure(legs, phases, args.rounds, args.warmup))
         seconds = time.perf_counter() - started
+        environment["load_average_1min_at_end"] = os.getloadavg()[0]
         for name in ("tierwise", "litellm"):
             troubles = log_troubles(tmp / f"{name}.log")
             if troubles:
@@ -824,7 +833,8 @@ def main() -> None:
         name: {phase.name: figures_of(phase, by_phase[phase.name]) for phase in phases}
         for name, by_phase in tallies.items()
     }
-    print(f"measured in {seconds:.0f} s\n")
+    load = environment["load_average_1min_at_start"], environment["load_average_1min_at_end"]
+    print(f"measured in {seconds:.0f} s; load average (1 min) {load[0]:.2f} -> {load[1]:.2f}\n")
     summary = print_table(results, args.connections)
     for name, why in skipped.items():
         print(f"{LABEL[name]}: skipped ({why})")
