@@ -176,7 +176,7 @@ def log_troubles(path: Path, most: int = 10) -> list[str]:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return []
-    marks = ("ERROR", "CRITICAL", "Traceback", "Exception")
+    marks = ("ERROR", "Traceback", "Exception")
     bad = [line for line in lines if any(m in line for m in marks)]
     return bad[-most:]
 
