@@ -66,6 +66,7 @@ PATH`` uses an installed ``litellm`` executable instead, ``--skip-litellm`` leav
     {"bench": "gateway",
      "environment": {"python": "3.11.7", "cpu_count": 2, "litellm_version": "1.x" | null,
                      "load_average_1min_at_start": float, "load_average_1min_at_end": float,
+                     "tierwise_recorded": {"decision": int, "outcome": int, "sample": int},
                      "options": {...every flag...}, "tierwise_env": {...}, "litellm_env": {...},
                      "litellm_config": {...}},
      "skipped": {"tierwise": "reason", ...},
@@ -94,6 +95,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -284,6 +286,16 @@ def tierwise_server(tmp: Path, settings: dict[str, str]) -> Iterator[tuple[str, 
     with process(serve, env, log, tmp) as proc:
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc, log, 60)
         yield f"http://127.0.0.1:{port}/v1", proc.pid
+
+
+def recorded(tmp: Path) -> dict[str, int]:
+    """Rows the tierwise leg wrote (decisions, outcomes, samples): proof it did its whole job.
+    Read once the server is idle, so the batch writer has flushed."""
+    with sqlite3.connect(tmp / "bench.db") as db:
+        return {
+            table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("decision", "outcome", "sample")
+        }
 
 
 def ensure_litellm(explicit: str | None, venv: Path, spec: str) -> Path:
@@ -824,6 +836,9 @@ def main() -> None:
         tallies = asyncio.run(measure(legs, phases, args.rounds, args.warmup))
         seconds = time.perf_counter() - started
         environment["load_average_1min_at_end"] = os.getloadavg()[0]
+        if "tierwise" in tallies:
+            environment["tierwise_recorded"] = recorded(tmp)
+            print(f"tierwise recorded (warm-ups included): {environment['tierwise_recorded']}")
         for name in ("tierwise", "litellm"):
             troubles = log_troubles(tmp / f"{name}.log")
             if troubles:
