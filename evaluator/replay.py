@@ -3,16 +3,20 @@
 Requests are drawn (seeded) from each task class's items, routed through the real HTTP API,
 answered with the recorded output of whichever model the router picked, and reported back as
 outcomes; every ``tick`` requests the grading job and the escalation job run, exactly the
-functions the scheduler runs. Usage is estimated from the recorded text (``router.tokens``):
-the recordings carry no provider usage. Decision ids are ``replay-<seed>-<n>`` so a run with the
-same seed samples the same requests.
+functions the scheduler runs. ``via="gateway"`` sends each request through
+``POST /v1/chat/completions`` instead (``model: "tierwise/<task_type>"``), with the replay
+provider as the gateway's upstream: the gateway routes, "calls" the model and records the
+outcome itself, so the same seed ends with the same decisions, samples and books. Usage is
+estimated from the recorded text (``router.tokens``): the recordings carry no provider usage.
+Decision ids are ``replay-<seed>-<n>`` so a run with the same seed samples the same requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -81,6 +85,32 @@ def _outcome(item: HeldOutItem, decision: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+Via = Literal["api", "gateway"]
+
+GATEWAY_CONCURRENCY = 16
+"""Gateway calls a replay keeps in flight (the order within a tick changes nothing)."""
+
+
+async def _through_gateway(
+    client: httpx.AsyncClient, items: Sequence[HeldOutItem], seed: int, start: int
+) -> None:
+    gate = asyncio.Semaphore(GATEWAY_CONCURRENCY)
+
+    async def one(offset: int, item: HeldOutItem) -> None:
+        async with gate:
+            resp = await client.post(
+                "/v1/chat/completions",
+                json={"model": f"tierwise/{item.task_type}", "messages": item.messages},
+                headers={
+                    "x-tierwise-request-id": f"replay-{seed}-{start + offset}",
+                    "x-tierwise-item-id": item.id,
+                },
+            )
+            resp.raise_for_status()
+
+    await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+
+
 async def run(
     client: httpx.AsyncClient,
     router: Router,
@@ -88,10 +118,13 @@ async def run(
     replay_plan: ReplayPlan,
     *,
     tick: int = 500,
+    via: Via = "api",
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Send the plan through ``client`` (the tierwise HTTP API), running the grading and
-    escalation jobs every ``tick`` requests and once at the end. Returns requests sent.
+    """Send the plan through ``client`` (the tierwise HTTP API: the decision API and outcome
+    reports, or with ``via="gateway"`` the gateway, whose upstream must be the replay
+    provider), running the grading and escalation jobs every ``tick`` requests and once at the
+    end. Returns requests sent.
 
     Raises:
         httpx.HTTPStatusError: the API refused a request (a bug in the data or the service).
@@ -100,6 +133,16 @@ async def run(
     items = replay_plan.items
     for start in range(0, len(items), tick):
         chunk = items[start : start + tick]
+        if via == "gateway":
+            await _through_gateway(client, chunk, replay_plan.seed, start)
+            await router.flush()
+            sent += len(chunk)
+            await evaluator.grade()
+            await evaluator.escalate()
+            await router.refresh()
+            if on_progress is not None:
+                on_progress(len(chunk))
+            continue
         decisions = []
         for offset, item in enumerate(chunk):
             resp = await client.post(

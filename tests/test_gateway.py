@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from pydantic import SecretStr
 from sqlmodel import select
 
+from evaluator.models import Grade
+from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
@@ -25,10 +28,14 @@ from tests.conftest import apply, make_settings
 from tests.serving import served
 from tests.wire import (
     OPENAI_PATH,
+    Event,
     Reply,
+    StreamedCall,
     WireServer,
     error_reply,
     openai_chat,
+    openai_stream,
+    openai_stream_error,
     openai_usage,
 )
 from tierwise.app import create_app
@@ -97,6 +104,7 @@ class Gateway:
     router: Router
     client: openai.AsyncOpenAI
     database_url: str
+    evaluator: Evaluator
 
     async def rows(self) -> tuple[list[Decision], list[Outcome], list[Sample]]:
         """Every decision, outcome and sample, once the batch writer has written them."""
@@ -130,7 +138,9 @@ async def gateway_on(database_url: str, **overrides: object) -> AsyncIterator[Ga
         async with served(app) as url:
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
             try:
-                yield Gateway(url, wire, app.state.router, client, database_url)
+                yield Gateway(
+                    url, wire, app.state.router, client, database_url, app.state.evaluator
+                )
             finally:
                 await client.close()
 
@@ -204,7 +214,8 @@ async def test_tool_calls_reach_the_caller_and_the_grader(gw: Gateway) -> None:
         model="tierwise/classify", messages=HELLO, tools=tools
     )
     call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert (call.id, call.function.name, call.function.arguments) == (  # type: ignore[union-attr]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert (call.id, call.function.name, call.function.arguments) == (
         "call_1",
         "lookup",
         '{"q": "prize"}',
@@ -304,6 +315,40 @@ async def test_shadow_mode_serves_the_named_model_and_records_the_routed_one(
     assert outcomes[0].cost_usd == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
     # The grader answers with the model tierwise would have chosen, and grades that.
     assert [(s.model, s.answer_model) for s in samples] == [("big", "small")]
+
+
+async def test_a_shadow_mode_sample_grades_the_routed_models_answer_as_its_evidence(
+    database_url: str,
+) -> None:
+    async with gateway_on(database_url, reference_provider="openai") as gw:
+        gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam", model="big")))
+        await gw.client.chat.completions.create(
+            model="big", messages=HELLO, extra_headers={"X-Tierwise-Task-Type": "classify"}
+        )
+        await gw.router.flush()
+        gw.wire.enqueue(
+            OPENAI_PATH,
+            Reply(body=openai_chat("not spam", model="small", usage=openai_usage(40, 3))),
+            Reply(body=openai_chat("Rating: [[2]]", usage=openai_usage(500, 10))),
+        )
+        run = await gw.evaluator.grade()
+        assert run.graded == 1
+        answer, judge = (h.body for h in gw.wire.hits(OPENAI_PATH)[1:])
+        assert answer["model"] == "small-2024-07-18"
+        assert answer["messages"] == HELLO
+        assert judge["model"] == "big"
+        assert "not spam" in json.dumps(judge["messages"])
+        engine = make_engine(database_url)
+        try:
+            async with session_factory(engine)() as session:
+                grades = list((await session.exec(select(Grade))).all())
+        finally:
+            await engine.dispose()
+        assert [(g.model, g.shadow, g.verdict) for g in grades] == [("small", False, "disagree")]
+        # The routed model's answer is grading spend: 40 + 3 tokens of small, 500 + 10 of big.
+        assert grades[0].cost_usd == pytest.approx(
+            (40 * 0.15 + 3 * 0.60) / 1e6 + (500 * 2.5 + 10 * 10.0) / 1e6
+        )
 
 
 async def test_a_task_type_no_rule_names_routes_at_the_default_tier(gw: Gateway) -> None:
@@ -411,3 +456,146 @@ async def test_the_sync_client_works_too(gw: Gateway) -> None:
             )
 
     assert await asyncio.to_thread(call) == "sync"
+
+
+# ---- streaming -------------------------------------------------------------------------------
+
+
+async def _read(stream: openai.AsyncStream[Any]) -> list[Any]:
+    return [chunk async for chunk in stream]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_a_stream_is_relayed_with_usage_counted_once(
+    gw: Gateway, include_usage: bool
+) -> None:
+    usage = openai_usage(2006, 300, cached=1920)
+    gw.wire.enqueue(
+        OPENAI_PATH, Reply(events=openai_stream(["sp", "am"], usage=usage, model="small"))
+    )
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify",
+        messages=HELLO,
+        stream=True,
+        stream_options={"include_usage": True} if include_usage else openai.omit,
+    )
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    chunks = await _read(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "spam"
+    usage_chunks = [c for c in chunks if not c.choices]
+    # The usage-only final chunk reaches the caller only when it asked for it.
+    assert len(usage_chunks) == (1 if include_usage else 0)
+    if include_usage:
+        assert usage_chunks[0].usage.prompt_tokens == 2006
+    # Usage is always asked of the upstream, whatever the caller asked.
+    assert gw.wire.hits(OPENAI_PATH)[0].body["stream_options"] == {"include_usage": True}
+    _, outcomes, samples = await gw.rows()
+    (outcome,) = outcomes
+    assert (outcome.input_tokens, outcome.cached_input_tokens, outcome.output_tokens) == (
+        86,
+        1920,
+        300,
+    )
+    assert outcome.status == "ok"
+    assert outcome.ttft_ms is not None
+    assert outcome.ttft_ms > 0
+    assert [s.output_text for s in samples] == ["spam"]
+
+
+async def test_streamed_tool_calls_arrive_intact(gw: Gateway) -> None:
+    calls = [
+        StreamedCall("call_a", "lookup", ['{"q": ', '"prize"}']),
+        StreamedCall("call_b", "flag", ["{}"]),
+    ]
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=openai_stream([], tool_calls=calls)))
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, stream=True
+    )
+    chunks = await _read(stream)
+    deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    firsts = [d for d in deltas if d.id is not None]
+    assert [(d.index, d.id, d.function.name) for d in firsts] == [
+        (0, "call_a", "lookup"),
+        (1, "call_b", "flag"),
+    ]
+    joined: dict[int, str] = {}
+    for d in deltas:
+        joined[d.index] = joined.get(d.index, "") + (d.function.arguments or "")
+    assert joined == {0: '{"q": "prize"}', 1: "{}"}
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    assert finish == "tool_calls"
+    _, _, samples = await gw.rows()
+    assert json.loads(samples[0].output_text) == {
+        "tool_calls": [
+            {"name": "lookup", "arguments": '{"q": "prize"}'},
+            {"name": "flag", "arguments": "{}"},
+        ]
+    }
+
+
+async def test_an_error_mid_stream_is_relayed_and_recorded_and_never_graded(
+    gw: Gateway,
+) -> None:
+    events = openai_stream(["partial ", "answer"])
+    gw.wire.enqueue(
+        OPENAI_PATH, Reply(events=[*events[:3], openai_stream_error("upstream fell over")])
+    )
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, stream=True
+    )
+    got: list[str] = []
+    with pytest.raises(openai.APIError, match="upstream fell over"):
+        async for chunk in stream:
+            got.append(chunk.choices[0].delta.content or "")
+    assert "".join(got) == "partial answer"
+    _, outcomes, samples = await gw.rows()
+    (outcome,) = outcomes
+    assert outcome.status == "error"
+    # No usage came: the estimate of what was sent and received is recorded, and says so.
+    assert outcome.usage_raw is not None
+    assert outcome.usage_raw["estimated"] is True
+    assert outcome.output_tokens == 4  # "partial answer": 14 characters
+    assert samples == []
+
+
+async def test_a_429_before_the_stream_falls_back(gw: Gateway) -> None:
+    gw.wire.enqueue(
+        OPENAI_PATH,
+        error_reply(OPENAI_PATH, 429),
+        Reply(events=openai_stream(["from other"], model="other")),
+    )
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify", messages=HELLO, stream=True
+    )
+    assert raw.headers["x-tierwise-model"] == "other"
+    chunks = await _read(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "from other"
+
+
+async def test_a_client_that_leaves_cancels_the_upstream_call(gw: Gateway) -> None:
+    events = openai_stream(["first"] + ["more"] * 5, delay_s=0.0)
+    slow = [events[0], events[1], *(Event(e.data, e.event, 2.0) for e in events[2:])]
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=slow))
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, stream=True
+    )
+    seen = ""
+    async for chunk in stream:
+        seen += chunk.choices[0].delta.content or ""
+        if seen:
+            break
+    # The first piece arrived while the upstream was still sending: relayed, not buffered.
+    assert seen == "first"
+    await stream.close()
+    left = await asyncio.to_thread(gw.wire.wait_disconnects, 1)
+    assert [h.path for h in left] == [OPENAI_PATH]
+    for _ in range(200):
+        _, outcomes, _ = await gw.rows()
+        if outcomes:
+            break
+        await asyncio.sleep(0.02)
+    (outcome,) = outcomes
+    assert outcome.status == "cancelled"
+    assert outcome.usage_raw is not None
+    assert outcome.usage_raw["estimated"] is True

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from evaluator.models import EscalationEvent, Grade
 from evaluator.parsing import final_number, numbers_match
 from router.db import make_engine, session_factory
-from router.models import Sample
+from router.models import Decision, Outcome, Sample
 from tests.conftest import DATASETS, ROOT, SHARED_DATA
 from tierwise.cli import app
 
@@ -161,3 +161,61 @@ def test_an_uncalibrated_judge_holds_the_class_and_says_so(tmp_path: Path) -> No
         "mt_bench.reasoning",
     }
     assert "escalated" not in result.output
+
+
+async def _stored(url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every decision (id, class, model, sampled) and outcome (id, model, tokens, cost), by id."""
+    engine = make_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            decisions = (
+                await session.exec(
+                    select(Decision.id, Decision.task_class, Decision.model, Decision.sampled)
+                )
+            ).all()
+            outcomes = [
+                (o.decision_id, o.served_model, o.input_tokens, o.output_tokens, o.cost_usd)
+                for o in (await session.exec(select(Outcome))).all()
+            ]
+    finally:
+        await engine.dispose()
+    return sorted(tuple(d) for d in decisions), sorted(outcomes)
+
+
+def test_replay_through_the_gateway_ends_where_the_decision_api_does(tmp_path: Path) -> None:
+    runs = {}
+    for via in ("api", "gateway"):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'{via}.db'}"
+        result = CliRunner().invoke(
+            app,
+            [
+                "replay",
+                str(DATASETS / "mt_bench.jsonl"),
+                str(DATASETS / "gsm8k.jsonl"),
+                "--per-class",
+                "400",
+                "--tick",
+                "200",
+                "--via",
+                via,
+                "--database-url",
+                url,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        table = result.output[result.output.index("task class") : result.output.index("done in")]
+        runs[via] = (table, asyncio.run(_stored(url)))
+    assert runs["gateway"][0] == runs["api"][0]
+    api_decisions, api_outcomes = runs["api"][1]
+    gateway_decisions, gateway_outcomes = runs["gateway"][1]
+    assert len(api_decisions) == 9 * 400
+    assert gateway_decisions == api_decisions
+    assert gateway_outcomes == api_outcomes
+
+
+def test_replay_refuses_an_unknown_via(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+    args = ["replay", str(DATASETS / "gsm8k.jsonl"), "--via", "carrier-pigeon"]
+    result = CliRunner().invoke(app, [*args, "--database-url", url])
+    assert result.exit_code == 2
+    assert "--via must be api or gateway" in result.output

@@ -8,6 +8,16 @@ headers, JSON body, delay in s); when a queue is empty the path's responder, if 
 as a :class:`Hit` with its arrival time (``time.monotonic()``, s) taken on the server, so tests
 can measure how long a client waited between attempts.
 
+Streams: a :class:`Reply` with ``events`` (a list of :class:`Event`, each with its own delay
+in s, and optionally a :class:`Cut`) answers with Server-Sent Events (``text/event-stream``),
+each event written and flushed on its own through Starlette's ``StreamingResponse``. A
+:class:`Cut` drops the connection at that point (no end of the chunked body: the client sees a
+truncated response). A client that goes away before the last event was sent is recorded
+(:meth:`WireServer.disconnects`), so a test can assert that closing a stream on the client
+side cancelled the upstream call. :func:`openai_stream` / :func:`anthropic_stream` build
+event lists in each API's streaming format; :func:`openai_stream_error` /
+:func:`anthropic_stream_error` an error event to put mid-stream.
+
 Body shapes follow the providers' API references: OpenAI "The chat completion object" and
 error object; Anthropic Messages response and "Errors" (``{"type": "error", "error": ...}``).
 
@@ -23,31 +33,65 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
 
 
 @dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event: ``delay_s`` (s) is slept before it is sent.
+
+    ``data`` is JSON-encoded, except a ``str``, which is sent as is (OpenAI's ``[DONE]``).
+    ``event`` None writes ``data: ...`` alone (OpenAI's format); a name writes
+    ``event: <name>`` before it (Anthropic's). Either ends with a blank line.
+    """
+
+    data: Any
+    event: str | None = None
+    delay_s: float = 0.0
+
+    def encode(self) -> bytes:
+        data = self.data if isinstance(self.data, str) else json.dumps(self.data)
+        head = f"event: {self.event}\n" if self.event is not None else ""
+        return f"{head}data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class Cut:
+    """In a stream's events: after ``delay_s`` (s), drop the connection without ending the
+    body (HTTP/1.1 chunked: no last chunk), as a dying upstream does."""
+
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Reply:
-    """One scripted HTTP response: ``body`` is JSON-encoded; ``delay_s`` is slept first."""
+    """One scripted HTTP response: ``body`` is JSON-encoded; ``delay_s`` is slept first.
+
+    With ``events`` the reply is a stream instead: ``status`` and ``headers`` as given, content
+    type ``text/event-stream``, then each event in turn (``body`` is ignored).
+    """
 
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    events: Sequence[Event | Cut] | None = None
 
 
 @dataclass(frozen=True)
@@ -210,7 +254,241 @@ def error_reply(path: str, status: int, *, headers: Mapping[str, str] | None = N
     return Reply(status=status, body=body, headers=dict(headers or {}))
 
 
+# ---- streams (Server-Sent Events) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamedCall:
+    """One tool call in a scripted stream: its id (``call_...`` / ``toolu_...``), the tool's
+    name, and its JSON arguments as the fragments they arrive in (joined, a JSON object)."""
+
+    id: str
+    name: str
+    arguments: Sequence[str]
+
+
+def _delayed(events: list[Event], delay_s: float) -> list[Event]:
+    return [Event(e.data, e.event, delay_s) for e in events] if delay_s > 0 else events
+
+
+def openai_stream(
+    text_pieces: Sequence[str],
+    *,
+    tool_calls: Sequence[StreamedCall] | None = None,
+    finish_reason: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+    include_usage: bool = True,
+    model: str = "gpt-4o",
+    delay_s: float = 0.0,
+) -> list[Event]:
+    """A streamed Chat Completions reply (OpenAI API reference, "The chat completion chunk
+    object"; ``stream_options.include_usage``), ``delay_s`` (s) before every event.
+
+    Chunks (``object: "chat.completion.chunk"``, one choice at ``index`` 0): the first delta
+    has ``role: "assistant"``; one ``content`` delta per text piece; per tool call, a delta
+    ``tool_calls: [{"index", "id", "type": "function", "function": {"name", "arguments": ""}}]``
+    and then one ``{"index", "function": {"arguments": <fragment>}}`` per fragment; a last
+    delta ``{}`` with ``finish_reason`` (None: ``tool_calls`` when there are tool calls, else
+    ``stop``). With ``include_usage`` every chunk has ``usage: null`` and a final chunk has
+    ``choices: []`` and ``usage`` (default :func:`openai_usage` (100, 20)). Then ``[DONE]``.
+    """
+    calls = list(tool_calls or [])
+    finish = finish_reason or ("tool_calls" if calls else "stop")
+
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None) -> Event:
+        body: dict[str, Any] = {
+            "id": "chatcmpl-wire",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "system_fingerprint": "fp_wire",
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            body["usage"] = None
+        return Event(body)
+
+    events = [chunk({"role": "assistant", "content": "" if text_pieces else None})]
+    events += [chunk({"content": piece}) for piece in text_pieces]
+    for index, call in enumerate(calls):
+        head = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        events.append(chunk({"tool_calls": [head]}))
+        events += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+            for fragment in call.arguments
+        ]
+    events.append(chunk({}, finish))
+    if include_usage:
+        last = chunk(None)
+        last.data["usage"] = dict(usage) if usage is not None else openai_usage(100, 20)
+        events.append(last)
+    events.append(Event("[DONE]"))
+    return _delayed(events, delay_s)
+
+
+def openai_stream_error(message: str, *, kind: str = "server_error") -> Event:
+    """An error in the middle of an OpenAI stream: ``data: {"error": {...}}`` (the error
+    object; the openai SDK raises ``APIError`` on it)."""
+    return Event(openai_error(500, message, kind=kind))
+
+
+def anthropic_stream(
+    text_pieces: Sequence[str],
+    *,
+    tool_uses: Sequence[StreamedCall] | None = None,
+    stop_reason: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+    model: str = "claude-3-5-sonnet",
+    delay_s: float = 0.0,
+) -> list[Event]:
+    """A streamed Messages reply (Anthropic API reference, "Streaming Messages"), ``delay_s``
+    (s) before every event.
+
+    ``message_start`` (``message.usage``: the input, cache read and cache creation counts of
+    ``usage`` and ``output_tokens`` 1), a ``ping``, then content blocks in order (index 0, 1,
+    ...): a text block when there are text pieces (``content_block_start`` with
+    ``{"type": "text", "text": ""}``, one ``text_delta`` per piece, ``content_block_stop``), one
+    ``tool_use`` block per call (``input: {}`` at the start, one ``input_json_delta``
+    ``partial_json`` per fragment); ``message_delta`` with ``delta.stop_reason`` (None:
+    ``tool_use`` when there are tool uses, else ``end_turn``) and ``usage`` (cumulative:
+    the whole of ``usage``, default :func:`anthropic_usage` (100, 20)); ``message_stop``.
+    """
+    final = dict(usage) if usage is not None else anthropic_usage(100, 20)
+    calls = list(tool_uses or [])
+    stop = stop_reason or ("tool_use" if calls else "end_turn")
+    start_usage = {
+        "input_tokens": final.get("input_tokens"),
+        "cache_creation_input_tokens": final.get("cache_creation_input_tokens"),
+        "cache_read_input_tokens": final.get("cache_read_input_tokens"),
+        "output_tokens": 1,
+    }
+
+    def event(kind: str, **data: Any) -> Event:
+        return Event({"type": kind, **data}, kind)
+
+    events = [
+        event(
+            "message_start",
+            message={
+                "id": "msg_wire",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": start_usage,
+            },
+        ),
+        event("ping"),
+    ]
+    index = 0
+    if text_pieces:
+        events.append(
+            event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        )
+        events += [
+            event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+            for piece in text_pieces
+        ]
+        events.append(event("content_block_stop", index=0))
+        index = 1
+    for call in calls:
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        events.append(event("content_block_start", index=index, content_block=block))
+        events += [
+            event(
+                "content_block_delta",
+                index=index,
+                delta={"type": "input_json_delta", "partial_json": fragment},
+            )
+            for fragment in call.arguments
+        ]
+        events.append(event("content_block_stop", index=index))
+        index += 1
+    events.append(
+        event("message_delta", delta={"stop_reason": stop, "stop_sequence": None}, usage=final)
+    )
+    events.append(event("message_stop"))
+    return _delayed(events, delay_s)
+
+
+def anthropic_stream_error(message: str, *, kind: str = "overloaded_error") -> Event:
+    """An error in the middle of an Anthropic stream: ``event: error`` with
+    ``{"type": "error", "error": {"type": <kind>, "message": ...}}`` (Anthropic API reference,
+    "Streaming Messages", error events)."""
+    return Event(anthropic_error(message, kind=kind), "error")
+
+
 # ---- server ----------------------------------------------------------------------------------
+
+
+class _CutConnection(Exception):
+    """Raised by a stream at a :class:`Cut`: uvicorn then closes the socket mid-body."""
+
+
+class _QuietCuts(logging.Filter):
+    """Keeps uvicorn from logging a scripted cut as an application error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _CutConnection)
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
+
+
+class _EventStream(StreamingResponse):
+    """A :class:`StreamingResponse` that knows whether the client left before its end.
+
+    Starlette runs the body next to a listener for ``http.disconnect`` (ASGI spec 2.3, which
+    uvicorn's h11 protocol reports) and cancels the body when it arrives; ``done`` is called
+    once with True when that happened before the last event was sent.
+    """
+
+    def __init__(
+        self,
+        events: Sequence[Event | Cut],
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        done: Callable[[bool], None],
+    ) -> None:
+        super().__init__(
+            self._body(events),
+            status_code=status,
+            headers=dict(headers),
+            media_type="text/event-stream",
+        )
+        self._done = done
+        self._sent_all = False
+        self._client_left = False
+
+    async def _body(self, events: Sequence[Event | Cut]) -> AsyncIterator[bytes]:
+        for item in events:
+            if item.delay_s > 0:
+                await asyncio.sleep(item.delay_s)
+            if isinstance(item, Cut):
+                raise _CutConnection
+            yield item.encode()
+        self._sent_all = True
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)
+        self._client_left = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done(self._client_left and not self._sent_all)
 
 
 class WireServer:
@@ -224,6 +502,7 @@ class WireServer:
         }
         self._responders: dict[str, Responder] = {}
         self._hits: list[Hit] = []
+        self._disconnects: list[Hit] = []
         self._in_flight = 0
         self.max_in_flight = 0
         """Most requests the server was handling at once."""
@@ -307,6 +586,21 @@ class WireServer:
         with self._lock:
             return [h for h in self._hits if path is None or h.path == path]
 
+    def disconnects(self, path: str | None = None) -> list[Hit]:
+        """Streamed requests (on ``path``, or all) whose client went away before the last
+        event was sent, in the order they went (a :class:`Cut` is not counted)."""
+        with self._lock:
+            return [h for h in self._disconnects if path is None or h.path == path]
+
+    def wait_disconnects(self, count: int, *, timeout_s: float = 5.0) -> list[Hit]:
+        """Block until :meth:`disconnects` holds ``count`` requests or ``timeout_s`` (s) pass
+        (the server notices a closed socket a moment after the client closed it); returns
+        :meth:`disconnects`. From async code: ``await asyncio.to_thread(...)``."""
+        deadline = time.monotonic() + timeout_s
+        while len(found := self.disconnects()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
+
     def pending(self, path: str) -> int:
         """Scripted replies not yet used on ``path``."""
         with self._lock:
@@ -335,18 +629,41 @@ class WireServer:
                 if responder is not None
                 else Reply(418, {"error": {"message": "wire: nothing scripted", "type": "wire"}})
             )
+        if reply.events is not None:
+            return await self._stream(hit, reply)
         try:
             if reply.delay_s > 0:
                 await asyncio.sleep(reply.delay_s)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._leave()
         return Response(
             content=json.dumps(reply.body),
             status_code=reply.status,
             headers=dict(reply.headers),
             media_type="application/json",
         )
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def _stream(self, hit: Hit, reply: Reply) -> Response:
+        """A stream counts as in flight until its body ended (or the client left)."""
+
+        def done(client_left: bool) -> None:
+            with self._lock:
+                self._in_flight -= 1
+                if client_left:
+                    self._disconnects.append(hit)
+
+        try:
+            if reply.delay_s > 0:
+                await asyncio.sleep(reply.delay_s)
+        except BaseException:
+            self._leave()
+            raise
+        assert reply.events is not None
+        return _EventStream(reply.events, status=reply.status, headers=reply.headers, done=done)
 
 
 # ---- standalone: a fixed judge in its own process (bench/grading.py) ---------------------------

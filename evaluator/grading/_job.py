@@ -113,6 +113,17 @@ async def _grade_one(
     return _Graded(sample, reference, result, None, shadow, shadow_usage)
 
 
+def _answering_model(
+    policy: Policy, sample: Sample, entries: dict[str, RoutingEntry]
+) -> str | None:
+    """The model whose answer is graded in place of the served one: a shadow-mode call's
+    routed model (``Sample.answer_model``), else a shadow probe's cheaper model
+    (:func:`shadow_model`), else None (the served answer)."""
+    if sample.answer_model is not None:
+        return sample.answer_model
+    return shadow_model(policy, sample, entries.get(sample.task_class))
+
+
 async def grade_pending(
     sessions: async_sessionmaker[AsyncSession],
     env: GraderEnv,
@@ -160,7 +171,7 @@ async def grade_pending(
         gate = asyncio.Semaphore(concurrency)
         outcomes = await asyncio.gather(
             *(
-                _grade_one(s, policy, env, gate, shadow_model(policy, s, entries.get(s.task_class)))
+                _grade_one(s, policy, env, gate, _answering_model(policy, s, entries))
                 for s in samples
             )
         )
@@ -218,7 +229,9 @@ async def grade_pending(
                         decision_id=sample.decision_id,
                         task_class=sample.task_class,
                         model=graded.shadow or sample.model,
-                        shadow=graded.shadow is not None,
+                        # A shadow-mode call's answer of the routed model is that class's own
+                        # evidence, as if it had been served; a probe of an escalated class is not.
+                        shadow=graded.shadow is not None and sample.answer_model is None,
                         reference_model=reference,
                         grader=policy.settings_for(sample.task_class).grader,
                         verdict=result.verdict,

@@ -11,31 +11,59 @@ exception a middleware raises that is not one of the SDK's retryable types propa
 caller as is (``_should_retry_exception``). So :meth:`WaitBudget.check` raising
 :class:`Deferred` there ends the call without a sleep. An httpx response hook would not do
 here: this SDK wraps foreign exceptions from sending in ``APIConnectionError`` and retries them.
+
+Gateway calls (:meth:`AnthropicProvider.chat_completion`, :meth:`AnthropicProvider.open_stream`)
+take and return OpenAI Chat Completions shapes; the translation is
+:mod:`router.providers.anthropic_chat` (pure functions). An ``error`` event inside a stream
+comes out of the SDK as an ``APIStatusError`` whose ``status_code`` is the stream's 200; a
+dropped or stalled connection mid-stream comes out as a raw ``httpx2`` transport error (the
+SDK wraps only errors from sending, not from reading a stream's body).
 """
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
+import httpx2
 from anthropic.types import TextBlock, ToolUseBlock
 from pydantic import SecretStr
 
 from router.errors import InvalidInput
 from router.pricing import normalize_usage
+from router.providers.anthropic_chat import (
+    StreamTranslator,
+    stream_error_of,
+    to_anthropic,
+    to_openai,
+)
 from router.providers.base import (
     ChatRequest,
     ChatResponse,
+    ChatStream,
+    Completion,
     FinishReason,
     ProviderError,
     SDKProvider,
     WaitBudget,
+    retry_after_s,
 )
 from router.tokens import text_of
 
 if TYPE_CHECKING:
-    from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
+    import asyncio
+
+    from anthropic import AsyncStream
+    from anthropic.types import (
+        Message,
+        MessageParam,
+        RawMessageStreamEvent,
+        ToolChoiceToolParam,
+        ToolParam,
+    )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -65,7 +93,11 @@ def map_error(exc: anthropic.AnthropicError, *, timeout_s: float) -> ProviderErr
 
     Transient: timeouts, connection errors and status 408, 409, 429 and 5xx (529 overloaded
     included), the ones the SDK itself retries. Anything else (400, 401, 403, 404, 413, 422,
-    a reply the SDK cannot read, missing credentials) is permanent.
+    a reply the SDK cannot read, missing credentials) is permanent. For an HTTP error
+    ``upstream_status`` is its status and ``retry_after_s`` the wait its ``retry-after-ms`` /
+    ``retry-after`` header asks for, s (:func:`router.providers.base.retry_after_s`; None when
+    absent). An ``error`` event in a stream reaches us as an ``APIStatusError`` of the stream's
+    HTTP status, 200: it is read by its error type instead (:func:`stream_error_of`).
     """
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(f"anthropic: no reply within {timeout_s:g} s", transient=True)
@@ -73,8 +105,15 @@ def map_error(exc: anthropic.AnthropicError, *, timeout_s: float) -> ProviderErr
         return ProviderError(f"anthropic: connection failed: {exc}", transient=True)
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
+        if 200 <= status < 300:
+            return stream_error_of(exc.body)
         transient = status in (408, 409, 429) or status >= 500
-        return ProviderError(f"anthropic: HTTP {status}: {exc.message}", transient=transient)
+        return ProviderError(
+            f"anthropic: HTTP {status}: {exc.message}",
+            transient=transient,
+            upstream_status=status,
+            retry_after_s=retry_after_s(exc.response.headers),
+        )
     return ProviderError(f"anthropic: {type(exc).__name__}: {exc}", transient=False)
 
 
@@ -237,6 +276,139 @@ class AnthropicProvider(SDKProvider):
             raw={"id": message.id, "stop_reason": message.stop_reason, "usage": usage_raw},
         )
 
+    async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
+        """One gateway call, non-streaming: ``body`` (an OpenAI Chat Completions request, its
+        ``model`` the Anthropic model id) is translated by
+        :func:`router.providers.anthropic_chat.to_anthropic` and sent as one Messages call;
+        the reply comes back as an OpenAI ``chat.completion``
+        (:func:`router.providers.anthropic_chat.to_openai`). ``Completion.usage`` is
+        Anthropic's ``usage`` object as sent (``input_tokens`` excluding the cache read and
+        cache creation counts, which it lists apart).
+
+        Raises:
+            InvalidInput: the request asks for what Anthropic cannot do (``field`` names it).
+            Deferred: a retry hint exceeds the wait budget (no sleep happened).
+            ProviderError: the call failed after the SDK's retries (:func:`map_error`:
+                ``upstream_status``, ``retry_after_s``, ``transient``).
+        """
+        request = to_anthropic(body)
+        model = request.kwargs["model"]
+        async with self.slot(model):
+            try:
+                message = await self._client.messages.create(**request.kwargs)
+            except anthropic.AnthropicError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        raw = message.model_dump(mode="json")
+        return Completion(body=to_openai(raw, json_tool=request.json_tool), usage=raw.get("usage"))
+
+    async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        """Open one streamed gateway call (``stream=True``); returns once Anthropic answered
+        200, so an error before the first event (after the SDK's retries) raises here.
+
+        The stream holds one of this provider's ``concurrency`` places until it ends, fails
+        or is closed: a stream is a call in flight. The wait budget covers the opening (the
+        SDK retries only that). The returned :class:`ChatStream` yields OpenAI
+        ``chat.completion.chunk`` dicts (:class:`router.providers.anthropic_chat.StreamTranslator`),
+        the usage-only chunk (``choices: []``) always last; ``usage`` is Anthropic's native
+        usage merged over the stream, ``model`` the id Anthropic reported. Close it
+        (``aclose``) when done with it early: that drops the HTTP connection, which cancels
+        the call upstream.
+
+        Raises:
+            InvalidInput | Deferred | ProviderError: as :meth:`chat_completion`.
+        """
+        request = to_anthropic(body)
+        model = request.kwargs["model"]
+        gate = self._gate
+        await gate.acquire()
+        try:
+            with self.budget.call(model):
+                stream = await self._client.messages.create(**request.kwargs, stream=True)
+        except anthropic.AnthropicError as exc:
+            gate.release()
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        except BaseException:
+            gate.release()
+            raise
+        return _AnthropicChatStream(
+            stream, StreamTranslator(json_tool=request.json_tool), gate, self._timeout_s
+        )
+
     async def aclose(self) -> None:
         """Close the SDK client and its connections."""
         await self._client.close()
+
+
+class _AnthropicChatStream(ChatStream):
+    """An open Anthropic stream read as OpenAI chunks (see :meth:`AnthropicProvider.open_stream`).
+
+    Raises (while iterating):
+        ProviderError: an ``error`` event (transient for ``overloaded_error``, ``api_error``,
+            ``rate_limit_error``), a dropped connection or read timeout (transient), or a
+            stream that ended before ``message_stop`` (transient).
+    """
+
+    def __init__(
+        self,
+        stream: AsyncStream[RawMessageStreamEvent],
+        translator: StreamTranslator,
+        gate: asyncio.Semaphore,
+        timeout_s: float,
+    ) -> None:
+        self._stream = stream
+        self._translator = translator
+        self._gate: asyncio.Semaphore | None = gate
+        self._timeout_s = timeout_s
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._stopped = False
+        self._ended = False
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._pending:
+            if self._ended:
+                raise StopAsyncIteration
+            await self._read()
+        return self._pending.popleft()
+
+    async def _read(self) -> None:
+        try:
+            event = await self._stream.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            if not self._stopped:
+                raise ProviderError(
+                    "anthropic: stream ended before message_stop", transient=True
+                ) from None
+            return
+        except anthropic.AnthropicError as exc:
+            await self.aclose()
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        except httpx2.TimeoutException as exc:
+            await self.aclose()
+            raise ProviderError(
+                f"anthropic: stream stalled for {self._timeout_s:g} s", transient=True
+            ) from exc
+        except httpx2.TransportError as exc:
+            await self.aclose()
+            raise ProviderError(f"anthropic: stream broke off: {exc!r}", transient=True) from exc
+        try:
+            chunks = self._translator.feed(event.model_dump(mode="json"))
+        except ProviderError:
+            await self.aclose()
+            raise
+        self.usage = self._translator.usage
+        self.model = self._translator.model
+        self._pending.extend(chunks)
+        if event.type == "message_stop":
+            self._stopped = True
+
+    async def aclose(self) -> None:
+        """Close the SDK stream (drops the connection if unread) and free the place it held;
+        idempotent. Iterating afterwards ends the iteration."""
+        self._ended = True
+        try:
+            await self._stream.close()
+        finally:
+            if self._gate is not None:
+                self._gate.release()
+                self._gate = None

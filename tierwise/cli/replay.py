@@ -16,10 +16,10 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator import replay as replay_mod
-from evaluator.datasets import load_held_out
+from evaluator.datasets import load_held_out, replay_provider
 from evaluator.report import Books, ClassReport, books, class_reports
 from evaluator.service import replay_env
-from router.errors import TierwiseError
+from router.errors import InvalidInput, TierwiseError
 from router.models import Decision
 from router.policy import builtin_policy_path, load_policy
 from router.table import apply_policy
@@ -59,10 +59,19 @@ def replay(
     reset: Annotated[
         bool, typer.Option(help="Drop and rebuild every tierwise table first.")
     ] = False,
+    via: Annotated[
+        str,
+        typer.Option(
+            help="api: POST /v1/route then /v1/outcomes, as an application reports; gateway: "
+            "POST /v1/chat/completions, with the recorded answers as the upstream."
+        ),
+    ] = "api",
     database_url: DbOption = None,
 ) -> None:
     """Drive the service with recorded traffic: route, outcomes, sampling, grading, escalation;
     then print per-class results and the books."""
+    if via not in ("api", "gateway"):
+        fail(InvalidInput(f"--via must be api or gateway, not {via!r}", field="via"))
     settings = load_settings(database_url, run_scheduler=False)
     try:
         policy = load_policy(
@@ -78,7 +87,11 @@ def replay(
     started = time.perf_counter()
 
     async def main() -> None:
-        service = create_app(settings, env_factory=lambda: replay_env(sets))
+        service = create_app(
+            settings,
+            env_factory=lambda: replay_env(sets),
+            gateway_upstream=replay_provider(sets) if via == "gateway" else None,
+        )
         async with service.router.lifespan_context(service):
             sessions = service.state.sessions
             async with sessions() as session:
@@ -108,6 +121,7 @@ def replay(
                         service.state.evaluator,
                         the_plan,
                         tick=tick,
+                        via="gateway" if via == "gateway" else "api",
                         on_progress=lambda n: progress.advance(task, n),
                     )
             async with sessions() as session:

@@ -46,13 +46,26 @@ def _process_settings(database_url: str | None) -> Settings:
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8080,
+    access_log: Annotated[
+        bool,
+        typer.Option(help="Log every HTTP request (every call is recorded in the database)."),
+    ] = False,
     database_url: DbOption = None,
 ) -> None:
-    """Run the service (data plane and, unless TIERWISE_RUN_SCHEDULER=false, the jobs)."""
+    """Run the service (data plane and, unless TIERWISE_RUN_SCHEDULER=false, the jobs).
+    uvicorn serves it with httptools and uvloop (both dependencies)."""
     import uvicorn
 
     settings = _process_settings(database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=access_log,
+        http="httptools",
+        loop="uvloop",
+    )
 
 
 def worker(database_url: DbOption = None) -> None:
