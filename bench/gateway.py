@@ -17,8 +17,10 @@ Three legs, one loopback upstream, one client, the same request, in one run:
    ``set_verbose: false``), retries (``num_retries: 0``), the remote model cost map fetch
    (``LITELLM_LOCAL_MODEL_COST_MAP=True``: there is no network) and key auth (no master key,
    ``LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY=true``; tierwise's gateway asks for no
-   key either). It runs on uvloop, its default; tierwise on uvicorn's default (asyncio: the
-   project's venv has no uvloop); both parse HTTP with h11 (neither venv has httptools).
+   key either). Both servers run uvicorn on uvloop with httptools: ``tierwise serve`` asks for
+   them (both are tierwise dependencies), LiteLLM runs uvloop by default and its uvicorn picks
+   httptools up when installed, which the bench does (``--litellm-spec``); the stack each leg
+   ran on is in the JSON.
 
 The upstream (``bench/upstream.py``) is a bare asyncio HTTP/1.1 server in its own process that
 answers at once: a JSON ``chat.completion``, or an SSE stream of 8 text chunks written in one go
@@ -65,6 +67,8 @@ PATH`` uses an installed ``litellm`` executable instead, ``--skip-litellm`` leav
 
     {"bench": "gateway",
      "environment": {"python": "3.11.7", "cpu_count": 2, "litellm_version": "1.x" | null,
+                     "litellm_stack": {"litellm", "uvicorn", "uvloop", "httptools": version
+                                       | null} | null, "tierwise_stack": {...the same...},
                      "load_average_1min_at_start": float, "load_average_1min_at_end": float,
                      "tierwise_recorded": {"decision": int, "outcome": int, "sample": int},
                      "options": {...every flag...}, "tierwise_env": {...}, "litellm_env": {...},
@@ -298,36 +302,64 @@ def recorded(tmp: Path) -> dict[str, int]:
         }
 
 
-def ensure_litellm(explicit: str | None, venv: Path, spec: str) -> Path:
-    """The ``litellm`` executable: ``explicit``, or ``venv``'s (created and installed with pip
-    on first use)."""
+def _installed(python: Path, names: list[str]) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` in ``python``'s environment."""
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try:\n"
+        "        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    done = subprocess.run([str(python), "-c", script, *names], capture_output=True, text=True)
+    try:
+        found: dict[str, str | None] = json.loads(done.stdout)
+    except ValueError:
+        return dict.fromkeys(names)
+    return found
+
+
+def _name(spec: str) -> str:
+    """The distribution a pip requirement names (``litellm[proxy]>=1`` -> ``litellm``)."""
+    for mark in "[<>=!~ ;":
+        spec = spec.split(mark)[0]
+    return spec.strip()
+
+
+def ensure_litellm(explicit: str | None, venv: Path, specs: list[str]) -> Path:
+    """The ``litellm`` executable: ``explicit`` (used as it is), or ``venv``'s, created on first
+    use; whatever of ``specs`` it lacks is installed there with pip."""
     if explicit:
         path = Path(explicit)
         if not path.exists():
             raise SystemExit(f"--litellm {explicit}: no such file")
         return path
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} for LiteLLM (once) ...", flush=True)
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        pip_up = [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"]
+        subprocess.run(pip_up, check=True)
+    have = _installed(python, [_name(s) for s in specs])
+    missing = [s for s in specs if have.get(_name(s)) is None]
+    if missing:
+        print(f"installing {' '.join(missing)} into {venv} ...", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *missing], check=True)
     exe = venv / "bin" / "litellm"
-    if exe.exists():
-        return exe
-    print(f"installing {spec} into {venv} (once) ...", flush=True)
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, spec], check=True)
+    if not exe.exists():
+        raise SystemExit(f"{exe} is missing after installing {' '.join(specs)}")
     return exe
 
 
-def litellm_version(exe: Path) -> str | None:
+def litellm_stack(exe: Path) -> dict[str, str | None]:
+    """Versions of what LiteLLM's proxy runs on (from the Python beside ``exe``): litellm,
+    uvicorn, and uvicorn's optional uvloop and httptools (absent: asyncio's loop, h11)."""
     python = exe.with_name("python")
-    if not python.exists():
-        return None
-    done = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip() or None
+    names = ["litellm", "uvicorn", "uvloop", "httptools"]
+    return _installed(python, names) if python.exists() else dict.fromkeys(names)
 
 
 LITELLM_ENV = {
@@ -768,7 +800,13 @@ def main() -> None:
         default=DEFAULT_LITELLM_VENV,
         help="where litellm[proxy] is installed on first use (default: %(default)s)",
     )
-    parser.add_argument("--litellm-spec", default="litellm[proxy]", help="what pip installs")
+    parser.add_argument(
+        "--litellm-spec",
+        nargs="+",
+        default=["litellm[proxy]", "httptools"],
+        help="what pip installs into --litellm-venv (default: %(default)s; httptools gives "
+        "LiteLLM's uvicorn the HTTP parser tierwise's has)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     args = parser.parse_args()
     if min(args.requests, args.stream_requests, args.load_requests, args.rounds) < 1:
@@ -784,13 +822,17 @@ def main() -> None:
         if args.skip_litellm
         else ensure_litellm(args.litellm, args.litellm_venv, args.litellm_spec)
     )
-    version = None if litellm_exe is None else litellm_version(litellm_exe)
+    litellm_on = None if litellm_exe is None else litellm_stack(litellm_exe)
+    version = None if litellm_on is None else litellm_on["litellm"]
     skipped: dict[str, str] = {}
+    mine = _installed(Path(sys.executable), ["tierwise", "uvicorn", "uvloop", "httptools"])
     environment: dict[str, Any] = {
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
         "load_average_1min_at_start": os.getloadavg()[0],
         "litellm_version": version,
+        "litellm_stack": litellm_on,
+        "tierwise_stack": mine,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     with tempfile.TemporaryDirectory() as tmp_dir, ExitStack() as stack:
@@ -832,6 +874,9 @@ def main() -> None:
             f"(latency / stream / load at {args.connections} conn) in {args.rounds} rounds, "
             f"{args.warmup} warm-up"
         )
+        for name, on in (("tierwise", mine), ("LiteLLM", litellm_on)):
+            if on is not None:
+                print(f"  {name} on " + ", ".join(f"{k} {v or '-'}" for k, v in on.items()))
         started = time.perf_counter()
         tallies = asyncio.run(measure(legs, phases, args.rounds, args.warmup))
         seconds = time.perf_counter() - started
