@@ -293,13 +293,26 @@ def tierwise_server(tmp: Path, settings: dict[str, str]) -> Iterator[tuple[str, 
 
 
 def recorded(tmp: Path) -> dict[str, int]:
-    """Rows the tierwise leg wrote (decisions, outcomes, samples): proof it did its whole job.
-    Read once the server is idle, so the batch writer has flushed."""
-    with sqlite3.connect(tmp / "bench.db") as db:
-        return {
-            table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            for table in ("decision", "outcome", "sample")
-        }
+    """Rows the tierwise leg wrote (decisions, outcomes, samples): proof it did its whole job
+    (decisions and outcomes should be equal)."""
+
+    def count() -> dict[str, int]:
+        with sqlite3.connect(tmp / "bench.db") as db:
+            return {
+                table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                for table in ("decision", "outcome", "sample")
+            }
+
+    # The writer flushes every 0.2 s: wait until two reads 0.5 s apart agree (at most 5 s).
+    last = count()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = count()
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def _installed(python: Path, names: list[str]) -> dict[str, str | None]:
