@@ -16,6 +16,7 @@ from evaluator.escalation import ClassState, class_state, override_class, pin_cl
 from evaluator.models import EscalationEvent
 from evaluator.schemas import EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 from router.errors import Unauthorized
+from router.keys import keyring_of, presented_key, require
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
@@ -31,23 +32,35 @@ SessionDep = Annotated[AsyncSession, Depends(_session)]
 
 
 async def require_operator(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
 ) -> None:
-    """Operator calls need ``Authorization: Bearer <admin token>`` when the service has one
-    (``TIERWISE_ADMIN_TOKEN``, passed in by the app factory as ``app.state.admin_token``).
+    """Operator calls (pin, unpin, override) need ``Authorization: Bearer <admin token>`` when
+    the service has one (``TIERWISE_ADMIN_TOKEN``, passed in by the app factory as
+    ``app.state.admin_token``; the bare token is accepted too), or an API key with the scope
+    ``admin`` once any key exists (:mod:`router.keys`). With neither, they are open. Sets
+    ``request.state.caller`` (the key's id; None for the admin token or when open).
 
     Raises:
-        Unauthorized: the token is set and the header is missing or wrong (401).
+        Unauthorized: a token or keys are configured and the request has neither a matching
+            token nor a live key (401).
+        Forbidden: a live key without the scope ``admin`` (403).
     """
+    request.state.caller = None
     token: SecretStr | None = getattr(request.app.state, "admin_token", None)
-    if token is None:
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise Unauthorized("operator calls need Authorization: Bearer <admin token>")
+    ring = keyring_of(request)
+    if token is not None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return
+        if ring.open:
+            raise Unauthorized("operator calls need Authorization: Bearer <admin token>")
+    request.state.caller = ring.authenticate(presented_key(authorization, x_api_key), "admin")
 
 
 OPERATOR = [Depends(require_operator)]
+READ = [Depends(require("read-samples"))]
 
 
 def _quality(s: ClassState) -> QualityOut:
@@ -79,7 +92,7 @@ def _quality(s: ClassState) -> QualityOut:
     )
 
 
-@api.get("/classes/{task_class}/quality", response_model=QualityOut)
+@api.get("/classes/{task_class}/quality", response_model=QualityOut, dependencies=READ)
 async def class_quality(task_class: ClassPath, session: SessionDep) -> QualityOut:
     """Disagreement rate of ``task_class`` on its current model since its last change, its
     Wilson interval, and the escalation rule's state and reason (including verdicts graded
@@ -90,7 +103,7 @@ async def class_quality(task_class: ClassPath, session: SessionDep) -> QualityOu
     return _quality(await class_state(session, task_class))
 
 
-@api.get("/escalations", response_model=list[EscalationOut])
+@api.get("/escalations", response_model=list[EscalationOut], dependencies=READ)
 async def escalations(
     session: SessionDep,
     task_class: Annotated[str | None, Query(max_length=200)] = None,

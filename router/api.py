@@ -1,4 +1,5 @@
-"""HTTP endpoints of the data plane: route, outcomes, routing table."""
+"""HTTP endpoints of the data plane: route, outcomes, routing table; each needs an API key's
+scope once keys exist (:func:`router.keys.require`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from router.errors import InvalidInput
+from router.keys import require
 from router.outcomes import OutcomeReport
 from router.schemas import (
     MAX_OUTCOMES_PER_REQUEST,
@@ -34,11 +36,14 @@ def get_router(request: Request) -> Router:
 
 
 RouterDep = Annotated[Router, Depends(get_router)]
+RouteCaller = Annotated[str | None, Depends(require("route"))]
+READ = [Depends(require("read-samples"))]
 
 
 @api.post("/route", response_model=RouteResponse)
-async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
-    """Which model for this request? Answered from the in-memory routing snapshot."""
+async def route(body: RouteRequest, router: RouterDep, caller: RouteCaller) -> RouteResponse:
+    """Which model for this request? Answered from the in-memory routing snapshot; the
+    decision records the caller's API key id (scope ``route``)."""
     if body.input_tokens is not None:
         tokens = body.input_tokens
     elif body.messages is not None:
@@ -52,6 +57,7 @@ async def route(body: RouteRequest, router: RouterDep) -> RouteResponse:
         body.metadata,
         request_id=body.request_id,
         item_id=body.item_id,
+        caller=caller,
     )
     return RouteResponse.model_validate(d, from_attributes=True)
 
@@ -84,6 +90,7 @@ def _request_error(exc: ValidationError, *, single: bool) -> RequestValidationEr
             },
         }
     },
+    dependencies=[Depends(require("outcomes"))],
 )
 async def outcomes(
     router: RouterDep, payload: Annotated[Any, Body(include_in_schema=False)]
@@ -125,7 +132,7 @@ async def outcomes(
     return OutcomesResponse(stored=stored, duplicates=len(results) - stored, results=out)
 
 
-@api.get("/routing-table", response_model=RoutingTableOut)
+@api.get("/routing-table", response_model=RoutingTableOut, dependencies=READ)
 async def routing_table(router: RouterDep) -> RoutingTableOut:
     """The routing table as the serving snapshot sees it."""
     snap = router.snapshot

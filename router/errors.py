@@ -9,7 +9,8 @@ SDKs read the gateway's errors as they read OpenAI's::
     TierwiseError (500, "internal")
     +-- InvalidInput (422, "invalid_input")        bad value in a request or a policy file
     |   +-- PolicyError (422, "invalid_policy")    a routing policy that cannot be applied
-    +-- Unauthorized (401, "unauthorized")         operator call without the admin token
+    +-- Unauthorized (401, "unauthorized")         no valid API key, or no admin token
+    +-- Forbidden (403, "forbidden")               an API key without the endpoint's scope
     +-- NotFound (404, "not_found")                unknown decision id, task class, model
     +-- Conflict (409, "conflict")                 a write that contradicts stored state
 """
@@ -86,6 +87,11 @@ class PolicyError(InvalidInput):
 class Unauthorized(TierwiseError):
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(TierwiseError):
+    code = "forbidden"
+    status = 403
 
 
 class NotFound(TierwiseError):

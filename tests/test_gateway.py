@@ -21,17 +21,25 @@ from sqlmodel import select
 from evaluator.models import Grade
 from evaluator.service import Evaluator
 from router.db import make_engine, session_factory
+from router.gateway import Gateway as GatewayCore
+from router.gateway import parse_call
+from router.keys import create_key
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
 from router.service import Router
 from tests.conftest import apply, make_settings
 from tests.serving import served
 from tests.wire import (
+    ANTHROPIC_PATH,
     OPENAI_PATH,
     Event,
     Reply,
     StreamedCall,
     WireServer,
+    anthropic_message,
+    anthropic_stream,
+    anthropic_stream_error,
+    anthropic_usage,
     error_reply,
     openai_chat,
     openai_stream,
@@ -53,7 +61,7 @@ ladder = ["small", "big"]
 trivial = "small"
 standard = "small"
 complex = "big"
-critical = "big"
+critical = "claude"
 
 [[models]]
 name = "small"
@@ -76,8 +84,18 @@ provider = "openai"
 input_usd_per_mtok = 1.00
 output_usd_per_mtok = 1.00
 
+[[models]]
+name = "claude"
+provider = "anthropic"
+api_model = "claude-x-20241022"
+input_usd_per_mtok = 3.00
+cached_input_usd_per_mtok = 0.30
+cache_write_usd_per_mtok = 3.75
+output_usd_per_mtok = 15.00
+
 [fallbacks]
 small = ["other"]
+claude = ["small"]
 
 [[rules]]
 task_types = ["classify"]
@@ -86,6 +104,10 @@ tier = "trivial"
 [[rules]]
 task_types = ["code_generation"]
 tier = "complex"
+
+[[rules]]
+task_types = ["summarize"]
+tier = "critical"
 
 [defaults]
 sample_rate = 1.0
@@ -105,6 +127,7 @@ class Gateway:
     client: openai.AsyncOpenAI
     database_url: str
     evaluator: Evaluator
+    core: GatewayCore
 
     async def rows(self) -> tuple[list[Decision], list[Outcome], list[Sample]]:
         """Every decision, outcome and sample, once the batch writer has written them."""
@@ -139,7 +162,13 @@ async def gateway_on(database_url: str, **overrides: object) -> AsyncIterator[Ga
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
             try:
                 yield Gateway(
-                    url, wire, app.state.router, client, database_url, app.state.evaluator
+                    url,
+                    wire,
+                    app.state.router,
+                    client,
+                    database_url,
+                    app.state.evaluator,
+                    app.state.gateway,
                 )
             finally:
                 await client.close()
@@ -438,7 +467,9 @@ async def test_models_lists_task_types_and_the_catalog(gw: Gateway) -> None:
         "tierwise",
         "tierwise/classify",
         "tierwise/code_generation",
+        "tierwise/summarize",
         "big",
+        "claude",
         "other",
         "small",
     ]
@@ -559,6 +590,18 @@ async def test_an_error_mid_stream_is_relayed_and_recorded_and_never_graded(
     assert samples == []
 
 
+async def test_a_stream_whose_body_never_started_is_closed_and_recorded(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=openai_stream(["never read"], delay_s=0.5)))
+    body = {"model": "tierwise/classify", "messages": HELLO, "stream": True}
+    call = gw.core.start(parse_call(body, {}, gw.router.snapshot))
+    served, stream = await gw.core.open_stream(call)
+    await gw.core.settle(call, served, stream)  # what the response does after a caller left
+    await gw.core.settle(call, served, stream)  # and only once
+    _, outcomes, _ = await gw.rows()
+    assert [(o.status, o.served_model) for o in outcomes] == [("cancelled", "small")]
+    assert await asyncio.to_thread(gw.wire.wait_disconnects, 1)
+
+
 async def test_a_429_before_the_stream_falls_back(gw: Gateway) -> None:
     gw.wire.enqueue(
         OPENAI_PATH,
@@ -599,3 +642,134 @@ async def test_a_client_that_leaves_cancels_the_upstream_call(gw: Gateway) -> No
     assert outcome.status == "cancelled"
     assert outcome.usage_raw is not None
     assert outcome.usage_raw["estimated"] is True
+
+
+# ---- an Anthropic upstream, behind the same OpenAI wire format ----------------------------------
+
+
+async def test_an_anthropic_model_answers_in_openai_shape_with_cache_writes_priced(
+    gw: Gateway,
+) -> None:
+    usage = anthropic_usage(100, 20, cache_read=1920, cache_write=50)
+    body = anthropic_message("A short summary.", usage=usage, model="claude-x-20241022")
+    gw.wire.enqueue(ANTHROPIC_PATH, Reply(body=body))
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Summarize: the cat sat on the mat."},
+    ]
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/summarize", messages=messages, max_tokens=64
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "A short summary."
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None
+    # OpenAI's view counts cache reads and writes inside prompt_tokens.
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (2070, 20)
+    sent = gw.wire.hits(ANTHROPIC_PATH)[0].body
+    assert sent["model"] == "claude-x-20241022"
+    assert sent["system"] == "Be brief."
+    assert sent["max_tokens"] == 64
+    _, outcomes, _ = await gw.rows()
+    (outcome,) = outcomes
+    assert (
+        outcome.input_tokens,
+        outcome.cached_input_tokens,
+        outcome.cache_write_tokens,
+        outcome.output_tokens,
+    ) == (100, 1920, 50, 20)
+    assert outcome.cost_usd == pytest.approx(
+        (100 * 3.0 + 1920 * 0.30 + 50 * 3.75 + 20 * 15.0) / 1e6
+    )
+
+
+async def test_an_anthropic_stream_counts_cumulative_usage_once(gw: Gateway) -> None:
+    usage = anthropic_usage(100, 40, cache_read=1920)
+    gw.wire.enqueue(
+        ANTHROPIC_PATH, Reply(events=anthropic_stream(["A short ", "summary."], usage=usage))
+    )
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/summarize",
+        messages=HELLO,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = await _read(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "A short summary."
+    (last,) = [c for c in chunks if not c.choices]
+    assert last.usage is not None
+    assert last.usage.completion_tokens == 40
+    _, outcomes, samples = await gw.rows()
+    (outcome,) = outcomes
+    assert (outcome.input_tokens, outcome.cached_input_tokens, outcome.output_tokens) == (
+        100,
+        1920,
+        40,
+    )
+    assert [s.output_text for s in samples] == ["A short summary."]
+
+
+async def test_an_anthropic_overload_mid_stream_is_an_error_outcome(gw: Gateway) -> None:
+    events = anthropic_stream(["partial"])
+    gw.wire.enqueue(
+        ANTHROPIC_PATH, Reply(events=[*events[:4], anthropic_stream_error("Overloaded")])
+    )
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/summarize", messages=HELLO, stream=True
+    )
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        await _read(stream)
+    _, outcomes, samples = await gw.rows()
+    assert [o.status for o in outcomes] == ["error"]
+    assert samples == []
+
+
+async def test_a_fallback_crosses_providers(gw: Gateway) -> None:
+    gw.wire.enqueue(ANTHROPIC_PATH, error_reply(ANTHROPIC_PATH, 529))
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("from small", model="small")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/summarize", messages=HELLO
+    )
+    assert raw.parse().choices[0].message.content == "from small"
+    assert raw.headers["x-tierwise-model"] == "small"
+    _, outcomes, _ = await gw.rows()
+    assert outcomes[0].attempts is not None
+    assert [(a["model"], a["upstream_status"]) for a in outcomes[0].attempts] == [
+        ("claude", 529),
+        ("small", 200),
+    ]
+
+
+# ---- callers -------------------------------------------------------------------------------------
+
+
+async def test_with_keys_the_gateway_needs_one_with_route_and_records_its_caller(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    async with session_factory(engine)() as session:
+        router_key = await create_key(session, "search-team", ["route"])
+        reporter = await create_key(session, "reporter", ["outcomes"])
+        await session.commit()
+    await engine.dispose()
+    async with gateway_on(database_url) as gw:
+        gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("spam")))
+        with pytest.raises(openai.AuthenticationError):
+            await gw.client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+        async with openai.AsyncOpenAI(
+            base_url=f"{gw.url}/v1", api_key=reporter.key, max_retries=0
+        ) as wrong_scope:
+            with pytest.raises(openai.PermissionDeniedError):
+                await wrong_scope.models.list()
+        async with openai.AsyncOpenAI(
+            base_url=f"{gw.url}/v1", api_key=router_key.key, max_retries=0
+        ) as client:
+            reply = await client.chat.completions.create(
+                model="tierwise/classify", messages=HELLO
+            )
+        assert reply.choices[0].message.content == "spam"
+        # The caller's key never goes upstream: tierwise sends its own provider key.
+        assert gw.wire.hits(OPENAI_PATH)[0].headers["authorization"] == "Bearer sk-upstream"
+        decisions, _, _ = await gw.rows()
+        assert [d.caller for d in decisions] == [router_key.info.id]

@@ -17,6 +17,7 @@ import router.api
 from evaluator.graders import GraderEnv
 from router.errors import TierwiseError, error_body, field_path
 from router.gateway.api import gateway_api
+from router.keys import KeyRing
 from router.providers import Provider
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
@@ -33,6 +34,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         },
     }
     for code, text, name in (
+        (401, "No API key, or an unknown or revoked one", "unauthorized"),
+        (403, "The API key lacks the endpoint's scope", "forbidden"),
         (404, "Unknown decision id, task class or model", "not_found"),
         (422, "Invalid input; `field` names the offending field", "invalid_input"),
         (503, "No routing policy applied yet", "no_policy"),
@@ -49,6 +52,26 @@ def _field_of(error: Mapping[str, Any]) -> str:
     if loc and loc[0] in ("body", "query", "path"):
         loc = loc[1:]
     return field_path(loc) or "body"
+
+
+def _say_who_may_call(keys: KeyRing, settings: Settings) -> None:
+    """Log at start-up whether callers need an API key, and whether operators need more."""
+    if keys.open:
+        log.warning("no API keys: every endpoint is open; create one with `tierwise keys create`")
+        if settings.admin_token is None:
+            log.warning("operator endpoints are open: set TIERWISE_ADMIN_TOKEN to protect them")
+    elif keys.live == 0:
+        log.warning(
+            "every API key (%d) is revoked: every endpoint but /healthz refuses callers; "
+            "create one with `tierwise keys create`",
+            keys.revoked,
+        )
+    else:
+        log.info(
+            "%d API keys (%d revoked): every endpoint but /healthz needs one",
+            keys.live,
+            keys.revoked,
+        )
 
 
 def create_app(
@@ -70,18 +93,21 @@ def create_app(
         ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
-            app.state.settings = settings
-            app.state.admin_token = settings.admin_token
-            if settings.admin_token is None:
-                log.warning(
-                    "operator endpoints are open: set TIERWISE_ADMIN_TOKEN to protect them"
-                )
-            app.state.engine = planes.engine
-            app.state.sessions = planes.sessions
-            app.state.router = planes.router
-            app.state.gateway = planes.gateway
-            app.state.evaluator = planes.evaluator
-            yield
+            keys = KeyRing(planes.sessions, poll_interval_s=settings.snapshot_poll_s)
+            await keys.start()
+            try:
+                app.state.settings = settings
+                app.state.admin_token = settings.admin_token
+                app.state.keys = keys
+                _say_who_may_call(keys, settings)
+                app.state.engine = planes.engine
+                app.state.sessions = planes.sessions
+                app.state.router = planes.router
+                app.state.gateway = planes.gateway
+                app.state.evaluator = planes.evaluator
+                yield
+            finally:
+                await keys.stop()
 
     app = FastAPI(
         title="tierwise",

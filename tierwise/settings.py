@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.providers import ProviderConfig
 
 
 class Settings(BaseSettings):
-    """tierwise settings; every field can be set as ``TIERWISE_<FIELD>`` (or in ``.env``)."""
+    """tierwise settings; every field can be set as ``TIERWISE_<FIELD>`` (or in ``.env``).
+
+    The provider keys are also read under the providers' usual names, ``OPENAI_API_KEY`` and
+    ``ANTHROPIC_API_KEY``, when the ``TIERWISE_`` name is unset. Within one source (the
+    environment, or ``.env``) the ``TIERWISE_`` name wins; as for every setting, the
+    environment beats ``.env``, so an exported ``OPENAI_API_KEY`` beats a
+    ``TIERWISE_OPENAI_API_KEY`` written only in ``.env``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TIERWISE_", env_file=".env", extra="ignore")
 
@@ -42,9 +49,17 @@ class Settings(BaseSettings):
         "(each model's own provider, from the catalog's provider field) | a provider name "
         "(openai, anthropic or a key of providers: every model goes there)",
     )
-    openai_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TIERWISE_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="TIERWISE_OPENAI_API_KEY, else OPENAI_API_KEY",
+    )
     openai_base_url: str | None = None
-    anthropic_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TIERWISE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="TIERWISE_ANTHROPIC_API_KEY, else ANTHROPIC_API_KEY",
+    )
     anthropic_base_url: str | None = None
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from router.errors import InvalidInput
 from router.gateway.request import ROUTE_MODEL, ROUTE_PREFIX, parse_call
 from router.gateway.service import Call, Gateway, UpstreamFailed
+from router.keys import require
 from router.service import Router
 
 gateway_api = APIRouter(prefix="/v1", tags=["gateway"])
@@ -40,7 +42,9 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
     return headers
 
 
-@gateway_api.post("/chat/completions", response_model=None)
+@gateway_api.post(
+    "/chat/completions", response_model=None, dependencies=[Depends(require("route"))]
+)
 async def chat_completions(request: Request) -> Response:
     """An OpenAI Chat Completions call, routed. ``model: "tierwise/<task_type>"`` routes by the
     routing table; a catalog model is served as named while tierwise records what it would
@@ -73,6 +77,7 @@ async def chat_completions(request: Request) -> Response:
         gateway.relay(call, served, stream),
         media_type="text/event-stream",
         headers={**_headers(gateway, call, served), "cache-control": "no-cache"},
+        background=BackgroundTask(gateway.settle, call, served, stream),
     )
 
 
@@ -83,7 +88,7 @@ def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
 
-@gateway_api.get("/models")
+@gateway_api.get("/models", dependencies=[Depends(require("route"))])
 async def models(request: Request) -> dict[str, Any]:
     """The routable task types (``tierwise/<task_type>``, from the policy's rules, and
     ``tierwise`` itself) and the catalog's models (shadow mode), in OpenAI's list shape:

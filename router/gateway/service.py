@@ -70,6 +70,7 @@ class Call:
     started: float
     attempts: list[dict[str, Any]] = field(default_factory=list)
     upstream_s: float = 0.0
+    recorded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +323,9 @@ class Gateway:
         return max(0.0, (self._clock() - call.started - call.upstream_s) * 1000)
 
     def _record(self, call: Call, result: CallResult, ttft_ms: float | None) -> None:
+        if call.recorded:
+            return
+        call.recorded = True
         decision = call.decision
         answer_model = (
             decision.model
@@ -413,6 +417,22 @@ class Gateway:
             await self._after(call, result)
             raise
         return served, stream
+
+    async def settle(self, call: Call, served: str, stream: ChatStream) -> None:
+        """After the response: a stream whose relay never ran (the caller left before its body
+        started) is closed and recorded as ``cancelled``; otherwise nothing (the relay did)."""
+        if call.recorded:
+            return
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+            usage = stream.usage or {
+                "prompt_tokens": call.request.input_tokens,
+                "completion_tokens": 0,
+                "estimated": True,
+            }
+            result = CallResult("cancelled", served, usage, None)
+            self._record(call, result, None)
+            await self._after(call, result)
 
     async def relay(self, call: Call, served: str, stream: ChatStream) -> AsyncIterator[bytes]:
         """The stream as server-sent events, chunk by chunk as they arrive, then ``[DONE]``.

@@ -2,16 +2,17 @@
 database and the planes, then calls into ``router`` / ``evaluator`` and prints what
 :mod:`tierwise.cli.render` makes of the result.
 
-One module per command group (``db``, ``policy``, ``classes``, ``evaluate``) and per family of
-top-level commands (``serve``: routing-table, serve, worker; ``replay``: replay, report). This
-module assembles them into :data:`app`, in the order ``tierwise --help`` lists them."""
+One module per command group (``db``, ``policy``, ``classes``, ``evaluate``, ``keys``) and per
+family of top-level commands (``serve``: routing-table, serve, worker; ``replay``: replay,
+report). This module assembles them into :data:`app`, in the order ``tierwise --help`` lists
+them."""
 
 from __future__ import annotations
 
 import typer
 
 from router.errors import TierwiseError
-from tierwise.cli import classes, db, evaluate, policy, replay, serve
+from tierwise.cli import classes, db, evaluate, keys, policy, replay, serve
 from tierwise.cli._common import print_error
 
 app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
@@ -24,6 +25,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(db.app, name="db")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(classes.app, name="class")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

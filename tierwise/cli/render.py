@@ -22,6 +22,7 @@ from evaluator.calibration import (
 from evaluator.models import EscalationEvent
 from evaluator.report import Books, ClassReport
 from router.errors import TierwiseError
+from router.keys import KeyInfo
 from router.policy import Policy
 from router.table import ApplyResult, RoutingSnapshot
 
@@ -63,6 +64,35 @@ def render_event(event: EscalationEvent) -> str:
         f"{event.task_class}: {event.from_model} ({event.from_status}) -> {event.to_model} "
         f"({event.to_status}), table version {event.table_version}, by {event.actor}"
     )
+
+
+# ---- callers' API keys ------------------------------------------------------------------------
+
+
+def _when(at: object) -> str:
+    return "" if at is None else f"{at:%Y-%m-%d %H:%M:%S}Z"
+
+
+def render_new_key(info: KeyInfo, key: str) -> list[str]:
+    """The lines printed once a key is created: what it is, the key alone on its line, and that
+    it will not be shown again."""
+    return [
+        f"created API key {info.id} ({escape(info.name)}), scopes: {', '.join(info.scopes)}",
+        key,
+        "Store it now: the key is shown once and will not be shown again (only its hash is kept).",
+    ]
+
+
+def render_keys(keys: list[KeyInfo]) -> Table:
+    """Every key, oldest first: id, name, scopes, created and revoked (UTC). Never a hash."""
+    table = Table(title=f"API keys ({sum(k.live for k in keys)} live, {len(keys)} in all)")
+    for col in ("id", "name", "scopes", "created", "revoked"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(
+            k.id, escape(k.name), ",".join(k.scopes), _when(k.created_at), _when(k.revoked_at)
+        )
+    return table
 
 
 # ---- per-class quality and the books ----------------------------------------------------------
