@@ -253,6 +253,10 @@ def upstream(chunks: int, gap_ms: float) -> Iterator[int]:
             proc.wait(timeout=10)
 
 
+FOREIGN = ("TIERWISE_", "OPENAI_", "ANTHROPIC_")
+"""Environment variables left out of both servers' environments (keys, base URLs, settings)."""
+
+
 def tierwise_command() -> list[str]:
     exe = Path(sys.executable).with_name("tierwise")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tierwise.cli"]
@@ -275,7 +279,8 @@ def tierwise_env(tmp: Path, upstream_port: int) -> dict[str, str]:
 def tierwise_server(tmp: Path, settings: dict[str, str]) -> Iterator[tuple[str, int]]:
     """``tierwise db upgrade``, ``policy apply`` the bench policy, then ``tierwise serve``;
     yield (base URL, pid)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    # Nothing of the caller's environment configures it: tierwise also reads OPENAI_API_KEY.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
     env.update(settings)
     policy = tmp / "gateway-bench.toml"
     policy.write_text(BENCH_POLICY, encoding="utf-8")
@@ -414,7 +419,7 @@ def litellm_server(exe: Path, tmp: Path, config: dict[str, Any]) -> Iterator[tup
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LITELLM_", "TIERWISE_"))
+        if not k.startswith(("LITELLM_", *FOREIGN))
         and k not in ("DATABASE_URL", "DIRECT_URL", "REDIS_URL", "REDIS_HOST")
     }
     env.update(LITELLM_ENV)
