@@ -178,9 +178,7 @@ async def grade_all(
     engine = make_engine(db_url)
     sessions = session_factory(engine)
     provider = make_provider(api, judge_url, concurrency, settings)
-    env = GraderEnv(
-        provider_for=lambda _m: provider, items={}, judge_prompts=load_judge_prompts()
-    )
+    env = GraderEnv(provider_for=lambda _m: provider, items={}, judge_prompts=load_judge_prompts())
     try:
         started = time.perf_counter()
         run = await grade_pending(
