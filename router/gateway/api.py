@@ -26,7 +26,9 @@ def _gateway(request: Request) -> Gateway:
 
 def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]:
     """The routing, as response headers: the decision, what served it, how many upstream
-    calls, what tierwise added (ms) and, in shadow mode, the model it would have chosen."""
+    calls, the handler's own time outside upstream calls (parsing, routing, recording,
+    translation; ms: the HTTP server's and the SDK's share is not in it, ``bench/gateway.py``
+    measures the whole) and, in shadow mode, the model it would have chosen."""
     d = call.decision
     headers = {
         "x-tierwise-decision-id": d.decision_id,
