@@ -159,6 +159,17 @@ status, decision = call("/v1/route", {"task_type": "classify", "input_tokens": 1
 if status != 200 or not decision.get("model"):
     sys.exit(f"wheel-check: POST /v1/route answered {status} {decision}")
 print(f"wheel-check: /healthz {health}; routed to {decision['model']} ({decision['tier']})")
+status, models = call("/v1/models")
+ids = [m["id"] for m in models.get("data", [])]  # type: ignore[union-attr]
+if status != 200 or "tierwise/classify" not in ids:
+    sys.exit(f"wheel-check: GET /v1/models answered {status} {models}")
+# No provider key is configured here: the gateway must say which setting to set.
+body = {"model": "tierwise/classify", "messages": [{"role": "user", "content": "hi"}]}
+status, error = call("/v1/chat/completions", body)
+message = str(error.get("error", {}).get("message"))  # type: ignore[union-attr]
+if status != 502 or "TIERWISE_OPENAI_API_KEY" not in message:
+    sys.exit(f"wheel-check: POST /v1/chat/completions answered {status} {error}")
+print(f"wheel-check: the gateway lists {len(ids)} models and, with no provider key, says {message}")
 EOF
 
 # Started outside the repository with the replay reference provider, the service must say
