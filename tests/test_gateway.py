@@ -477,16 +477,18 @@ async def test_models_lists_task_types_and_the_catalog(gw: Gateway) -> None:
 
 async def test_the_sync_client_works_too(gw: Gateway) -> None:
     gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("sync")))
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=openai_stream(["str", "eamed"])))
 
-    def call() -> str | None:
+    def call() -> tuple[str | None, str]:
         with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0) as client:
-            return (
-                client.chat.completions.create(model="tierwise/classify", messages=HELLO)
-                .choices[0]
-                .message.content
+            plain = client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+            stream = client.chat.completions.create(
+                model="tierwise/classify", messages=HELLO, stream=True
             )
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            return plain.choices[0].message.content, text
 
-    assert await asyncio.to_thread(call) == "sync"
+    assert await asyncio.to_thread(call) == ("sync", "streamed")
 
 
 # ---- streaming -------------------------------------------------------------------------------
