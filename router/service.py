@@ -136,34 +136,66 @@ class Router:
         Raises:
             NoPolicy: no routing policy applied yet (503).
         """
+        decision, row = self.decide_call(
+            task_type,
+            input_tokens,
+            has_tool_calls,
+            meta,
+            request_id=request_id,
+            item_id=item_id,
+            caller=caller,
+            shadow=shadow,
+            at=at,
+        )
+        self.writer.add(Decision, row)
+        return decision
+
+    def decide_call(
+        self,
+        task_type: str,
+        input_tokens: int,
+        has_tool_calls: bool,
+        meta: dict[str, Any] | None,
+        *,
+        request_id: str | None = None,
+        item_id: str | None = None,
+        caller: str | None = None,
+        shadow: bool = False,
+        at: datetime | None = None,
+    ) -> tuple[RouteDecision, dict[str, Any]]:
+        """The decision and its ``decision`` row, written nowhere yet: :meth:`route` hands the
+        row to the batch writer at once, the gateway with the call's outcome
+        (:meth:`record_call`), so a call refused before it reached an upstream leaves no row.
+        Arguments as :meth:`route`.
+
+        Raises:
+            NoPolicy: no routing policy applied yet (503).
+        """
         decision_id = decision_id_for(request_id, task_type, input_tokens, has_tool_calls)
         decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, decision_id)
-        self.writer.add(
-            Decision,
-            {
-                "id": decision.decision_id,
-                "task_type": task_type,
-                "task_class": decision.task_class,
-                "tier": decision.tier,
-                "model": decision.model,
-                "provider": decision.provider,
-                "table_version": decision.table_version,
-                "sampled": decision.sampled,
-                "input_tokens": input_tokens,
-                "has_tool_calls": has_tool_calls,
-                "meta": meta,
-                "item_id": item_id,
-                "caller": caller,
-                "shadow": shadow,
-                "created_at": at or utcnow(),
-            },
-        )
-        return decision
+        row = {
+            "id": decision.decision_id,
+            "task_type": task_type,
+            "task_class": decision.task_class,
+            "tier": decision.tier,
+            "model": decision.model,
+            "provider": decision.provider,
+            "table_version": decision.table_version,
+            "sampled": decision.sampled,
+            "input_tokens": input_tokens,
+            "has_tool_calls": has_tool_calls,
+            "meta": meta,
+            "item_id": item_id,
+            "caller": caller,
+            "shadow": shadow,
+            "created_at": at or utcnow(),
+        }
+        return decision, row
 
     def record_call(
         self,
         decision: RouteDecision,
-        decided_at: datetime,
+        decision_row: dict[str, Any],
         report: OutcomeReport,
         *,
         attempts: list[dict[str, Any]],
@@ -171,9 +203,10 @@ class Router:
         item_id: str | None = None,
         answer_model: str | None = None,
     ) -> float | None:
-        """A gateway call's outcome, and its sample when the decision is sampled and the call
-        gave an answer (status ok, with input messages and output text), handed to the batch
-        writer with the decision: no I/O, one transaction with it. Priced like a reported
+        """A gateway call's decision (``decision_row``, from :meth:`decide_call`), its outcome,
+        and its sample when the decision is sampled and the call gave an answer (status ok,
+        with input messages and output text), handed to the batch writer together: no I/O, one
+        transaction. Priced like a reported
         outcome (:func:`router.outcomes.outcome_values`). A usage object the upstream sent
         that cannot be read is kept in ``usage_raw`` and the call stays unpriced (logged).
         ``attempts`` are the upstream calls in order; ``ttft_ms`` the time to the first
@@ -197,6 +230,7 @@ class Router:
             row["cost_usd"] = None
         row["attempts"] = attempts
         row["ttft_ms"] = ttft_ms
+        self.writer.add(Decision, decision_row)
         self.writer.add(Outcome, row)
         if (
             decision.sampled
@@ -217,7 +251,7 @@ class Router:
                     "answer_model": answer_model,
                     "status": "queued",
                     "attempts": 0,
-                    "decided_at": decided_at,
+                    "decided_at": decision_row["created_at"],
                     "created_at": now,
                 },
             )

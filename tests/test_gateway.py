@@ -405,19 +405,19 @@ async def test_the_task_type_may_come_in_a_header(gw: Gateway) -> None:
     ("kwargs", "headers", "status", "param"),
     [
         ({"model": "gpt-9", "messages": HELLO}, {}, 404, "model"),
-        ({"model": "tierwise", "messages": HELLO}, {}, 422, "model"),
-        ({"model": "tierwise/bad type", "messages": HELLO}, {}, 422, "model"),
-        ({"model": "tierwise/classify", "messages": []}, {}, 422, "messages"),
+        ({"model": "tierwise", "messages": HELLO}, {}, 400, "model"),
+        ({"model": "tierwise/bad type", "messages": HELLO}, {}, 400, "model"),
+        ({"model": "tierwise/classify", "messages": []}, {}, 400, "messages"),
         (
             {"model": "tierwise/classify", "messages": [{"role": "user", "content": 5}]},
             {},
-            422,
+            400,
             "messages[0].content",
         ),
         (
             {"model": "tierwise/classify", "messages": HELLO, "stream": "yes"},
             {},
-            422,
+            400,
             "stream",
         ),
         (
@@ -427,13 +427,13 @@ async def test_the_task_type_may_come_in_a_header(gw: Gateway) -> None:
                 "tools": [{"type": "function", "function": {"name": "has space"}}],
             },
             {},
-            422,
+            400,
             "tools[0].function.name",
         ),
         (
             {"model": "tierwise/classify", "messages": HELLO},
             {"X-Tierwise-Request-Id": "short"},
-            422,
+            400,
             "x-tierwise-request-id",
         ),
     ],
@@ -457,8 +457,11 @@ async def test_bad_input_gets_a_clear_openai_error_and_nothing_is_stored(
 async def test_a_body_that_is_not_json_is_refused(gw: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gw.url) as http:
         resp = await http.post("/v1/chat/completions", content=b"{not json")
-    assert resp.status_code == 422
+        deep = await http.post("/v1/chat/completions", content=b"[" * 100_000 + b"]" * 100_000)
+    assert resp.status_code == 400
     assert resp.json()["error"]["param"] == "body"
+    assert deep.status_code == 400
+    assert deep.json()["error"]["message"] == "the body nests too deeply"
 
 
 async def test_models_lists_task_types_and_the_catalog(gw: Gateway) -> None:
@@ -775,3 +778,99 @@ async def test_with_keys_the_gateway_needs_one_with_route_and_records_its_caller
         assert gw.wire.hits(OPENAI_PATH)[0].headers["authorization"] == "Bearer sk-upstream"
         decisions, _, _ = await gw.rows()
         assert [d.caller for d in decisions] == [router_key.info.id]
+
+
+# ---- what a cold review broke, and its kind ------------------------------------------------------
+
+
+async def test_a_request_the_upstream_cannot_take_is_400_and_stores_nothing(gw: Gateway) -> None:
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await gw.client.chat.completions.create(
+                model="tierwise/summarize", messages=HELLO, n=3, stream=stream
+            )
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["param"] == "n"
+    assert gw.wire.hits() == []
+    decisions, outcomes, _ = await gw.rows()
+    assert (decisions, outcomes) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Reply(body=b"{not json"),
+        Reply(body={"error": {"message": "bad"}}),
+        Reply(body={"object": "chat.completion", "usage": openai_usage(1, 1)}),
+    ],
+    ids=["not-json", "error-in-a-200", "no-choices"],
+)
+async def test_a_200_that_is_not_an_answer_falls_back(gw: Gateway, bad: Reply) -> None:
+    gw.wire.enqueue(OPENAI_PATH, bad, Reply(body=openai_chat("from other", model="other")))
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="tierwise/classify", messages=HELLO
+    )
+    assert raw.parse().choices[0].message.content == "from other"
+    _, outcomes, _ = await gw.rows()
+    assert outcomes[0].attempts is not None
+    assert [(a["model"], a["status"]) for a in outcomes[0].attempts] == [
+        ("small", "error"),
+        ("other", "ok"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [[Event("{garbage")], []],
+    ids=["an-event-that-is-not-json", "an-end-without-a-finish-reason"],
+)
+async def test_a_broken_stream_is_an_error_event_and_never_graded(
+    gw: Gateway, tail: list[Event]
+) -> None:
+    events = openai_stream(["par", "tial"])
+    # the role chunk and both pieces, then the tail instead of the finish chunk and [DONE]
+    gw.wire.enqueue(OPENAI_PATH, Reply(events=[*events[:3], *tail]))
+    stream = await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, stream=True
+    )
+    got = ""
+    with pytest.raises(openai.APIError):
+        async for chunk in stream:
+            got += chunk.choices[0].delta.content or ""
+    assert got == "partial"
+    _, outcomes, samples = await gw.rows()
+    assert [o.status for o in outcomes] == ["error"]
+    assert samples == []
+
+
+async def test_rate_limits_longer_than_the_wait_budget_answer_429(database_url: str) -> None:
+    async with gateway_on(database_url, provider_timeout_s=2.0) as gw:
+        gw.wire.enqueue(
+            OPENAI_PATH,
+            error_reply(OPENAI_PATH, 429, headers={"retry-after": "30"}),
+            error_reply(OPENAI_PATH, 429, headers={"retry-after": "10"}),
+        )
+        with pytest.raises(openai.RateLimitError) as caught:
+            await gw.client.chat.completions.create(model="tierwise/classify", messages=HELLO)
+        assert caught.value.response.headers["retry-after"] == "10"
+        # The error is about the model last called, not the first of the chain.
+        assert caught.value.response.headers["x-tierwise-model"] == "other"
+        _, outcomes, _ = await gw.rows()
+        assert [(o.status, o.served_model) for o in outcomes] == [("error", "other")]
+
+
+async def test_a_repeated_request_id_is_refused_before_any_upstream_call(gw: Gateway) -> None:
+    gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("once")))
+    headers = {"X-Tierwise-Request-Id": "order-1234-a"}
+    await gw.client.chat.completions.create(
+        model="tierwise/classify", messages=HELLO, extra_headers=headers
+    )
+    with pytest.raises(openai.ConflictError) as caught:
+        await gw.client.chat.completions.create(
+            model="tierwise/classify", messages=HELLO, extra_headers=headers
+        )
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["param"] == "x-tierwise-request-id"
+    assert len(gw.wire.hits(OPENAI_PATH)) == 1
+    decisions, outcomes, _ = await gw.rows()
+    assert (len(decisions), len(outcomes)) == (1, 1)

@@ -81,7 +81,8 @@ class Cut:
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted HTTP response: ``body`` is JSON-encoded; ``delay_s`` is slept first.
+    """One scripted HTTP response: ``body`` is JSON-encoded (``bytes`` are sent as they are,
+    for replies that are not JSON); ``delay_s`` is slept first.
 
     With ``events`` the reply is a stream instead: ``status`` and ``headers`` as given, content
     type ``text/event-stream``, then each event in turn (``body`` is ignored).
@@ -637,7 +638,7 @@ class WireServer:
         finally:
             self._leave()
         return Response(
-            content=json.dumps(reply.body),
+            content=reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body),
             status_code=reply.status,
             headers=dict(reply.headers),
             media_type="application/json",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from router.errors import InvalidInput
+from router.errors import InvalidInput, error_body
 from router.gateway.request import ROUTE_MODEL, ROUTE_PREFIX, parse_call
 from router.gateway.service import Call, Gateway, UpstreamFailed
 from router.keys import require
@@ -33,7 +33,7 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
     headers = {
         "x-tierwise-decision-id": d.decision_id,
         "x-tierwise-task-class": d.task_class,
-        "x-tierwise-model": served or call.chain[0],
+        "x-tierwise-model": served or call.last_model,
         "x-tierwise-tier": d.tier,
         "x-tierwise-sampled": "true" if d.sampled else "false",
         "x-tierwise-attempts": str(gateway.upstream_calls(call)),
@@ -50,15 +50,27 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
 async def chat_completions(request: Request) -> Response:
     """An OpenAI Chat Completions call, routed. ``model: "tierwise/<task_type>"`` routes by the
     routing table; a catalog model is served as named while tierwise records what it would
-    have chosen (shadow mode). Streams when ``stream`` is true."""
+    have chosen (shadow mode). Streams when ``stream`` is true. A request tierwise or the
+    chosen upstream cannot take is answered 400 (OpenAI's status for an invalid request) with
+    ``param`` naming the field, and nothing is stored unless an upstream was already called."""
+    try:
+        return await _chat_completions(request)
+    except InvalidInput as exc:
+        body = error_body(exc.code, exc.message, exc.field, 400)
+        return JSONResponse({"error": body}, status_code=400)
+
+
+async def _chat_completions(request: Request) -> Response:
     gateway = _gateway(request)
     router: Router = request.app.state.router
     raw = await request.body()
     try:
         payload: Any = json.loads(raw)
+        checked = parse_call(payload, request.headers, router.snapshot)
+    except RecursionError as exc:
+        raise InvalidInput("the body nests too deeply", field="body") from exc
     except ValueError as exc:
         raise InvalidInput("the body is not valid JSON", field="body") from exc
-    checked = parse_call(payload, request.headers, router.snapshot)
     call = gateway.start(checked, caller=getattr(request.state, "caller", None))
     if not checked.stream:
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,10 +33,10 @@ import anyio
 
 from router.db import utcnow
 from router.decide import RouteDecision
-from router.errors import TierwiseError, error_body
-from router.gateway.request import GatewayCall
+from router.errors import Conflict, InvalidInput, TierwiseError, error_body
+from router.gateway.request import REQUEST_ID_HEADER, GatewayCall
 from router.outcomes import OutcomeReport
-from router.providers.base import ChatStream, Completion, Provider, ProviderError
+from router.providers.base import ChatStream, Completion, Deferred, Provider, ProviderError
 from router.service import Router
 from router.tokens import estimate_text_tokens
 
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 
 Upstream = Callable[[str], tuple[Provider, str]]
 """Catalog model name -> (the adapter that serves it, the model id to send it)."""
+
+RECENT_REQUEST_IDS = 100_000
+"""Decision ids of calls with an ``X-Tierwise-Request-Id`` a process remembers (a repeat is
+refused): about 10 MB at most."""
 
 
 class UpstreamFailed(TierwiseError):
@@ -65,12 +70,25 @@ class Call:
 
     request: GatewayCall
     decision: RouteDecision
+    decision_row: dict[str, Any]
     body: dict[str, Any]
     chain: tuple[str, ...]
     started: float
     attempts: list[dict[str, Any]] = field(default_factory=list)
     upstream_s: float = 0.0
     recorded: bool = False
+
+    @property
+    def called(self) -> list[str]:
+        """The models an upstream call went to so far, in order (a held model was skipped, a
+        refused one could not be asked)."""
+        return [a["model"] for a in self.attempts if a["status"] not in ("held", "refused")]
+
+    @property
+    def last_model(self) -> str:
+        """The model last called, else the first of the chain: what an outcome is about."""
+        called = self.called
+        return called[-1] if called else self.chain[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +146,7 @@ def _reply_text(body: dict[str, Any]) -> str | None:
 def _error_status(error: ProviderError) -> int:
     if error.upstream_status in (400, 404, 413, 422):
         return error.upstream_status
-    if error.upstream_status == 429:
+    if error.upstream_status == 429 or isinstance(error, Deferred):
         return 429
     if error.upstream_status is None and "no reply within" in error.message:
         return 504
@@ -198,17 +216,21 @@ class Gateway:
         self._stages = list(stages)
         self._clock = clock
         self._held_until: dict[str, float] = {}
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
 
     # ---- routing ----------------------------------------------------------------------------
     def start(self, request: GatewayCall, *, caller: str | None = None) -> Call:
-        """Decide (the decision goes to the writer) and build the call's chain: the chosen
-        model's, or in shadow mode the named model's.
+        """Decide and build the call's chain: the chosen model's, or in shadow mode the named
+        model's. The decision is written with the call's outcome (:meth:`Router.record_call`),
+        so a call refused before any upstream call leaves no row.
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
+            Conflict: ``X-Tierwise-Request-Id`` repeats one this process served lately (the
+                decision id derives from it, so a second call would lose its outcome; 409).
         """
         started = self._clock()
-        decision = self._router.route(
+        decision, row = self._router.decide_call(
             request.task_type,
             request.input_tokens,
             request.has_tools,
@@ -219,9 +241,19 @@ class Gateway:
             shadow=request.shadow_model is not None,
             at=utcnow(),
         )
+        if request.request_id is not None:
+            if decision.decision_id in self._recent_ids:
+                raise Conflict(
+                    f"{REQUEST_ID_HEADER}: '{request.request_id}' was used by an earlier call; "
+                    "send a new id for each call",
+                    field=REQUEST_ID_HEADER,
+                )
+            self._recent_ids[decision.decision_id] = None
+            if len(self._recent_ids) > RECENT_REQUEST_IDS:
+                self._recent_ids.popitem(last=False)
         served = request.shadow_model or decision.model
         chain = self._router.snapshot.policy.fallback_chain(served)
-        return Call(request, decision, dict(request.body), chain, started)
+        return Call(request, decision, row, dict(request.body), chain, started)
 
     def held(self, model: str) -> float:
         """Seconds ``model`` is still held by a ``Retry-After`` (0 when it is not)."""
@@ -271,7 +303,7 @@ class Gateway:
                 status=429,
                 retry_after_s=wait,
             )
-        tried = [a["model"] for a in call.attempts if a["status"] != "held"]
+        tried = call.called
         return UpstreamFailed(
             f"{last.message} (after {len(tried)} attempt(s): {', '.join(tried)})",
             status=_error_status(last),
@@ -290,6 +322,21 @@ class Gateway:
             began = self._clock()
             try:
                 reply = await send(adapter, body)
+            except InvalidInput as exc:
+                # The request cannot be said to this upstream (n > 1 to Anthropic): the caller's
+                # to fix. Recorded only when an earlier attempt already reached an upstream.
+                call.attempts.append(
+                    {
+                        "model": model,
+                        "status": "refused",
+                        "upstream_status": None,
+                        "error": exc.message[:500],
+                        "latency_ms": 0.0,
+                    }
+                )
+                if call.called:
+                    self._record(call, CallResult("error", call.last_model, None, None), None)
+                raise
             except ProviderError as exc:
                 took = self._clock() - began
                 call.upstream_s += took
@@ -316,7 +363,7 @@ class Gateway:
     @staticmethod
     def upstream_calls(call: Call) -> int:
         """Upstream calls made so far (held models are skipped, not called)."""
-        return sum(1 for a in call.attempts if a["status"] != "held")
+        return len(call.called)
 
     def overhead_ms(self, call: Call) -> float:
         """What tierwise added so far: the call's time less its upstream time, ms."""
@@ -343,7 +390,7 @@ class Gateway:
         )
         self._router.record_call(
             decision,
-            utcnow(),
+            call.decision_row,
             report,
             attempts=call.attempts,
             ttft_ms=ttft_ms,
@@ -384,7 +431,7 @@ class Gateway:
 
                 served, completion = await self._attempts(call, send)
         except UpstreamFailed:
-            result = CallResult("error", call.chain[0], None, None)
+            result = CallResult("error", call.last_model, None, None)
             self._record(call, result, None)
             await self._after(call, result)
             raise
@@ -412,7 +459,7 @@ class Gateway:
         try:
             served, stream = await self._attempts(call, send)
         except UpstreamFailed:
-            result = CallResult("error", call.chain[0], None, None)
+            result = CallResult("error", call.last_model, None, None)
             self._record(call, result, None)
             await self._after(call, result)
             raise
@@ -446,14 +493,28 @@ class Gateway:
         seen = _Accumulator()
         ttft_ms: float | None = None
         status = "cancelled"
+        include_usage = call.request.include_usage
         try:
-            async for chunk in stream:
-                if ttft_ms is None:
-                    ttft_ms = round((self._clock() - call.started) * 1000, 3)
-                seen.add(chunk)
-                if not chunk.get("choices") and not call.request.include_usage:
-                    continue
-                yield sse(chunk)
+            try:
+                async for chunk in stream:
+                    if ttft_ms is None:
+                        ttft_ms = round((self._clock() - call.started) * 1000, 3)
+                    seen.add(chunk)
+                    if not include_usage:
+                        if not chunk.get("choices"):
+                            continue
+                        if "usage" in chunk and chunk["usage"] is None:
+                            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    yield sse(chunk)
+                if not seen.finished:
+                    raise ProviderError(
+                        "the upstream stream ended without a finish reason", transient=True
+                    )
+            except ProviderError:
+                raise
+            except Exception as exc:  # anything else the SDK let through: still an error event
+                log.exception("gateway: %s stream failed", served)
+                raise ProviderError(f"{type(exc).__name__}: {exc}", transient=True) from exc
             status = "ok"
             yield SSE_DONE
         except ProviderError as exc:

@@ -132,6 +132,9 @@ class _Stream(ChatStream):
             data = await self._chunks.__anext__()
         except openai.OpenAIError as exc:
             raise map_error(exc, timeout_s=self._timeout_s) from exc
+        except ValueError as exc:  # the SDK's json.loads of an event that is not JSON
+            message = f"openai: a stream event is not JSON: {exc}"
+            raise ProviderError(message, transient=True) from exc
         if not isinstance(data, dict):
             raise ProviderError("openai: a stream chunk is not a JSON object", transient=True)
         usage = data.get("usage")
@@ -261,15 +264,23 @@ class OpenAIProvider(SDKProvider):
 
         Raises:
             ProviderError: as :func:`map_error` (``upstream_status``, ``retry_after_s`` set), or
-                a reply that is not a JSON object (permanent).
+                a 200 whose body is not JSON or has no ``choices`` (an error object in a 200:
+                transient, so the gateway tries the next model).
         """
         async with self.slot(str(body["model"])):
             try:
                 reply = await self._client.post(_PATH, body=dict(body), cast_to=object)
             except openai.OpenAIError as exc:
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
-        if not isinstance(reply, dict):
-            raise ProviderError("openai: reply is not a JSON object", transient=False)
+            except ValueError as exc:  # a 200 whose body is not JSON
+                raise ProviderError(f"openai: reply is not JSON: {exc}", transient=True) from exc
+        if not isinstance(reply, dict) or not isinstance(reply.get("choices"), list):
+            detail = reply.get("error") if isinstance(reply, dict) else None
+            raise ProviderError(
+                f"openai: a 200 reply without choices{f': {detail}' if detail else ''}",
+                transient=True,
+                upstream_status=200,
+            )
         usage = reply.get("usage")
         return Completion(body=reply, usage=usage if isinstance(usage, dict) else None)
 
