@@ -74,7 +74,7 @@ SONNET = (3.00, 0.30, 3.75, 15.00)  # default.toml: input, cached, cache write, 
 async def _seed(url: str) -> None:
     engine = make_engine(url)
     async with session_factory(engine)() as s:
-        for did, cls, tier, model, served, caller, at, tin, tc, tw, tout, cost in OUTCOMES:
+        for did, cls, tier, model, _s, caller, at, tin, *_rest in OUTCOMES:
             s.add(
                 Decision(
                     id=did,
@@ -142,6 +142,13 @@ async def _seed(url: str) -> None:
     await engine.dispose()
 
 
+def _c(row: tuple[object, ...]) -> float:
+    """The seeded cost of a priced outcome row."""
+    cost = row[11]
+    assert isinstance(cost, float)
+    return cost
+
+
 def _sonnet(tin: int, tc: int, tw: int, tout: int) -> float:
     return (tin * SONNET[0] + tc * SONNET[1] + tw * SONNET[2] + tout * SONNET[3]) / 1e6
 
@@ -154,13 +161,13 @@ async def test_cost_view_totals_and_groups_equal_the_seeded_rows(database_url: s
     t = body["totals"]
     assert body["premium_model"] == "claude-3-5-sonnet"
     assert t["requests"] == 4 and t["unpriced"] == 1
-    assert round(t["serving_usd"], 8) == round(sum(o[11] for o in priced), 8)
+    assert round(t["serving_usd"], 8) == round(sum(_c(o) for o in priced), 8)
     assert t["grading_usd"] == pytest.approx(0.004) and t["shadow_grading_usd"] == pytest.approx(
         0.03
     )
     expected_cf = sum(_sonnet(*o[7:11]) for o in priced)
     assert t["counterfactual_usd"] == pytest.approx(expected_cf)
-    assert t["savings_usd"] == pytest.approx(expected_cf - sum(o[11] for o in priced))
+    assert t["savings_usd"] == pytest.approx(expected_cf - sum(_c(o) for o in priced))
     assert t["premium_requests"] == 1 and t["premium_share"] == pytest.approx(0.25)
     assert t["input_tokens"] == 1380 and t["cached_input_tokens"] == 550
     rows = {(r["task_class"], r["day"]): r for r in body["rows"]}
@@ -178,7 +185,7 @@ async def test_cost_view_totals_and_groups_equal_the_seeded_rows(database_url: s
     assert code["savings_usd"] == pytest.approx(0.0, abs=1e-12)
     assert code["grading_exceeds_savings"] is True and code["break_even_rate"] == 0.0
     cls = econ["classify"]
-    s_cls = sum(_sonnet(*o[7:11]) - o[11] for o in priced if o[1] == "classify")
+    s_cls = sum(_sonnet(*o[7:11]) - _c(o) for o in priced if o[1] == "classify")
     assert cls["break_even_rate"] == pytest.approx((1 / 3) * s_cls / 0.004)
 
 
