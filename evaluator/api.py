@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import SecretStr
@@ -16,7 +16,7 @@ from evaluator.costs import costs as cost_view
 from evaluator.costs import parse_group_by, parse_range
 from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
 from evaluator.models import EscalationEvent
-from evaluator.schemas import EscalationOut, ManualChangeIn, OverrideIn, QualityOut
+from evaluator.schemas import CostsOut, EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 from router.errors import Unauthorized
 from router.keys import keyring_of, presented_key, require
 
@@ -119,13 +119,13 @@ async def escalations(
     return [EscalationOut.model_validate(r, from_attributes=True) for r in rows]
 
 
-@api.get("/costs", dependencies=READ)
+@api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)
 async def costs(
     session: SessionDep,
     since: Annotated[str | None, Query(max_length=64)] = None,
     until: Annotated[str | None, Query(max_length=64)] = None,
     group_by: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict[str, Any]:
+) -> CostsOut:
     """The cost view (:mod:`evaluator.costs`) over ``[since, until)``: ISO dates or datetimes,
     UTC (a bare ``until`` date includes that day), grouped by ``group_by``
     (``day,task_class,model,tier,caller``, comma-separated): per group requests, tokens, serving
@@ -137,7 +137,7 @@ async def costs(
     """
     start, end = parse_range(since, until)
     report = await cost_view(session, since=start, until=end, group_by=parse_group_by(group_by))
-    return report.to_dict()
+    return CostsOut.model_validate(report.to_dict())
 
 
 async def _done(session: AsyncSession, event: EscalationEvent) -> EscalationOut:

@@ -198,9 +198,16 @@ async def test_cost_view_by_caller_and_model_and_range(database_url: str) -> Non
                 params={"group_by": "caller,model", "since": "2026-03-02", "until": "2026-03-02"},
             )
         ).json()
+        everything = (await svc.client.get("/v1/costs", params={"group_by": "caller"})).json()
     keys = {(r["caller"], r["model"]): r["requests"] for r in body["rows"]}
     assert keys == {("k2", "gpt-4o-mini"): 1, ("k1", "mystery-model"): 1}
     assert body["totals"]["grading_usd"] == 0.0
+    assert all("day" not in r and "task_class" not in r for r in body["rows"])
+    # A request without a key is its own group, caller null; its shadow probe is spend there.
+    by_caller = {r["caller"]: r for r in everything["rows"]}
+    assert set(by_caller) == {"k1", "k2", None}
+    assert by_caller[None]["shadow_grading_usd"] == pytest.approx(0.03)
+    assert by_caller["k1"]["grading_usd"] == pytest.approx(0.004)
 
 
 @pytest.mark.parametrize(
