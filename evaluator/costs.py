@@ -199,7 +199,8 @@ class ClassEconomics:
     @property
     def break_even_rate(self) -> float | None:
         """``r0 * S / G``; None when there is no grading spend (any rate breaks even), no
-        requests or no counterfactual; 0.0 when routing saves nothing (``S <= 0``)."""
+        requests or no counterfactual; 0.0 when routing saves nothing (``S <= 0``). Above 1.0
+        when even grading every request would cost less than routing saves."""
         r0 = self.sample_rate
         if r0 is None or self.savings_usd is None or self.grading_usd <= 0:
             return None

@@ -253,24 +253,38 @@ def test_costs_json_after_a_replay_equals_the_database_sums(tmp_path: Path) -> N
     assert out.exit_code == 0, out.output
     body = json.loads(out.output)
 
-    async def sums() -> tuple[float, float, int]:
+    async def sums() -> tuple[float, float, int, float]:
         engine = make_engine(url)
         async with session_factory(engine)() as s:
-            outcome_costs = (await s.exec(select(Outcome.cost_usd))).all()
+            outcomes = (await s.exec(select(Outcome))).all()
             grade_costs = (await s.exec(select(Grade.cost_usd))).all()
         await engine.dispose()
+        # replay.toml prices the premium gpt-4-1106-preview at 10.00 input / 30.00 output per 1M
+        # (no cached or cache-write price: those fall back to the input price).
+        premium = sum(
+            (
+                (o.input_tokens + o.cached_input_tokens + o.cache_write_tokens) * 10.00
+                + o.output_tokens * 30.00
+            )
+            / 1e6
+            for o in outcomes
+            if o.cost_usd is not None
+        )
         return (
-            sum(c for c in outcome_costs if c is not None),
+            sum(o.cost_usd for o in outcomes if o.cost_usd is not None),
             sum(c for c in grade_costs if c is not None),
-            len(outcome_costs),
+            len(outcomes),
+            premium,
         )
 
-    serving, grading, n = asyncio.run(sums())
+    serving, grading, n, premium = asyncio.run(sums())
     t = body["totals"]
     assert t["requests"] == n == 9 * 50
     assert round(t["serving_usd"], 2) == round(serving, 2)
     assert round(t["grading_usd"] + t["shadow_grading_usd"], 2) == round(grading, 2)
     assert abs(t["serving_usd"] - serving) < 1e-9
+    assert round(t["counterfactual_usd"], 2) == round(premium, 2)
+    assert round(t["savings_usd"], 2) == round(premium - serving, 2)
     csv_out = CliRunner().invoke(app, ["costs", "--csv", "--database-url", url])
     assert csv_out.exit_code == 0 and csv_out.output.splitlines()[0].startswith("requests,")
     table = CliRunner().invoke(app, ["costs", "--group-by", "day", "--database-url", url])

@@ -182,7 +182,7 @@ def render_costs(report: CostReport) -> Table:
     until = "now" if report.until is None else f"{report.until:%Y-%m-%d %H:%M}Z"
     table = Table(title=f"costs {since} .. {until} (premium: {report.premium_model or '-'})")
     for key in report.group_by:
-        table.add_column(key)
+        table.add_column(key, no_wrap=True)
     heads = ("requests", "unpriced", "premium share", "input", "cached", "cache write", "output")
     for head in heads:
         table.add_column(head, justify="right")
@@ -212,6 +212,13 @@ def render_costs(report: CostReport) -> Table:
     return table
 
 
+def _break_even(rate: float | None) -> str:
+    """``-`` (no grading spend), ``> 100% (grade all)`` above 1, else two decimals."""
+    if rate is None:
+        return "-"
+    return "> 100% (grade all)" if rate > 1 else f"{rate:.2%}"
+
+
 def render_class_economics(report: CostReport) -> Table:
     """Per class: what routing saves, what grading costs (shadow probes included), the measured
     sample rate, the break-even rate (rate x savings / grading) and a flag when grading costs
@@ -222,7 +229,7 @@ def render_class_economics(report: CostReport) -> Table:
     for head in ("task class", "requests", "routing saves", "grading costs", "sample rate"):
         table.add_column(head, justify="left" if head == "task class" else "right")
     table.add_column("break-even rate", justify="right")
-    table.add_column("flag")
+    table.add_column("flag")  # red when grading costs more than routing saves
     for c in report.classes:
         table.add_row(
             escape(c.task_class),
@@ -230,7 +237,7 @@ def render_class_economics(report: CostReport) -> Table:
             _usd(c.savings_usd),
             _usd(c.grading_usd),
             _percent(c.sample_rate),
-            "-" if c.break_even_rate is None else f"{c.break_even_rate:.2%}",
+            _break_even(c.break_even_rate),
             "[red]grading costs more than routing saves[/red]" if c.grading_exceeds_savings else "",
         )
     return table
