@@ -242,8 +242,8 @@ def test_bad_cost_options_exit_2_with_one_line(args: list[str], message: str) ->
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_costs_json_after_a_replay_equals_the_database_sums(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+def test_costs_json_after_a_replay_equals_the_database_sums(database_url: str) -> None:
+    url = database_url
     sets = [str(DATASETS / "mt_bench.jsonl"), str(DATASETS / "gsm8k.jsonl")]
     result = CliRunner().invoke(app, ["replay", *sets, "--per-class", "50", "--database-url", url])
     assert result.exit_code == 0, result.output
