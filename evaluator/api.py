@@ -1,5 +1,5 @@
 """HTTP endpoints of the control plane: per-class quality with the escalation rule's state, the
-escalation history, and the operators' changes (pin, unpin, override)."""
+escalation history, the cost views, and the operators' changes (pin, unpin, override)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pydantic import SecretStr
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.costs import costs as cost_view
+from evaluator.costs import parse_group_by, parse_range
 from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
 from evaluator.models import EscalationEvent
-from evaluator.schemas import EscalationOut, ManualChangeIn, OverrideIn, QualityOut
+from evaluator.schemas import CostsOut, EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 from router.errors import Unauthorized
 from router.keys import keyring_of, presented_key, require
 
@@ -115,6 +117,27 @@ async def escalations(
         stmt = stmt.where(EscalationEvent.task_class == task_class)
     rows = (await session.exec(stmt)).all()
     return [EscalationOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)
+async def costs(
+    session: SessionDep,
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    until: Annotated[str | None, Query(max_length=64)] = None,
+    group_by: Annotated[str | None, Query(max_length=200)] = None,
+) -> CostsOut:
+    """The cost view (:mod:`evaluator.costs`) over ``[since, until)``: ISO dates or datetimes,
+    UTC (a bare ``until`` date includes that day), grouped by ``group_by``
+    (``day,task_class,model,tier,caller``, comma-separated): per group requests, tokens, serving
+    cost, unpriced count, the counterfactual on the premium model, savings, grading spend and
+    shadow probes apart (USD, float for now), the totals, and per class the economics of grading
+    with the break-even sampling rate.
+
+    422 naming the field for an unknown group key, a bad date, or ``since`` after ``until``.
+    """
+    start, end = parse_range(since, until)
+    report = await cost_view(session, since=start, until=end, group_by=parse_group_by(group_by))
+    return CostsOut.model_validate(report.to_dict())
 
 
 async def _done(session: AsyncSession, event: EscalationEvent) -> EscalationOut:

@@ -83,3 +83,60 @@ class OverrideIn(ManualChangeIn):
 
     model: str = Field(min_length=1, max_length=128)
     pin: bool = False
+
+
+class CostRowOut(BaseModel):
+    """One group of a cost view (or the totals): its keys (only those grouped by; ``caller``
+    null = no key), counts, tokens and USD (float for now). ``counterfactual_usd`` /
+    ``savings_usd`` are null when the premium model has no catalog row (evaluator.costs)."""
+
+    day: str | None = Field(default=None, description="UTC day, YYYY-MM-DD")
+    task_class: str | None = None
+    model: str | None = Field(default=None, description="the served model")
+    tier: str | None = None
+    caller: str | None = Field(default=None, description="api_key.id; null = no key")
+    requests: int = Field(description="decisions with an outcome")
+    unpriced: int = Field(description="outcomes with no cost (NULL), never summed as 0")
+    sampled: int
+    premium_requests: int = Field(description="decisions routed to the premium model")
+    premium_share: float | None
+    input_tokens: int = Field(description="uncached input tokens")
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    serving_usd: float
+    counterfactual_usd: float | None = Field(
+        description="the priced outcomes' usage at the premium model's catalog prices"
+    )
+    savings_usd: float | None = Field(description="counterfactual - serving")
+    grading_usd: float = Field(description="judge calls and reference answers")
+    shadow_grading_usd: float = Field(description="shadow probes")
+    grades: int
+    unpriced_grades: int
+
+
+class ClassEconomicsOut(BaseModel):
+    """What routing a class saves against what grading it costs (USD) and the break-even
+    sampling rate ``sample_rate x savings / grading`` (evaluator.costs)."""
+
+    task_class: str
+    requests: int
+    sampled: int
+    sample_rate: float | None
+    savings_usd: float | None
+    grading_usd: float = Field(description="including shadow probes")
+    break_even_rate: float | None
+    grading_exceeds_savings: bool
+
+
+class CostsOut(BaseModel):
+    """``GET /v1/costs``: the range (UTC ISO; null = open), the grouping, the premium model,
+    the totals, one row per group, and every class's economics."""
+
+    since: str | None
+    until: str | None
+    group_by: list[str]
+    premium_model: str | None
+    totals: CostRowOut
+    rows: list[CostRowOut]
+    classes: list[ClassEconomicsOut]

@@ -35,6 +35,7 @@ ENDPOINTS: list[tuple[str, str, object, str]] = [
     ("GET", "/v1/routing-table", None, "read-samples"),
     ("GET", "/v1/classes/classify/quality", None, "read-samples"),
     ("GET", "/v1/escalations", None, "read-samples"),
+    ("GET", "/v1/costs", None, "read-samples"),
     ("POST", "/v1/classes/classify/pin", PIN, "admin"),
     ("POST", "/v1/classes/classify/unpin", PIN, "admin"),
     ("POST", "/v1/classes/classify/override", {**PIN, "model": "gpt-4o"}, "admin"),

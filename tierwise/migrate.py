@@ -48,6 +48,7 @@ def script_location() -> Path:
         return source
     raise RuntimeError(f"tierwise's migration scripts are missing: neither {shipped} nor {source}")
 
+
 # Alembic's batch mode on SQLite builds the altered table as ``_alembic_tmp_<table>``, copies the
 # rows, drops ``<table>`` and renames the copy.
 BATCH_TMP_PREFIX = "_alembic_tmp_"

@@ -19,8 +19,10 @@ from evaluator.calibration import (
     KappaEstimate,
     same_statistics,
 )
+from evaluator.costs import CostReport
 from evaluator.models import EscalationEvent
 from evaluator.report import Books, ClassReport
+from evaluator.simulate import Simulation
 from router.errors import TierwiseError
 from router.keys import KeyInfo
 from router.policy import Policy
@@ -163,6 +165,177 @@ def render_books(b: Books, requests: int) -> str:
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
     ]
     return "\n".join(lines)
+
+
+# ---- cost views (tierwise costs) -------------------------------------------------------------
+
+
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.4f}"
+
+
+def render_costs(report: CostReport) -> Table:
+    """The cost view: one row per group (its keys first), then the totals; requests (unpriced),
+    premium share, tokens (input / cached / cache write / output), serving, counterfactual on
+    the premium model, savings, grading and shadow probes (USD)."""
+    since = "start" if report.since is None else f"{report.since:%Y-%m-%d %H:%M}Z"
+    until = "now" if report.until is None else f"{report.until:%Y-%m-%d %H:%M}Z"
+    table = Table(title=f"costs {since} .. {until} (premium: {report.premium_model or '-'})")
+    for key in report.group_by:
+        table.add_column(key, no_wrap=True)
+    heads = ("requests", "unpriced", "premium share", "input", "cached", "cache write", "output")
+    for head in heads:
+        table.add_column(head, justify="right")
+    for head in ("serving", "all on premium", "savings", "grading", "shadow probes"):
+        table.add_column(head, justify="right")
+    for row in [*report.rows, report.totals]:
+        keys = (
+            [escape(str(row.key.get(k) or "-")) for k in report.group_by]
+            if row.key
+            else ["total"] + [""] * (len(report.group_by) - 1)
+        )
+        table.add_row(
+            *keys,
+            str(row.requests),
+            str(row.unpriced),
+            _percent(row.premium_share),
+            f"{row.input_tokens:,}",
+            f"{row.cached_input_tokens:,}",
+            f"{row.cache_write_tokens:,}",
+            f"{row.output_tokens:,}",
+            _usd(row.serving_usd),
+            _usd(row.counterfactual_usd),
+            _usd(row.savings_usd),
+            _usd(row.grading_usd),
+            _usd(row.shadow_grading_usd),
+        )
+    return table
+
+
+def _break_even(rate: float | None) -> str:
+    """``-`` (no grading spend), ``> 100% (grade all)`` above 1, else two decimals."""
+    if rate is None:
+        return "-"
+    return "> 100% (grade all)" if rate > 1 else f"{rate:.2%}"
+
+
+def render_class_economics(report: CostReport) -> Table:
+    """Per class: what routing saves, what grading costs (shadow probes included), the measured
+    sample rate, the break-even rate (rate x savings / grading) and a flag when grading costs
+    more than routing saves."""
+    table = Table(
+        title="economics of quality assurance (break-even = sample rate x savings / grading)"
+    )
+    for head in ("task class", "requests", "routing saves", "grading costs", "sample rate"):
+        table.add_column(head, justify="left" if head == "task class" else "right")
+    table.add_column("break-even rate", justify="right")
+    table.add_column("flag")  # red when grading costs more than routing saves
+    for c in report.classes:
+        table.add_row(
+            escape(c.task_class),
+            str(c.requests),
+            _usd(c.savings_usd),
+            _usd(c.grading_usd),
+            _percent(c.sample_rate),
+            _break_even(c.break_even_rate),
+            "[red]grading costs more than routing saves[/red]" if c.grading_exceeds_savings else "",
+        )
+    return table
+
+
+def render_simulation(sim: Simulation) -> list[Any]:
+    """The what-if as a cost review prints it: the before table (all on the baseline model), the
+    after table (routed by the policy), the arithmetic per task, and every assumption."""
+    w = sim.workload
+    base = sim.prices[w.baseline_model]
+    before = Table(title=f"before: everything on {w.baseline_model}, real-time, no cache")
+    for head in ("task", "model", "requests/day", "tokens in/out", "USD/day"):
+        before.add_column(head, justify="left" if head in ("task", "model") else "right")
+    after = Table(title=f"after: routed by policy {sim.policy}")
+    for head in ("task", "class -> tier", "model", "requests/day", "cache hits", "effective/day"):
+        after.add_column(
+            head, justify="left" if head in ("task", "class -> tier", "model") else "right"
+        )
+    for head in ("batch", "USD/day", "change"):
+        after.add_column(head, justify="right")
+    for t in sim.tasks:
+        before.add_row(
+            escape(t.name),
+            t.model_before,
+            f"{t.requests_per_day:,.0f}",
+            f"{t.input_tokens:,}/{t.output_tokens:,}",
+            f"${t.before_usd_per_day:,.2f}",
+        )
+        change = t.after_usd_per_day - t.before_usd_per_day
+        after.add_row(
+            escape(t.name),
+            f"{escape(t.task_class)} -> {t.tier}",
+            t.model_after,
+            f"{t.requests_per_day:,.0f}",
+            f"{t.cache_hit_rate:.0%}",
+            f"{t.effective_requests_per_day:,.0f}",
+            f"-{t.batch_discount:.0%}" if t.batchable else "no",
+            f"${t.after_usd_per_day:,.2f}",
+            f"{change:+,.2f}",
+        )
+    total_b, total_a = sim.before_usd_per_day, sim.after_usd_per_day
+    before.add_row(
+        "total", "", f"{sum(t.requests_per_day for t in sim.tasks):,.0f}", "", f"${total_b:,.2f}"
+    )
+    after.add_row(
+        "total",
+        "",
+        "",
+        f"{sum(t.requests_per_day for t in sim.tasks):,.0f}",
+        "",
+        f"{sum(t.effective_requests_per_day for t in sim.tasks):,.0f}",
+        "",
+        f"${total_a:,.2f}",
+        f"{total_a - total_b:+,.2f}",
+    )
+    lines = ["arithmetic (prices USD per 1M tokens, from the policy's catalog):"]
+    for t in sim.tasks:
+        p = sim.prices[t.model_after]
+        lines.append(
+            f"  {t.name}: before {t.requests_per_day:,.0f} x ({t.input_tokens} x "
+            f"{base.input_usd_per_mtok} + {t.output_tokens} x {base.output_usd_per_mtok}) / 1M = "
+            f"${t.before_usd_per_day:,.4f}; after {t.effective_requests_per_day:,.2f} x "
+            f"({t.input_tokens} x {p.input_usd_per_mtok} + {t.output_tokens} x "
+            f"{p.output_usd_per_mtok}) / 1M"
+            + (f" x (1 - {t.batch_discount})" if t.batchable else "")
+            + f" = ${t.model_usd_per_day:,.4f}"
+            + (f" + lookups ${t.embedding_usd_per_day:,.4f}" if t.embedding_usd_per_day else "")
+        )
+    saved = 0.0 if total_b == 0 else (total_b - total_a) / total_b
+    lines.append(
+        f"per day: before ${total_b:,.2f}, after ${total_a:,.2f}, saved ${total_b - total_a:,.2f} "
+        f"({saved:.1%}); per 30 days: ${30 * total_b:,.2f} -> ${30 * total_a:,.2f}"
+    )
+    embed = (
+        f"every request of a cached task is embedded once for the lookup (hit or miss), its "
+        f"input tokens at ${w.embedding_usd_per_mtok}/1M"
+        + (f" ({w.embedding_model})" if w.embedding_model else "")
+        + " from the workload file (the catalog has no embedding price)"
+        if w.embedding_usd_per_mtok is not None
+        else "cache lookups are not charged: the workload file gives no embedding_usd_per_mtok "
+        "(the catalog has no embedding price)"
+    )
+    lines += [
+        "assumptions:",
+        f"  before: every request on {w.baseline_model} at its input and output prices, "
+        "real-time, no cache, no batch discount",
+        "  after: each task routed by the policy's rules (task type, input tokens, no tool "
+        "use -> tier -> tier_models); the routing table's escalations, pins and overrides do "
+        "not apply",
+        "  cache hits are answered from the cache at no model cost: effective requests = "
+        "requests x (1 - cache hit rate)",
+        f"  {embed}",
+        "  batchable tasks take the routed model's catalog batch_discount off its model cost",
+        "  provider prompt caching (cached-input prices) is not modelled: every input token at "
+        "the input price",
+        "  grading spend (sampling, judge calls) is not included",
+    ]
+    return [before, after, "\n".join(lines)]
 
 
 # ---- judge calibration (tierwise eval judge) --------------------------------------------------
