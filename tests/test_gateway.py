@@ -26,6 +26,7 @@ from router.gateway import parse_call
 from router.keys import create_key
 from router.models import Decision, Outcome, Sample
 from router.policy import parse_policy
+from router.providers import OpenAIProvider
 from router.service import Router
 from tests.conftest import apply, make_settings
 from tests.serving import served
@@ -874,3 +875,24 @@ async def test_a_repeated_request_id_is_refused_before_any_upstream_call(gw: Gat
     assert len(gw.wire.hits(OPENAI_PATH)) == 1
     decisions, outcomes, _ = await gw.rows()
     assert (len(decisions), len(outcomes)) == (1, 1)
+
+
+async def test_an_open_stream_holds_its_place_under_the_concurrency_gate() -> None:
+    with WireServer() as wire:
+        wire.respond(OPENAI_PATH, lambda _hit: Reply(events=openai_stream(["x"])))
+        provider = OpenAIProvider(
+            api_key=SecretStr("k"), base_url=wire.openai_base_url, concurrency=1, max_retries=0
+        )
+        try:
+            body = {"model": "m", "messages": HELLO}
+            first = await provider.open_stream(body)
+            second = asyncio.create_task(provider.open_stream(body))
+            await asyncio.sleep(0.2)
+            assert not second.done()  # the first stream still holds the one place
+            await first.aclose()
+            await first.aclose()  # idempotent: the place is freed once
+            opened = await asyncio.wait_for(second, 5)
+            assert [c async for c in opened][-1]["usage"]["prompt_tokens"] == 100
+            await opened.aclose()
+        finally:
+            await provider.aclose()

@@ -15,6 +15,7 @@ propagate from sending unchanged and unretried, so the Deferred reaches the call
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -120,11 +121,14 @@ _PATH = "/chat/completions"
 
 class _Stream(ChatStream):
     """An open Chat Completions stream: the SDK's server-sent events as dicts, usage kept when
-    it comes."""
+    it comes. It holds its place under the adapter's concurrency gate until closed."""
 
-    def __init__(self, stream: openai.AsyncStream[object], timeout_s: float) -> None:
+    def __init__(
+        self, stream: openai.AsyncStream[object], gate: asyncio.Semaphore, timeout_s: float
+    ) -> None:
         self._stream = stream
         self._chunks = stream.__aiter__()
+        self._gate: asyncio.Semaphore | None = gate
         self._timeout_s = timeout_s
 
     async def __anext__(self) -> dict[str, Any]:
@@ -145,7 +149,14 @@ class _Stream(ChatStream):
         return data
 
     async def aclose(self) -> None:
-        await self._stream.close()
+        """Close the SDK stream (drops the connection if unread) and free the place it held;
+        idempotent."""
+        try:
+            await self._stream.close()
+        finally:
+            if self._gate is not None:
+                self._gate.release()
+                self._gate = None
 
 
 class OpenAIProvider(SDKProvider):
@@ -287,13 +298,18 @@ class OpenAIProvider(SDKProvider):
     async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
         """Open one streamed gateway call (``stream: true`` upstream, the rest as sent) through
         the SDK's generic ``post``; returns once the upstream answered 200. Chunks are the
-        events' JSON as dicts (no model parsing).
+        events' JSON as dicts (no model parsing). A stream is a call in flight: it holds its
+        place under the concurrency gate until it is closed (``aclose``), as the Anthropic
+        adapter's streams do.
 
         Raises:
             ProviderError: as :func:`map_error`, before the first chunk.
         """
-        async with self.slot(str(body["model"])):
-            try:
+        model = str(body["model"])
+        gate = self._gate
+        await gate.acquire()
+        try:
+            with self.budget.call(model):
                 stream = await self._client.post(
                     _PATH,
                     body={**body, "stream": True},
@@ -301,9 +317,13 @@ class OpenAIProvider(SDKProvider):
                     stream=True,
                     stream_cls=openai.AsyncStream[object],
                 )
-            except openai.OpenAIError as exc:
-                raise map_error(exc, timeout_s=self._timeout_s) from exc
-        return _Stream(stream, self._timeout_s)
+        except openai.OpenAIError as exc:
+            gate.release()
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        except BaseException:
+            gate.release()
+            raise
+        return _Stream(stream, gate, self._timeout_s)
 
     async def aclose(self) -> None:
         """Close the SDK client and its connections."""
