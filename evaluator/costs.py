@@ -2,27 +2,31 @@
 quality assurance per task class. Every aggregate is one GROUP BY in the database (the same SQL
 on SQLite and PostgreSQL); Python only merges the few grouped rows and prices token sums.
 
-Money is the existing float USD (``outcome.cost_usd``, ``grade.cost_usd``); exact money and
-price history are separate work (issue 8), so a sum here is a float sum of float rows.
+Money is exact (:mod:`router.money`): the rows' costs are whole nano-USD (``outcome.cost_nusd``,
+``grade.cost_nusd``) and every sum is an integer sum in SQL, so a total equals the sum of its
+rows' costs exactly. JSON and tables show USD (``*_usd``, a number with at most 9 decimals,
+converted once at the edge) and the exact integers beside them (``*_nusd``).
 
-Definitions (all USD unless a count; tokens are counts):
+Definitions (all money in nano-USD, shown as USD; tokens are counts):
 
 - **requests**: decisions with an outcome, attributed to the outcome's ``created_at``.
 - **tokens**: the outcomes' normalised counts (input = uncached input, cached input, cache write,
   output), as :class:`router.pricing.Usage`.
-- **serving**: ``sum(outcome.cost_usd)`` over priced outcomes; **unpriced**: outcomes whose
-  ``cost_usd`` is NULL, counted and never summed as 0.
-- **counterfactual**: the same usage of the *priced* outcomes (each token kind at the premium
-  model's own catalog price from the ``model`` table, :func:`router.pricing.cost_usd`), so that
-  **savings** = counterfactual - serving compares like with like. Pricing is linear, so pricing the
-  group's token sums equals the sum of each outcome priced alone. Unlike
+- **serving**: ``sum(outcome.cost_nusd)`` over priced outcomes; **unpriced**: outcomes whose
+  ``cost_nusd`` is NULL, counted and never summed as 0.
+- **counterfactual**: the same usage of the *priced* outcomes, each token kind at the premium
+  model's price in effect at the outcome's decision time (the ``price`` history,
+  :func:`router.pricing.cost_nusd`), so that **savings** = counterfactual - serving compares like
+  with like. Pricing is linear, so the group's token sums are priced per price period and rounded
+  half to even once per period (within 0.5 nano-USD of the exact figure per period). ``None``
+  when the premium model had no price for some of those outcomes. Unlike
   :func:`evaluator.report.books`, cached and cache-write tokens are priced at the premium
   model's cached/cache-write prices (the same usage), not as uncached input. ``None`` when the
   premium model has no catalog row.
-- **grading**: ``sum(grade.cost_usd)`` (judge calls and reference answers), **shadow**: the same
+- **grading**: ``sum(grade.cost_nusd)`` (judge calls and reference answers), **shadow**: the same
   over shadow probes (``grade.shadow``), both apart from serving; a grade is attributed to its
   graded request's class, tier, caller and served model, and to its own ``created_at`` (when the
-  money was spent). **unpriced grades**: grades whose ``cost_usd`` is NULL.
+  money was spent). **unpriced grades**: grades whose ``cost_nusd`` is NULL.
 - **premium share**: decisions routed to the premium model (``decision.model ==
   premium_model``, as stored) over requests.
 
@@ -48,9 +52,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.models import Grade
 from router.errors import InvalidInput
-from router.models import Decision, Model, Outcome
-from router.pricing import Usage, cost_usd
-from router.table import latest_policy
+from router.models import Decision, Outcome
+from router.money import usd
+from router.policy import ModelPrice
+from router.pricing import Usage, cost_nusd
+from router.table import latest_policy, price_history, price_period
 
 GROUP_KEYS: tuple[str, ...] = ("day", "task_class", "model", "tier", "caller")
 """What a cost view can be grouped by: UTC day, task class, served model, tier, caller (the API
@@ -122,7 +128,8 @@ def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, 
 
 @dataclass(frozen=True, slots=True)
 class CostRow:
-    """One group (or the totals, with an empty ``key``): counts, tokens, USD."""
+    """One group (or the totals, with an empty ``key``): counts, tokens, nano-USD (the
+    ``*_usd`` properties give USD)."""
 
     key: dict[str, str | None]
     requests: int = 0
@@ -133,24 +140,48 @@ class CostRow:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
-    serving_usd: float = 0.0
-    counterfactual_usd: float | None = None
-    grading_usd: float = 0.0
-    shadow_grading_usd: float = 0.0
+    serving_nusd: int = 0
+    counterfactual_nusd: int | None = None
+    grading_nusd: int = 0
+    shadow_grading_nusd: int = 0
     grades: int = 0
     unpriced_grades: int = 0
 
     @property
-    def savings_usd(self) -> float | None:
+    def savings_nusd(self) -> int | None:
         """counterfactual - serving (None when the premium model is unpriced)."""
-        if self.counterfactual_usd is None:
+        if self.counterfactual_nusd is None:
             return None
-        return self.counterfactual_usd - self.serving_usd
+        return self.counterfactual_nusd - self.serving_nusd
+
+    @property
+    def total_grading_nusd(self) -> int:
+        """Grading spend including shadow probes."""
+        return self.grading_nusd + self.shadow_grading_nusd
+
+    @property
+    def serving_usd(self) -> float:
+        return usd(self.serving_nusd) or 0.0
+
+    @property
+    def counterfactual_usd(self) -> float | None:
+        return usd(self.counterfactual_nusd)
+
+    @property
+    def savings_usd(self) -> float | None:
+        return usd(self.savings_nusd)
+
+    @property
+    def grading_usd(self) -> float:
+        return usd(self.grading_nusd) or 0.0
+
+    @property
+    def shadow_grading_usd(self) -> float:
+        return usd(self.shadow_grading_nusd) or 0.0
 
     @property
     def total_grading_usd(self) -> float:
-        """Grading spend including shadow probes."""
-        return self.grading_usd + self.shadow_grading_usd
+        return usd(self.total_grading_nusd) or 0.0
 
     @property
     def premium_share(self) -> float | None:
@@ -175,6 +206,11 @@ class CostRow:
             "savings_usd": self.savings_usd,
             "grading_usd": self.grading_usd,
             "shadow_grading_usd": self.shadow_grading_usd,
+            "serving_nusd": self.serving_nusd,
+            "counterfactual_nusd": self.counterfactual_nusd,
+            "savings_nusd": self.savings_nusd,
+            "grading_nusd": self.grading_nusd,
+            "shadow_grading_nusd": self.shadow_grading_nusd,
             "grades": self.grades,
             "unpriced_grades": self.unpriced_grades,
         }
@@ -282,7 +318,7 @@ def _in_range(when: Any, since: datetime | None, until: datetime | None) -> list
 
 def _priced(column: Any) -> Any:
     """The column's sum over priced outcomes only (for the counterfactual)."""
-    return func.coalesce(func.sum(sa.case((col(Outcome.cost_usd).is_(None), 0), else_=column)), 0)
+    return func.coalesce(func.sum(sa.case((col(Outcome.cost_nusd).is_(None), 0), else_=column)), 0)
 
 
 async def _outcome_groups(
@@ -291,10 +327,14 @@ async def _outcome_groups(
     since: datetime | None,
     until: datetime | None,
     premium_model: str | None,
+    history: Sequence[ModelPrice],
 ) -> list[tuple[Any, ...]]:
+    """Per group and premium price period: the group's keys, the period's index in ``history``
+    (-1: no premium price then), then counts, token sums and the serving sum."""
     conn = await session.connection()
     dialect = conn.dialect.name
     keys = _key_columns(group_by, dialect, col(Outcome.created_at), col(Outcome.served_model))
+    period = price_period(col(Decision.created_at), history)
     premium = (
         func.coalesce(func.sum(sa.case((col(Decision.model) == premium_model, 1), else_=0)), 0)
         if premium_model is not None
@@ -303,15 +343,16 @@ async def _outcome_groups(
     stmt = (
         sa.select(
             *keys,
+            period,
             func.count(),
-            func.count() - func.count(col(Outcome.cost_usd)),
+            func.count() - func.count(col(Outcome.cost_nusd)),
             func.coalesce(func.sum(sa.case((col(Decision.sampled), 1), else_=0)), 0),
             premium,
             func.coalesce(func.sum(Outcome.input_tokens), 0),
             func.coalesce(func.sum(Outcome.cached_input_tokens), 0),
             func.coalesce(func.sum(Outcome.cache_write_tokens), 0),
             func.coalesce(func.sum(Outcome.output_tokens), 0),
-            func.coalesce(func.sum(Outcome.cost_usd), 0.0),
+            func.coalesce(func.sum(Outcome.cost_nusd), 0),
             _priced(col(Outcome.input_tokens)),
             _priced(col(Outcome.cached_input_tokens)),
             _priced(col(Outcome.cache_write_tokens)),
@@ -320,9 +361,8 @@ async def _outcome_groups(
         .select_from(Outcome)
         .join(Decision, col(Decision.id) == col(Outcome.decision_id))
         .where(*_in_range(col(Outcome.created_at), since, until))
+        .group_by(*keys, period)
     )
-    if keys:
-        stmt = stmt.group_by(*keys)
     return [tuple(r) for r in (await conn.execute(stmt)).all()]
 
 
@@ -340,13 +380,9 @@ async def _grade_groups(
         sa.select(
             *keys,
             func.count(),
-            func.count() - func.count(col(Grade.cost_usd)),
-            func.coalesce(
-                func.sum(sa.case((shadow.is_(False), col(Grade.cost_usd)), else_=0.0)), 0.0
-            ),
-            func.coalesce(
-                func.sum(sa.case((shadow.is_(True), col(Grade.cost_usd)), else_=0.0)), 0.0
-            ),
+            func.count() - func.count(col(Grade.cost_nusd)),
+            func.coalesce(func.sum(sa.case((shadow.is_(False), col(Grade.cost_nusd)), else_=0)), 0),
+            func.coalesce(func.sum(sa.case((shadow.is_(True), col(Grade.cost_nusd)), else_=0)), 0),
         )
         .select_from(Grade)
         .join(Decision, col(Decision.id) == col(Grade.decision_id))
@@ -362,41 +398,49 @@ def _rows(
     outcome_rows: Iterable[tuple[Any, ...]],
     grade_rows: Iterable[tuple[Any, ...]],
     group_by: Sequence[str],
-    premium: Model | None,
+    history: Sequence[ModelPrice],
 ) -> list[CostRow]:
     n = len(group_by)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    names = (
+        "requests",
+        "unpriced",
+        "sampled",
+        "premium_requests",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "serving_nusd",
+    )
     for r in outcome_rows:
-        key, v = r[:n], [int(x or 0) for x in r[n : n + 8]]
-        serving = float(r[n + 8] or 0.0)
-        priced = Usage(*(int(x or 0) for x in r[n + 9 : n + 13]))
+        key, period = r[:n], int(r[n])
+        v = [int(x or 0) for x in r[n + 1 : n + 10]]
+        priced = Usage(*(int(x or 0) for x in r[n + 10 : n + 14]))
         if v[0] == 0:
             continue  # the ungrouped aggregate over no outcome at all
-        merged.setdefault(key, {}).update(
-            requests=v[0],
-            unpriced=v[1],
-            sampled=v[2],
-            premium_requests=v[3],
-            input_tokens=v[4],
-            cached_input_tokens=v[5],
-            cache_write_tokens=v[6],
-            output_tokens=v[7],
-            serving_usd=serving,
-            counterfactual_usd=cost_usd(priced, premium),
-        )
+        row = merged.setdefault(key, {"counterfactual_nusd": 0 if history else None})
+        for name, value in zip(names, v, strict=True):
+            row[name] = row.get(name, 0) + value
+        counterfactual = cost_nusd(priced, history[period] if period >= 0 else None)
+        if priced == Usage():
+            counterfactual = counterfactual or 0
+        if counterfactual is None or row["counterfactual_nusd"] is None:
+            row["counterfactual_nusd"] = None
+        else:
+            row["counterfactual_nusd"] += counterfactual
     for r in grade_rows:
         key = r[:n]
         if int(r[n] or 0) == 0:
             continue
-        merged.setdefault(key, {}).update(
+        merged.setdefault(key, {"counterfactual_nusd": 0 if history else None}).update(
             grades=int(r[n]),
             unpriced_grades=int(r[n + 1] or 0),
-            grading_usd=float(r[n + 2] or 0.0),
-            shadow_grading_usd=float(r[n + 3] or 0.0),
+            grading_nusd=int(r[n + 2] or 0),
+            shadow_grading_nusd=int(r[n + 3] or 0),
         )
     out = []
     for key, values in merged.items():
-        values.setdefault("counterfactual_usd", 0.0 if premium is not None else None)
         out.append(
             CostRow(
                 key={k: None if v is None else str(v) for k, v in zip(group_by, key, strict=True)},
@@ -417,7 +461,8 @@ async def costs(
     ``group_by`` (names from :data:`GROUP_KEYS`), with the totals and every class's economics.
 
     The premium model is the latest applied policy's ``premium_model``; its prices are read from
-    the catalog table ``model``. Before any policy the counterfactual is None.
+    the ``price`` history, each outcome at the price in effect at its decision's time. Before any
+    policy the counterfactual is None.
 
     Raises:
         InvalidInput: an unknown group key (``field="group_by"``) or ``since`` after ``until``
@@ -428,16 +473,16 @@ async def costs(
         raise InvalidInput("since is after until", field="since")
     policy = await latest_policy(session)
     premium_name = None if policy is None else policy.spec.premium_model
-    premium = None
+    history: tuple[ModelPrice, ...] = ()
     if premium_name is not None:
-        premium = await session.get(Model, premium_name)
+        history = (await price_history(session, premium_name)).get(premium_name, ())
 
     async def view(keys: Sequence[str]) -> list[CostRow]:
         return _rows(
-            await _outcome_groups(session, keys, since, until, premium_name),
+            await _outcome_groups(session, keys, since, until, premium_name, history),
             await _grade_groups(session, keys, since, until),
             keys,
-            premium,
+            history,
         )
 
     rows = await view(group_by)
@@ -449,9 +494,7 @@ async def costs(
         group_by=group_by,
         premium_model=premium_name,
         rows=rows,
-        totals=totals[0]
-        if totals
-        else CostRow(key={}, counterfactual_usd=None if premium is None else 0.0),
+        totals=totals[0] if totals else CostRow(key={}, counterfactual_nusd=0 if history else None),
         classes=[
             ClassEconomics(
                 task_class=str(r.key["task_class"]),

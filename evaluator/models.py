@@ -1,5 +1,5 @@
 """Tables owned by the control plane: grades, escalation events, the escalation rule's state per
-class and the runs of scheduled jobs. Costs USD, times UTC. JSON columns are
+class and the runs of scheduled jobs. Costs nano-USD (``router.money``), times UTC. JSON columns are
 ``router.db.JSONDict``: a change to the value's top level in place is saved on commit; dicts and
 lists nested inside are read-only."""
 
@@ -19,11 +19,11 @@ class Grade(SQLModel, table=True):
 
     ``verdict``: ``agree`` | ``disagree`` | ``invalid`` | ``refused``; only agree and disagree
     enter the disagreement rate. ``raw_output`` is the judge's (or reference model's) text;
-    ``cost_usd`` is NULL when the reference model is unpriced.
+    ``cost_nusd`` (nano-USD, :mod:`router.money`) is NULL when the reference model is unpriced.
 
     ``shadow``: a shadow probe of an escalated class (:func:`evaluator.grading.shadow_model`):
     ``model`` is then the next cheaper model, whose answer to the sample's input was obtained by
-    the grading job and graded in place of the served answer; ``cost_usd`` includes that call.
+    the grading job and graded in place of the served answer; ``cost_nusd`` includes that call.
     Shadow grades are the way back's evidence only, never the served model's own.
     """
 
@@ -47,7 +47,7 @@ class Grade(SQLModel, table=True):
     raw_output: str = Field(default="", sa_type=sa.Text)
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = None
+    cost_nusd: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     shadow: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})

@@ -1,8 +1,10 @@
 """Reports over what the service recorded: per-class quality and the books.
 
-The books (all USD): serving cost = sum of priced outcomes; grading spend = sum of grade costs;
-premium cost = every outcome's tokens priced at the policy's premium model (the "send everything
-to the premium model" counterfactual, same token counts); savings = premium - serving - grading.
+The books (exact nano-USD sums, shown in USD): serving cost = sum of priced outcomes; grading
+spend = sum of grade costs; premium cost = every outcome's tokens priced at the policy's premium
+model (the "send everything to the premium model" counterfactual, same token counts, each
+outcome at the premium price in effect at its decision's time, rounded half to even once per
+price period); savings = premium - serving - grading.
 Unpriced outcomes are counted, never summed as 0. Grading spend includes shadow
 probes (the cheaper model's answer and its grading, ``Grade.shadow``); a class's graded counts,
 verdict-less grades and position flips are its served answers' own grades only, never shadow
@@ -21,8 +23,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from evaluator.escalation import ClassState, class_states
 from evaluator.models import EscalationEvent, Grade
 from router.models import Decision, Outcome
-from router.pricing import Usage, cost_usd
-from router.table import latest_policy
+from router.money import usd
+from router.pricing import Usage, cost_nusd
+from router.table import latest_policy, price_history, price_period
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +77,44 @@ class ClassReport:
 
 @dataclass(frozen=True, slots=True)
 class Books:
-    """Spend in USD, and counts of what could not be priced."""
+    """Spend in nano-USD (exact; the ``*_usd`` properties give USD), and counts of what could
+    not be priced."""
 
     outcomes: int
     unpriced_outcomes: int
-    serving_usd: float
-    grading_usd: float
+    serving_nusd: int
+    grading_nusd: int
     unpriced_grades: int
     premium_model: str
-    premium_usd: float
+    premium_nusd: int
+
+    @property
+    def total_nusd(self) -> int:
+        return self.serving_nusd + self.grading_nusd
+
+    @property
+    def savings_nusd(self) -> int:
+        return self.premium_nusd - self.total_nusd
+
+    @property
+    def serving_usd(self) -> float:
+        return usd(self.serving_nusd) or 0.0
+
+    @property
+    def grading_usd(self) -> float:
+        return usd(self.grading_nusd) or 0.0
+
+    @property
+    def premium_usd(self) -> float:
+        return usd(self.premium_nusd) or 0.0
 
     @property
     def total_usd(self) -> float:
-        return self.serving_usd + self.grading_usd
+        return usd(self.total_nusd) or 0.0
 
     @property
     def savings_usd(self) -> float:
-        return self.premium_usd - self.total_usd
+        return usd(self.savings_nusd) or 0.0
 
 
 async def class_reports(session: AsyncSession) -> list[ClassReport]:
@@ -152,39 +176,53 @@ async def books(session: AsyncSession) -> Books:
     """The books over every outcome and grade recorded."""
     policy = await latest_policy(session)
     if policy is None:
-        return Books(0, 0, 0.0, 0.0, 0, "", 0.0)
-    premium = policy.prices.get(policy.spec.premium_model)
+        return Books(0, 0, 0, 0, 0, "", 0)
+    premium_model = policy.spec.premium_model
+    history = (await price_history(session, premium_model)).get(premium_model, ())
+    if not history and premium_model in policy.prices:  # not applied yet: the file's price
+        history = (policy.prices[premium_model],)
     conn = await session.connection()
-    out = (
+    period = price_period(col(Decision.created_at), history)
+    rows = (
         await conn.execute(
             sa.select(
+                period,
                 func.count(),
-                func.count(col(Outcome.cost_usd)),
-                func.coalesce(func.sum(Outcome.cost_usd), 0.0),
+                func.count(col(Outcome.cost_nusd)),
+                func.coalesce(func.sum(Outcome.cost_nusd), 0),
                 func.coalesce(func.sum(Outcome.input_tokens), 0),
                 func.coalesce(func.sum(Outcome.cached_input_tokens), 0),
                 func.coalesce(func.sum(Outcome.cache_write_tokens), 0),
                 func.coalesce(func.sum(Outcome.output_tokens), 0),
             )
+            .select_from(Outcome)
+            .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+            .group_by(period)
         )
-    ).one()
+    ).all()
     grades = (
         await conn.execute(
             sa.select(
                 func.count(),
-                func.count(col(Grade.cost_usd)),
-                func.coalesce(func.sum(Grade.cost_usd), 0.0),
+                func.count(col(Grade.cost_nusd)),
+                func.coalesce(func.sum(Grade.cost_nusd), 0),
             )
         )
     ).one()
-    n, priced, serving, tin, tcached, twrite, tout = out
-    all_input = Usage(input_tokens=int(tin) + int(tcached) + int(twrite), output_tokens=int(tout))
+    n = priced = serving = premium = 0
+    for k, count, priced_k, serving_k, tin, tcached, twrite, tout in rows:
+        n, priced = n + int(count or 0), priced + int(priced_k or 0)
+        serving += int(serving_k or 0)
+        all_input = Usage(
+            input_tokens=int(tin) + int(tcached) + int(twrite), output_tokens=int(tout)
+        )
+        premium += cost_nusd(all_input, history[int(k)] if k >= 0 else None) or 0
     return Books(
-        outcomes=int(n),
-        unpriced_outcomes=int(n) - int(priced),
-        serving_usd=float(serving or 0.0),
-        grading_usd=float(grades[2] or 0.0),
+        outcomes=n,
+        unpriced_outcomes=n - priced,
+        serving_nusd=serving,
+        grading_nusd=int(grades[2] or 0),
         unpriced_grades=int(grades[0]) - int(grades[1]),
-        premium_model=policy.spec.premium_model,
-        premium_usd=cost_usd(all_input, premium) or 0.0,
+        premium_model=premium_model,
+        premium_nusd=premium,
     )

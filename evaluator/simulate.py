@@ -177,10 +177,11 @@ class Simulation:
 
 
 def _per_request(price: ModelPrice, input_tokens: int, output_tokens: int) -> float:
-    """USD of one real-time, uncached request."""
+    """USD of one real-time, uncached request (a float: a projection, not stored money)."""
     return (
-        input_tokens * price.input_usd_per_mtok + output_tokens * price.output_usd_per_mtok
-    ) / PER_MILLION
+        float(input_tokens * price.input_usd_per_mtok + output_tokens * price.output_usd_per_mtok)
+        / PER_MILLION
+    )
 
 
 def simulate(workload: Workload, policy: Policy) -> Simulation:
@@ -205,7 +206,7 @@ def simulate(workload: Workload, policy: Policy) -> Simulation:
         model = policy.model_for_tier(match.tier)
         price = prices[model]
         effective = t.requests_per_day * (1.0 - t.cache_hit_rate)
-        discount = price.batch_discount if t.batchable else 0.0
+        discount = float(price.batch_discount) if t.batchable else 0.0
         lookups = t.requests_per_day if t.cache_hit_rate > 0 else 0.0
         tasks.append(
             TaskCost(

@@ -1,7 +1,9 @@
 """Tables owned by the data plane (``table=True``): catalog, policy, routing table, decisions,
 outcomes and the samples queued for grading. API schemas live in ``router.schemas``.
 
-Prices are USD per 1M tokens (``*_usd_per_mtok``); costs are USD; latencies ms; timestamps UTC.
+Money is exact (:mod:`router.money`): prices are whole nano-USD per 1M tokens
+(``*_nusd_per_mtok``), costs whole nano-USD (``*_nusd``, BigInteger; NULL = unpriced, never 0);
+latencies ms; timestamps UTC.
 JSON columns are ``router.db.JSONDict`` / ``JSONList``: a change to the value's top level in place
 (``row.meta["k"] = v``) is saved on commit; dicts and lists nested inside are read-only.
 """
@@ -23,33 +25,55 @@ def _ts(*, index: bool = False) -> Any:
 
 
 class Model(JSONTrackingModel, table=True):
-    """Model catalog row: one priced model. Prices are USD per 1M tokens.
+    """Model catalog row: one model tierwise knows. Its prices are in ``price``, with history.
 
     ``api_model`` is the id sent to the provider (NULL = ``name``); ``aliases`` the other names
     the provider reports for it (``router.policy.ModelPrice``).
-
-    ``cached_input_usd_per_mtok`` / ``cache_write_usd_per_mtok`` default to the input price when
-    NULL. ``batch_discount`` is the fraction taken off by the provider's batch API (0.5 for OpenAI
-    Batch and Anthropic Message Batches, per their pricing pages).
     """
 
     __tablename__ = "model"
-    __table_args__ = (
-        sa.CheckConstraint("input_usd_per_mtok >= 0", name="ck_model_input_price"),
-        sa.CheckConstraint("output_usd_per_mtok >= 0", name="ck_model_output_price"),
-        sa.CheckConstraint("batch_discount >= 0 AND batch_discount < 1", name="ck_model_batch"),
-    )
 
     name: str = Field(primary_key=True, max_length=128)
     provider: str = Field(max_length=64)
     api_model: str | None = Field(default=None, max_length=128)
     aliases: list[str] = Field(default_factory=list, sa_type=JSONList)
-    input_usd_per_mtok: float
-    cached_input_usd_per_mtok: float | None = None
-    cache_write_usd_per_mtok: float | None = None
-    output_usd_per_mtok: float
-    batch_discount: float = 0.5
     updated_at: datetime = _ts()
+
+
+def _nusd(*, nullable: bool = True) -> Any:
+    """A BigInteger column of nano-USD (NULL = unpriced when nullable)."""
+    return Field(default=None, sa_type=sa.BigInteger, nullable=nullable)
+
+
+class Price(SQLModel, table=True):
+    """One model's prices from ``effective_from`` (UTC) until the model's next row: the price
+    history. Rows are only added (``router.table.apply_policy``), never changed, so an outcome
+    priced at a row keeps its cost. Prices are whole nano-USD per 1M tokens (0.15 USD per 1M
+    = 150,000,000); NULL cached input / cache write = the input price; NULL embedding input =
+    none. ``batch_discount`` is the fraction a provider's batch API takes off (0.5 for OpenAI
+    Batch and Anthropic Message Batches); it is stored as a float and read back as the decimal of
+    its shortest text (``Decimal(repr(x))``), exact for the at most 15 significant digits a
+    policy file gives.
+    """
+
+    __tablename__ = "price"
+    __table_args__ = (
+        sa.UniqueConstraint("model", "effective_from", name="uq_price_model_from"),
+        sa.CheckConstraint("input_nusd_per_mtok >= 0", name="ck_price_input"),
+        sa.CheckConstraint("output_nusd_per_mtok >= 0", name="ck_price_output"),
+        sa.CheckConstraint("batch_discount >= 0 AND batch_discount < 1", name="ck_price_batch"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(foreign_key="model.name", max_length=128)
+    effective_from: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    input_nusd_per_mtok: int = Field(sa_type=sa.BigInteger, nullable=False)
+    cached_input_nusd_per_mtok: int | None = _nusd()
+    cache_write_nusd_per_mtok: int | None = _nusd()
+    output_nusd_per_mtok: int = Field(sa_type=sa.BigInteger, nullable=False)
+    embedding_input_nusd_per_mtok: int | None = _nusd()
+    batch_discount: float = 0.5
+    created_at: datetime = _ts()
 
 
 class ApiKey(JSONTrackingModel, table=True):
@@ -154,9 +178,12 @@ class Decision(JSONTrackingModel, table=True):
 class Outcome(JSONTrackingModel, table=True):
     """What the caller reported after calling the model; one per decision (idempotent).
 
-    Token counts are normalised (``router.pricing.Usage``); ``cost_usd`` is NULL when the served
-    model has no price row ("unpriced"), never 0. ``usage_raw`` is the usage
-    object as the caller reported it (nested values, such as token details, are read-only).
+    Token counts are normalised (``router.pricing.Usage``); ``cost_nusd`` (nano-USD) is the cost
+    at the served model's price in effect at the decision's time, fixed when the outcome is
+    stored (the cost is kept, not the price row: a later price never changes it). It is NULL
+    when the served model has no price then or no usage was reported ("unpriced"), never 0.
+    ``usage_raw`` is the usage object as the caller reported it (nested values, such as token
+    details, are read-only).
     Gateway calls also keep ``attempts``, one ``{"model", "status", "error", "latency_ms"}``
     per upstream call in order (the last one served, or failed), and ``ttft_ms``, the time to
     the first streamed chunk (None: not streamed, or reported through ``/v1/outcomes``).
@@ -174,7 +201,7 @@ class Outcome(JSONTrackingModel, table=True):
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
-    cost_usd: float | None = None
+    cost_nusd: int | None = _nusd()
     usage_raw: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     attempts: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONList)
     ttft_ms: float | None = None
@@ -194,7 +221,7 @@ class Sample(JSONTrackingModel, table=True):
     would have routed to; the grading job asks it first). The grading job's own state lives in
     its own columns: ``attempts``, the lease, and ``earlier_*``, the spend of an earlier
     attempt that gave no verdict (its one retry is used once ``earlier_verdict`` is set; the
-    final grade books both attempts). Tokens; USD (NULL = unpriced).
+    final grade books both attempts). Tokens; nano-USD (NULL = unpriced).
     """
 
     __tablename__ = "sample"
@@ -212,7 +239,7 @@ class Sample(JSONTrackingModel, table=True):
     earlier_verdict: str | None = Field(default=None, max_length=16)
     earlier_input_tokens: int = 0
     earlier_output_tokens: int = 0
-    earlier_cost_usd: float | None = None
+    earlier_cost_nusd: int | None = _nusd()
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = _ts()

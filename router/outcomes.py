@@ -20,7 +20,8 @@ from router import repository
 from router.db import utcnow
 from router.errors import NotFound
 from router.models import Decision
-from router.pricing import Usage, cost_usd, normalize_usage
+from router.money import usd
+from router.pricing import Usage, cost_nusd, normalize_usage
 from router.table import RoutingSnapshot
 
 
@@ -40,14 +41,19 @@ class OutcomeReport:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeResult:
-    """What happened to one report: stored (False for a duplicate), its cost in USD (None =
+    """What happened to one report: stored (False for a duplicate), its cost in nano-USD (None =
     unpriced or a duplicate), whether its text was queued for grading, and a note why not."""
 
     decision_id: str
     stored: bool
-    cost_usd: float | None
+    cost_nusd: int | None
     sample_queued: bool
     note: str | None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The cost in USD, for the API (None = unpriced or a duplicate)."""
+        return usd(self.cost_nusd)
 
 
 def outcome_values(
@@ -56,11 +62,15 @@ def outcome_values(
     report: OutcomeReport,
     usage: Usage,
     now: datetime,
+    decided_at: datetime,
 ) -> dict[str, Any]:
     """The ``outcome`` row of ``report`` (its ``served_model`` already the catalog name),
-    priced at the snapshot's catalog price of the served model: ``cost_usd`` None when the
-    model is unpriced or no usage was reported, never 0 (:func:`router.pricing.cost_usd`)."""
-    price = snapshot.catalog.get(report.served_model)
+    priced at the served model's price in effect at ``decided_at``, the decision's time
+    (:meth:`router.table.RoutingSnapshot.price_at`): ``cost_nusd`` (nano-USD) None when the
+    model has no price then or no usage was reported, never 0 (:func:`router.pricing.cost_nusd`).
+    Cost and quality go to the served model, which may differ from the routed one
+    (``decision.model``, kept there)."""
+    price = snapshot.price_at(report.served_model, decided_at)
     return {
         "decision_id": report.decision_id,
         "task_class": task_class,
@@ -72,7 +82,7 @@ def outcome_values(
         "cache_write_tokens": usage.cache_write_tokens,
         "output_tokens": usage.output_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
-        "cost_usd": None if report.usage is None else cost_usd(usage, price),
+        "cost_nusd": None if report.usage is None else cost_nusd(usage, price),
         "usage_raw": report.usage,
         "created_at": now,
     }
@@ -163,14 +173,16 @@ async def record_outcomes(
             results.append(OutcomeResult(report.decision_id, False, None, queued, dup_note))
             continue
         seen.add(report.decision_id)
-        values = outcome_values(snapshot, decision.task_class, report, usage, now)
-        cost = values["cost_usd"]
+        values = outcome_values(
+            snapshot, decision.task_class, report, usage, now, decision.created_at
+        )
+        cost = values["cost_nusd"]
         await repository.insert_outcome(session, **values)
         queued = False
         note: str | None = None
         if report.usage is None:
             note = "no usage reported: unpriced"
-        elif report.served_model not in snapshot.catalog:
+        elif cost is None:
             note = "unpriced model"
         if decision.sampled:
             if report.status != "ok":

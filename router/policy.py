@@ -12,6 +12,8 @@ import fnmatch
 import logging
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.errors import PolicyError, field_path
+from router.money import price_nusd
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,8 @@ JsonFieldMode = Literal["auto", "exact", "numeric", "raw", "unordered"]
 # A price below this many USD per 1M tokens is almost surely a per-token price typed into a
 # per-million column (2.5e-6 instead of 2.5). The cheapest public API price we know
 # (llama-3.1-8b class models, ~0.02-0.06 USD per 1M) is well above it.
-MIN_NONZERO_PRICE_PER_MTOK = 0.001
-MAX_PRICE_PER_MTOK = 1000.0
+MIN_NONZERO_PRICE_PER_MTOK = Decimal("0.001")
+MAX_PRICE_PER_MTOK = Decimal(1000)
 
 
 class _Strict(BaseModel):
@@ -51,43 +54,86 @@ class _Strict(BaseModel):
 
 
 class ModelPrice(_Strict):
-    """A catalog entry. Prices are USD per 1M tokens; NULL cached/cache-write = input price.
+    """A catalog entry. Prices are exact decimal USD per 1M tokens (a TOML float such as 0.15 is
+    read as ``Decimal("0.15")``, its shortest text, never as the binary float), at most 9
+    decimals (whole nano-USD per 1M tokens, :mod:`router.money`); NULL cached/cache-write = the
+    input price; NULL embedding input = no embedding price.
 
     ``name`` is tierwise's name for the model (the routing table, the books); ``provider`` picks
     the adapter (``router.providers.ProviderRegistry``); ``api_model`` is the id the provider's
     API expects (default: ``name``; e.g. ``claude-3-5-sonnet-20241022`` for
     ``claude-3-5-sonnet``); ``aliases`` are the other names a provider reports back for it
     (dated ids such as ``gpt-4o-mini-2024-07-18``), so an outcome naming one is priced and graded
-    as this model.
+    as this model. ``batch_discount`` is the fraction a provider's batch API takes off.
+
+    ``effective_from`` (UTC; a TOML date is that day's UTC midnight, a datetime without an
+    offset is UTC): when these prices start to apply. None = from the moment the policy is
+    applied (:func:`router.table.apply_policy`, which refuses a date in the past). In a price
+    history (:attr:`router.table.RoutingSnapshot.prices`) it is the row's own date.
     """
 
     name: str = Field(min_length=1, max_length=128)
     provider: str = Field(min_length=1, max_length=64)
     api_model: str | None = Field(default=None, min_length=1, max_length=128)
     aliases: tuple[str, ...] = Field(default=(), max_length=32)
-    input_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
-    output_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
-    cached_input_usd_per_mtok: float | None = Field(
+    input_usd_per_mtok: Decimal = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    output_usd_per_mtok: Decimal = Field(ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    cached_input_usd_per_mtok: Decimal | None = Field(
         default=None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False
     )
-    cache_write_usd_per_mtok: float | None = Field(
+    cache_write_usd_per_mtok: Decimal | None = Field(
         default=None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False
     )
-    batch_discount: float = Field(default=0.5, ge=0, lt=1)
+    embedding_input_usd_per_mtok: Decimal | None = Field(
+        default=None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False
+    )
+    batch_discount: Decimal = Field(default=Decimal("0.5"), ge=0, lt=1, allow_inf_nan=False)
+    effective_from: datetime | None = None
 
     @field_validator(
         "input_usd_per_mtok",
         "output_usd_per_mtok",
         "cached_input_usd_per_mtok",
         "cache_write_usd_per_mtok",
+        "embedding_input_usd_per_mtok",
     )
     @classmethod
-    def _per_million(cls, v: float | None) -> float | None:
+    def _per_million(cls, v: Decimal | None) -> Decimal | None:
         if v is not None and 0 < v < MIN_NONZERO_PRICE_PER_MTOK:
             raise ValueError(
                 f"{v} USD per 1M tokens looks like a per-token price; prices are per 1M tokens"
             )
+        price_nusd(v)  # at most 9 decimals: raises ValueError
         return v
+
+    @field_validator("effective_from", mode="before")
+    @classmethod
+    def _utc(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return datetime.combine(v, time(0), tzinfo=UTC)
+        return v
+
+    @field_validator("effective_from")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+    def same_prices(self, other: ModelPrice) -> bool:
+        """Whether ``other`` has the same prices and batch discount (names and dates aside)."""
+        return self.price_key() == other.price_key()
+
+    def price_key(self) -> tuple[Decimal | None, ...]:
+        """The prices and the batch discount, in a fixed order (for comparing two entries)."""
+        return (
+            self.input_usd_per_mtok,
+            self.cached_input_usd_per_mtok,
+            self.cache_write_usd_per_mtok,
+            self.output_usd_per_mtok,
+            self.embedding_input_usd_per_mtok,
+            self.batch_discount,
+        )
 
 
 class Rule(_Strict):

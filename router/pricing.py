@@ -1,6 +1,7 @@
-"""Usage normalisation and pricing: provider-native usage in, USD out.
+"""Usage normalisation and pricing: provider-native usage in, nano-USD out.
 
-Prices are USD per 1M tokens. The two providers count cache tokens differently:
+Prices are USD per 1M tokens (exact ``Decimal``); a cost is a whole number of nano-USD, rounded
+half to even once per row (:mod:`router.money`). The two providers count cache tokens differently:
 
 - OpenAI Chat Completions: ``prompt_tokens`` *includes* ``prompt_tokens_details.cached_tokens``;
   ``completion_tokens`` *includes* ``completion_tokens_details.reasoning_tokens``
@@ -18,9 +19,12 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Protocol
 
 from router.errors import InvalidInput
+from router.money import NANO_PER_USD, round_nusd, usd
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +67,13 @@ class Priced(Protocol):
     """Anything with the catalog's price columns (``router.models.Model`` or a snapshot row)."""
 
     @property
-    def input_usd_per_mtok(self) -> float: ...
+    def input_usd_per_mtok(self) -> Decimal: ...
     @property
-    def cached_input_usd_per_mtok(self) -> float | None: ...
+    def cached_input_usd_per_mtok(self) -> Decimal | None: ...
     @property
-    def cache_write_usd_per_mtok(self) -> float | None: ...
+    def cache_write_usd_per_mtok(self) -> Decimal | None: ...
     @property
-    def output_usd_per_mtok(self) -> float: ...
+    def output_usd_per_mtok(self) -> Decimal: ...
 
 
 def _count(obj: Mapping[str, Any] | None, key: str, field: str) -> int:
@@ -176,24 +180,32 @@ def normalize_usage(usage: Mapping[str, Any] | None, *, field: str = "usage") ->
     )
 
 
-def cost_usd(usage: Usage, price: Priced | None, *, discount: float = 0.0) -> float | None:
-    """Cost of ``usage`` in USD at ``price`` (USD per 1M tokens), less ``discount`` (0..1).
+def cost_nusd(usage: Usage, price: Priced | None, *, discount: Decimal | float = 0) -> int | None:
+    """Cost of ``usage`` in whole nano-USD at ``price`` (USD per 1M tokens), less ``discount``
+    (a fraction 0..1, e.g. a batch discount of 0.5).
 
-    Returns None when ``price`` is None: an unpriced model is reported as unpriced, never as
-    free (docs/field-cases.md). Cached reads and cache writes fall back to the input price when the
-    catalog has no specific price. Example: 86 uncached x 2.50 + 1920 cached x 1.25 +
-    300 output x 10, per million = 0.005615.
+    Exact: ``sum(tokens x price) / 1e6 x (1 - discount)`` is computed as a rational number and
+    rounded half to even once, so the result is within 0.5 nano-USD of the exact cost
+    (:mod:`router.money`). Returns None when ``price`` is None: an unpriced model is reported as
+    unpriced, never as free (docs/field-cases.md). Cached reads and cache writes fall back to the
+    input price when the catalog has no specific price. Example: 86 uncached x 2.50 + 1920
+    cached x 1.25 + 300 output x 10, per million = 0.005615 USD = 5,615,000 nano-USD.
     """
     if price is None:
         return None
+    inp = price.input_usd_per_mtok
     cached_price = price.cached_input_usd_per_mtok
     write_price = price.cache_write_usd_per_mtok
-    total = (
-        usage.input_tokens * price.input_usd_per_mtok
-        + usage.cached_input_tokens
-        * (price.input_usd_per_mtok if cached_price is None else cached_price)
-        + usage.cache_write_tokens
-        * (price.input_usd_per_mtok if write_price is None else write_price)
-        + usage.output_tokens * price.output_usd_per_mtok
-    ) / PER_MILLION
-    return total * (1.0 - discount)
+    usd_per_mtok = (
+        usage.input_tokens * Fraction(inp)
+        + usage.cached_input_tokens * Fraction(inp if cached_price is None else cached_price)
+        + usage.cache_write_tokens * Fraction(inp if write_price is None else write_price)
+        + usage.output_tokens * Fraction(price.output_usd_per_mtok)
+    )
+    off = Fraction(Decimal(repr(discount)) if isinstance(discount, float) else discount)
+    return round_nusd(usd_per_mtok * NANO_PER_USD / PER_MILLION * (1 - off))
+
+
+def cost_usd(usage: Usage, price: Priced | None, *, discount: Decimal | float = 0) -> float | None:
+    """:func:`cost_nusd` in USD, for display (None = unpriced)."""
+    return usd(cost_nusd(usage, price, discount=discount))

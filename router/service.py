@@ -211,7 +211,7 @@ class Router:
         that cannot be read is kept in ``usage_raw`` and the call stays unpriced (logged).
         ``attempts`` are the upstream calls in order; ``ttft_ms`` the time to the first
         streamed chunk, ms; ``answer_model`` the model whose answer a shadow-mode sample
-        grades (:class:`router.models.Sample`). Returns the cost in USD (None: unpriced).
+        grades (:class:`router.models.Sample`). Returns the cost in nano-USD (None: unpriced).
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
@@ -225,9 +225,11 @@ class Router:
             log.warning("%s: unreadable upstream usage, unpriced: %s", decision.decision_id, exc)
             usage, readable = Usage(), False
         now = utcnow()
-        row = outcome_values(snapshot, decision.task_class, report, usage, now)
+        row = outcome_values(
+            snapshot, decision.task_class, report, usage, now, decision_row["created_at"]
+        )
         if not readable:
-            row["cost_usd"] = None
+            row["cost_nusd"] = None
         row["attempts"] = attempts
         row["ttft_ms"] = ttft_ms
         self.writer.add(Decision, decision_row)
@@ -255,7 +257,7 @@ class Router:
                     "created_at": now,
                 },
             )
-        cost: float | None = row["cost_usd"]
+        cost: int | None = row["cost_nusd"]
         return cost
 
     async def flush(self) -> int:

@@ -7,9 +7,12 @@ router replica's snapshot poller sees it. Functions here only flush; the caller 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -17,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router.db import utcnow
 from router.errors import NotFound, PolicyError
-from router.models import Model, Policy, RoutingEntry, RoutingState
+from router.models import Model, Policy, Price, RoutingEntry, RoutingState
+from router.money import price_nusd, price_usd
 from router.policy import ModelPrice, parse_policy
 from router.policy import Policy as LoadedPolicy
 
@@ -36,7 +40,12 @@ class EntryView:
 
 @dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
-    """Everything a decision needs, in memory: policy, table rows, catalog. Never mutated."""
+    """Everything a decision needs, in memory: policy, table rows, catalog. Never mutated.
+
+    ``catalog``: every model with the prices in effect when the snapshot was loaded (a model
+    whose first price is still to come is not in it). ``prices``: every model's price history,
+    oldest first (each entry's ``effective_from`` set); :meth:`price_at` reads it.
+    """
 
     version: int
     policy: LoadedPolicy
@@ -44,6 +53,16 @@ class RoutingSnapshot:
     catalog: dict[str, ModelPrice]
     # Every name a provider may report for a catalog model (its name and aliases) -> its name.
     names: dict[str, str] = field(default_factory=dict)
+    prices: dict[str, tuple[ModelPrice, ...]] = field(default_factory=dict)
+
+    def price_at(self, model: str, when: datetime) -> ModelPrice | None:
+        """``model``'s prices in effect at ``when`` (UTC): its latest row with ``effective_from
+        <= when``; None when it has none then (unpriced). A snapshot built without a history
+        (tests) falls back to ``catalog``."""
+        history = self.prices.get(model)
+        if history is None:
+            return None if self.prices else self.catalog.get(model)
+        return in_effect(history, when)
 
     def provider_of(self, model: str) -> str:
         price = self.catalog.get(model)
@@ -98,9 +117,12 @@ async def load_snapshot(session: AsyncSession) -> RoutingSnapshot | None:
         r.task_class: EntryView(r.task_class, r.tier, r.model, r.status, r.version, r.changed_at)
         for r in rows
     }
-    models = (await session.exec(select(Model))).all()
+    prices = await price_history(session)
+    now = utcnow()
     catalog = {
-        m.name: ModelPrice.model_validate(m.model_dump(exclude={"updated_at"})) for m in models
+        name: price
+        for name, history in prices.items()
+        if (price := in_effect(history, now)) is not None
     }
     return RoutingSnapshot(
         version=version,
@@ -108,7 +130,81 @@ async def load_snapshot(session: AsyncSession) -> RoutingSnapshot | None:
         entries=entries,
         catalog=catalog,
         names=catalog_names(catalog.values()),
+        prices=prices,
     )
+
+
+_T = TypeVar("_T")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The ``effective_from`` of a model's first price when the policy gives no date: the first
+price a model gets covers everything before it (there was no other price to keep)."""
+
+
+def in_effect(history: Sequence[ModelPrice], when: datetime) -> ModelPrice | None:
+    """The entry of ``history`` (oldest first, each with ``effective_from``) in effect at
+    ``when``: the latest one with ``effective_from <= when``; None before the first."""
+    froms = [p.effective_from or EPOCH for p in history]
+    i = bisect.bisect_right(froms, when)
+    return history[i - 1] if i else None
+
+
+def price_period(when: Any, history: Sequence[ModelPrice]) -> sa.ColumnElement[int]:
+    """A SQL expression: the index in ``history`` (oldest first) of the entry in effect at the
+    timestamp column ``when``, -1 before the first (no price). Grouping by it prices each period's
+    token sums at its own price (pricing is linear)."""
+    if not history:
+        return sa.literal(-1)
+    whens = [
+        (when >= (p.effective_from or EPOCH), i) for i, p in reversed(list(enumerate(history)))
+    ]
+    return sa.case(*whens, else_=-1)
+
+
+def _model_price(model: Model, row: Price) -> ModelPrice:
+    return ModelPrice(
+        name=model.name,
+        provider=model.provider,
+        api_model=model.api_model,
+        aliases=tuple(model.aliases),
+        input_usd_per_mtok=_need(price_usd(row.input_nusd_per_mtok)),
+        cached_input_usd_per_mtok=price_usd(row.cached_input_nusd_per_mtok),
+        cache_write_usd_per_mtok=price_usd(row.cache_write_nusd_per_mtok),
+        output_usd_per_mtok=_need(price_usd(row.output_nusd_per_mtok)),
+        embedding_input_usd_per_mtok=price_usd(row.embedding_input_nusd_per_mtok),
+        batch_discount=Decimal(repr(row.batch_discount)),
+        effective_from=row.effective_from,
+    )
+
+
+def _need(value: _T | None) -> _T:
+    assert value is not None
+    return value
+
+
+async def price_history(
+    session: AsyncSession, model: str | None = None
+) -> dict[str, tuple[ModelPrice, ...]]:
+    """Every model's price rows (or only ``model``'s), oldest first, as catalog entries whose
+    ``effective_from`` is the row's; a model with no price row is left out."""
+    stmt = (
+        select(Model, Price)
+        .join(Price, col(Price.model) == col(Model.name))
+        .order_by(col(Price.model), col(Price.effective_from))
+    )
+    if model is not None:
+        stmt = stmt.where(col(Model.name) == model)
+    history: dict[str, list[ModelPrice]] = {}
+    for m, row in (await session.exec(stmt)).all():
+        history.setdefault(m.name, []).append(_model_price(m, row))
+    return {name: tuple(rows) for name, rows in history.items()}
+
+
+async def price_rows(session: AsyncSession, model: str | None = None) -> list[Price]:
+    """The ``price`` rows (of ``model``, or all), by model then ``effective_from``."""
+    stmt = select(Price).order_by(col(Price.model), col(Price.effective_from))
+    if model is not None:
+        stmt = stmt.where(col(Price.model) == model)
+    return list((await session.exec(stmt)).all())
 
 
 def catalog_names(models: Iterable[ModelPrice]) -> dict[str, str]:
@@ -126,19 +222,70 @@ def catalog_names(models: Iterable[ModelPrice]) -> dict[str, str]:
     return names
 
 
-async def upsert_models(session: AsyncSession, models: list[ModelPrice]) -> None:
-    """Insert or update catalog rows (prices USD per 1M tokens)."""
+def _price_row(price: ModelPrice, effective_from: datetime, now: datetime) -> Price:
+    return Price(
+        model=price.name,
+        effective_from=effective_from,
+        input_nusd_per_mtok=_need(price_nusd(price.input_usd_per_mtok)),
+        cached_input_nusd_per_mtok=price_nusd(price.cached_input_usd_per_mtok),
+        cache_write_nusd_per_mtok=price_nusd(price.cache_write_usd_per_mtok),
+        output_nusd_per_mtok=_need(price_nusd(price.output_usd_per_mtok)),
+        embedding_input_nusd_per_mtok=price_nusd(price.embedding_input_usd_per_mtok),
+        batch_discount=float(price.batch_discount),
+        created_at=now,
+    )
+
+
+async def upsert_models(session: AsyncSession, models: list[ModelPrice]) -> list[str]:
+    """Insert or update catalog rows, and add a price row for every model whose prices differ
+    from the ones in effect (prices USD per 1M tokens; see :func:`apply_policy`). Returns the
+    names of the models that got a price row.
+
+    Raises:
+        PolicyError: a model's ``effective_from`` is in the past and differs from its rows
+            (``field="models[i].effective_from"``): history is not rewritten.
+    """
     now = utcnow()
-    for price in models:
-        values = {**price.model_dump(), "aliases": list(price.aliases)}
+    repriced: list[str] = []
+    for i, price in enumerate(models):
         row = await session.get(Model, price.name)
         if row is None:
-            session.add(Model(**values, updated_at=now))
+            row = Model(name=price.name, provider=price.provider, updated_at=now)
+            session.add(row)
+        row.provider, row.api_model = price.provider, price.api_model
+        row.aliases = list(price.aliases)
+        row.updated_at = now
+        await session.flush()
+        history = (await price_history(session, price.name)).get(price.name, ())
+        at = price.effective_from
+        if at is not None:
+            same_date = [p for p in history if p.effective_from == at]
+            if same_date and same_date[0].same_prices(price):
+                continue  # this dated row was applied before
+            if at <= now:
+                raise PolicyError(
+                    f"models[{i}].effective_from: {at.isoformat()} is in the past; a price "
+                    "change applies from now or a later date (history is not rewritten)",
+                    field=f"models[{i}].effective_from",
+                )
+            if same_date:  # a change still to come may be replaced
+                await session.exec(
+                    sa.delete(Price).where(
+                        col(Price.model) == price.name, col(Price.effective_from) == at
+                    )
+                )
+            before = in_effect(history, at)
         else:
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.updated_at = now
+            before = in_effect(history, now)
+            at = now if history else EPOCH
+            if before is None and history:  # only changes still to come: the first applies now
+                at = now
+        if before is not None and before.same_prices(price):
+            continue
+        session.add(_price_row(price, at, now))
+        repriced.append(price.name)
     await session.flush()
+    return repriced
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +294,7 @@ class ApplyResult:
     created: list[str]
     updated: list[str]
     kept: list[str]
+    repriced: list[str] = field(default_factory=list)
 
 
 async def apply_policy(session: AsyncSession, policy: LoadedPolicy) -> ApplyResult:
@@ -155,8 +303,16 @@ async def apply_policy(session: AsyncSession, policy: LoadedPolicy) -> ApplyResu
     Every class a rule names gets an entry. Entries in ``baseline`` follow the policy's tier and
     model; ``escalated``, ``probation`` and ``pinned`` entries are kept as they are (listed in
     ``kept``) so an apply never silently undoes an escalation.
+
+    Prices: a model whose prices (or batch discount) differ from the ones in effect gets a new
+    ``price`` row (listed in ``repriced``), effective from now, or from the model's
+    ``effective_from`` when the file gives one (a model's first price, undated, applies from
+    :data:`EPOCH`). Older rows are kept, so outcomes keep the price of their time.
+
+    Raises:
+        PolicyError: an ``effective_from`` in the past (see :func:`upsert_models`).
     """
-    await upsert_models(session, policy.spec.models)
+    repriced = await upsert_models(session, policy.spec.models)
     version = await _bump_version(session)
     session.add(Policy(name=policy.name, body=policy.body, table_version=version))
     wanted: dict[str, str] = {}
@@ -182,7 +338,9 @@ async def apply_policy(session: AsyncSession, policy: LoadedPolicy) -> ApplyResu
         else:
             kept.append(task_class)
     await session.flush()
-    return ApplyResult(version=version, created=created, updated=updated, kept=kept)
+    return ApplyResult(
+        version=version, created=created, updated=updated, kept=kept, repriced=repriced
+    )
 
 
 async def change_class(

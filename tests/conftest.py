@@ -45,6 +45,7 @@ TABLES = (
     "decision",
     "routing_entry",
     "policy",
+    "price",
     "model",
     "routing_state",
     "rule_state",

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from evaluator.models import Grade
 from router.db import make_engine, session_factory
 from router.models import Decision, Outcome, Sample
+from router.money import nusd_of_usd
 from tests.conftest import DATASETS, ROOT, running_service
 from tierwise.cli import app
 
@@ -103,7 +104,7 @@ async def _seed(url: str) -> None:
                     cached_input_tokens=tc,
                     cache_write_tokens=tw,
                     output_tokens=tout,
-                    cost_usd=cost,
+                    cost_nusd=None if cost is None else nusd_of_usd(cost),
                     created_at=at,
                 )
             )
@@ -132,7 +133,7 @@ async def _seed(url: str) -> None:
                     grader="exact",
                     verdict="agree",
                     parse_status="ok",
-                    cost_usd=cost,
+                    cost_nusd=None if cost is None else nusd_of_usd(cost),
                     decided_at=row[6],
                     created_at=row[6],
                     shadow=shadow,
@@ -253,11 +254,11 @@ def test_costs_json_after_a_replay_equals_the_database_sums(database_url: str) -
     assert out.exit_code == 0, out.output
     body = json.loads(out.output)
 
-    async def sums() -> tuple[float, float, int, float]:
+    async def sums() -> tuple[int, int, int, float]:
         engine = make_engine(url)
         async with session_factory(engine)() as s:
             outcomes = (await s.exec(select(Outcome))).all()
-            grade_costs = (await s.exec(select(Grade.cost_usd))).all()
+            grade_costs = (await s.exec(select(Grade.cost_nusd))).all()
         await engine.dispose()
         # replay.toml prices the premium gpt-4-1106-preview at 10.00 input / 30.00 output per 1M
         # (no cached or cache-write price: those fall back to the input price).
@@ -268,10 +269,10 @@ def test_costs_json_after_a_replay_equals_the_database_sums(database_url: str) -
             )
             / 1e6
             for o in outcomes
-            if o.cost_usd is not None
+            if o.cost_nusd is not None
         )
         return (
-            sum(o.cost_usd for o in outcomes if o.cost_usd is not None),
+            sum(o.cost_nusd for o in outcomes if o.cost_nusd is not None),
             sum(c for c in grade_costs if c is not None),
             len(outcomes),
             premium,
@@ -280,11 +281,11 @@ def test_costs_json_after_a_replay_equals_the_database_sums(database_url: str) -
     serving, grading, n, premium = asyncio.run(sums())
     t = body["totals"]
     assert t["requests"] == n == 9 * 50
-    assert round(t["serving_usd"], 2) == round(serving, 2)
-    assert round(t["grading_usd"] + t["shadow_grading_usd"], 2) == round(grading, 2)
-    assert abs(t["serving_usd"] - serving) < 1e-9
+    # Exact: the totals are the integer sums of the rows' nano-USD costs.
+    assert t["serving_nusd"] == serving and t["serving_usd"] == serving / 1e9
+    assert t["grading_nusd"] + t["shadow_grading_nusd"] == grading
     assert round(t["counterfactual_usd"], 2) == round(premium, 2)
-    assert round(t["savings_usd"], 2) == round(premium - serving, 2)
+    assert round(t["savings_usd"], 2) == round(premium - serving / 1e9, 2)
     csv_out = CliRunner().invoke(app, ["costs", "--csv", "--database-url", url])
     assert csv_out.exit_code == 0 and csv_out.output.splitlines()[0].startswith("requests,")
     table = CliRunner().invoke(app, ["costs", "--group-by", "day", "--database-url", url])

@@ -25,6 +25,7 @@ from router.gateway import Gateway as GatewayCore
 from router.gateway import parse_call
 from router.keys import create_key
 from router.models import Decision, Outcome, Sample
+from router.money import usd
 from router.policy import parse_policy
 from router.providers import OpenAIProvider
 from router.service import Router
@@ -216,7 +217,7 @@ async def test_a_routed_call_goes_to_the_tables_model_and_is_recorded_once(gw: G
         1920,
         300,
     )
-    assert outcome.cost_usd == pytest.approx((86 * 0.15 + 1920 * 0.075 + 300 * 0.60) / 1e6)
+    assert usd(outcome.cost_nusd) == pytest.approx((86 * 0.15 + 1920 * 0.075 + 300 * 0.60) / 1e6)
     assert outcome.served_model == "small"
     assert outcome.status == "ok"
     assert outcome.attempts is not None
@@ -295,7 +296,7 @@ async def test_a_429_with_retry_after_falls_back_and_holds_the_model(gw: Gateway
     ]
     # Cost and quality go to the model that served; the decision keeps the routed one.
     assert {s.model for s in samples} == {"other"}
-    assert first.cost_usd == pytest.approx((100 * 1.0 + 20 * 1.0) / 1e6)
+    assert usd(first.cost_nusd) == pytest.approx((100 * 1.0 + 20 * 1.0) / 1e6)
 
 
 async def test_a_permanent_upstream_error_is_not_retried_elsewhere(gw: Gateway) -> None:
@@ -309,7 +310,7 @@ async def test_a_permanent_upstream_error_is_not_retried_elsewhere(gw: Gateway) 
     assert error["code"] == "upstream_error"
     assert "HTTP 400" in error["message"]
     _, outcomes, samples = await gw.rows()
-    assert [(o.status, o.served_model, o.cost_usd) for o in outcomes] == [("error", "small", None)]
+    assert [(o.status, o.served_model, o.cost_nusd) for o in outcomes] == [("error", "small", None)]
     assert samples == []
 
 
@@ -342,7 +343,7 @@ async def test_shadow_mode_serves_the_named_model_and_records_the_routed_one(
     decisions, outcomes, samples = await gw.rows()
     assert [(d.model, d.shadow, d.task_class) for d in decisions] == [("small", True, "classify")]
     assert outcomes[0].served_model == "big"
-    assert outcomes[0].cost_usd == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
+    assert usd(outcomes[0].cost_nusd) == pytest.approx((100 * 2.5 + 20 * 10.0) / 1e6)
     # The grader answers with the model tierwise would have chosen, and grades that.
     assert [(s.model, s.answer_model) for s in samples] == [("big", "small")]
 
@@ -376,7 +377,7 @@ async def test_a_shadow_mode_sample_grades_the_routed_models_answer_as_its_evide
             await engine.dispose()
         assert [(g.model, g.shadow, g.verdict) for g in grades] == [("small", False, "disagree")]
         # The routed model's answer is grading spend: 40 + 3 tokens of small, 500 + 10 of big.
-        assert grades[0].cost_usd == pytest.approx(
+        assert usd(grades[0].cost_nusd) == pytest.approx(
             (40 * 0.15 + 3 * 0.60) / 1e6 + (500 * 2.5 + 10 * 10.0) / 1e6
         )
 
@@ -684,7 +685,7 @@ async def test_an_anthropic_model_answers_in_openai_shape_with_cache_writes_pric
         outcome.cache_write_tokens,
         outcome.output_tokens,
     ) == (100, 1920, 50, 20)
-    assert outcome.cost_usd == pytest.approx(
+    assert usd(outcome.cost_nusd) == pytest.approx(
         (100 * 3.0 + 1920 * 0.30 + 50 * 3.75 + 20 * 15.0) / 1e6
     )
 
@@ -771,9 +772,7 @@ async def test_with_keys_the_gateway_needs_one_with_route_and_records_its_caller
         async with openai.AsyncOpenAI(
             base_url=f"{gw.url}/v1", api_key=router_key.key, max_retries=0
         ) as client:
-            reply = await client.chat.completions.create(
-                model="tierwise/classify", messages=HELLO
-            )
+            reply = await client.chat.completions.create(model="tierwise/classify", messages=HELLO)
         assert reply.choices[0].message.content == "spam"
         # The caller's key never goes upstream: tierwise sends its own provider key.
         assert gw.wire.hits(OPENAI_PATH)[0].headers["authorization"] == "Bearer sk-upstream"

@@ -550,7 +550,7 @@ async def test_no_verdict_is_retried_once_and_stored_once(database_url: str) -> 
             assert (g.verdict, g.parse_status, g.score) == ("agree", "ok", 8.0)
             # Both attempts' tokens and spend: 2 x (100 in at 10 USD/M + 10 out at 30 USD/M).
             assert (g.input_tokens, g.output_tokens) == (200, 20)
-            assert g.cost_usd == pytest.approx(2 * (100 * 10 + 10 * 30) / 1e6)
+            assert g.cost_nusd == 2 * (100 * 10_000 + 10 * 30_000)  # nano-USD
         for s in samples:
             assert s.status == "graded"
             assert (s.earlier_verdict, s.earlier_input_tokens, s.meta) == ("refused", 100, None)

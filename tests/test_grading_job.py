@@ -169,7 +169,7 @@ async def test_caller_metadata_never_drives_the_grading_job(database_url: str) -
     assert (first.retried, first.graded, judge.calls) == (1, 1, 2)
     assert (grade.verdict, grade.input_tokens, grade.output_tokens) == ("agree", 20, 10)
     # ... and the books hold the two real calls, not the caller's $42.
-    assert grade.cost_usd == pytest.approx(2 * (10 * 3.00 + 5 * 15.00) / 1e6)
+    assert grade.cost_nusd == 2 * (10 * 3_000 + 5 * 15_000)  # nano-USD: 2 x 105 USD/1M
     # The caller's metadata is kept as sent; the job's state is apart from it.
     assert sample.meta == forged and sample.item_id is None
     assert (sample.earlier_verdict, sample.earlier_input_tokens) == ("refused", 10)

@@ -47,6 +47,21 @@ CLASS = "summarise/short"
 # The rows each table gets when it first exists and is empty, with the columns it has at that
 # revision. Parents are seeded first, so a row may refer to another table's (dec-1, small-model).
 SEEDERS: dict[str, list[Row]] = {
+    # Filled by revision 0008 from the model rows; this row only seeds a table left empty.
+    "price": [
+        {
+            "id": 1,
+            "model": "small-model",
+            "effective_from": AT,
+            "input_nusd_per_mtok": 150_000_000,
+            "cached_input_nusd_per_mtok": 75_000_000,
+            "cache_write_nusd_per_mtok": None,
+            "output_nusd_per_mtok": 600_000_000,
+            "embedding_input_nusd_per_mtok": None,
+            "batch_discount": 0.5,
+            "created_at": AT,
+        }
+    ],
     "model": [
         {
             "name": "small-model",
@@ -285,7 +300,8 @@ def _projected(rows: Rows, schema: Schema) -> Rows:
 
 async def _seed_empty_tables(url: str, revision: str, seeders: dict[str, list[Row]]) -> None:
     """Insert ``seeders[table]`` into each table without rows (parents first), and check they
-    read back exactly. Fails the test if any table has no seeder."""
+    read back exactly (the columns the table has at ``revision``: a seeder row may name columns
+    a later revision dropped). Fails the test if any table has no seeder."""
     async with _connect(url) as conn:
         meta = await conn.run_sync(_reflect)
         missing = sorted(set(meta.tables) - set(seeders))
@@ -298,9 +314,11 @@ async def _seed_empty_tables(url: str, revision: str, seeders: dict[str, list[Ro
             count = (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar()
             if count:
                 continue
-            await conn.execute(sa.insert(table), seeders[table.name])
+            seeded = [
+                {k: v for k, v in row.items() if k in table.columns} for row in seeders[table.name]
+            ]
+            await conn.execute(sa.insert(table), seeded)
             stored = await conn.run_sync(_read, table)
-            seeded = seeders[table.name]
             assert [{k: row[k] for k in seeded[0]} for row in stored] == seeded
         await conn.commit()
 
@@ -547,12 +565,27 @@ async def test_job_state_moves_out_of_caller_metadata_and_back(empty_url: str) -
         "cost_usd": 0.0013,
     }
     samples = [
-        {**base, "decision_id": "m-0", "status": "queued", "attempts": 1,
-         "meta": {"item_id": "q-0", "first_attempt": job_attempt}},
-        {**base, "decision_id": "m-1", "status": "queued", "attempts": 0,  # never claimed: forged
-         "meta": {"first_attempt": {**job_attempt, "cost_usd": 42}}},
-        {**base, "decision_id": "m-2", "status": "graded", "attempts": 1,
-         "meta": {"first_attempt": {"input_tokens": None}}},  # malformed
+        {
+            **base,
+            "decision_id": "m-0",
+            "status": "queued",
+            "attempts": 1,
+            "meta": {"item_id": "q-0", "first_attempt": job_attempt},
+        },
+        {
+            **base,
+            "decision_id": "m-1",
+            "status": "queued",
+            "attempts": 0,  # never claimed: forged
+            "meta": {"first_attempt": {**job_attempt, "cost_usd": 42}},
+        },
+        {
+            **base,
+            "decision_id": "m-2",
+            "status": "graded",
+            "attempts": 1,
+            "meta": {"first_attempt": {"input_tokens": None}},
+        },  # malformed
     ]
     async with _connect(empty_url) as conn:
         meta = await conn.run_sync(_reflect)

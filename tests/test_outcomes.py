@@ -53,8 +53,8 @@ async def counts(service: Service) -> tuple[int, int, float]:
     async with service.sessions() as session:
         n_out = (await session.exec(select(func.count()).select_from(Outcome))).one()
         n_sample = (await session.exec(select(func.count()).select_from(Sample))).one()
-        cost = (await session.exec(select(func.coalesce(func.sum(Outcome.cost_usd), 0.0)))).one()
-    return int(n_out), int(n_sample), float(cost or 0.0)
+        cost = (await session.exec(select(func.coalesce(func.sum(Outcome.cost_nusd), 0)))).one()
+    return int(n_out), int(n_sample), float(cost or 0) / 1e9
 
 
 async def test_sampled_outcome_is_priced_and_queued(service: Service) -> None:
@@ -64,7 +64,7 @@ async def test_sampled_outcome_is_priced_and_queued(service: Service) -> None:
     assert resp.status_code == 200, resp.text
     result = resp.json()["results"][0]
     # Cached tokens at gpt-4o-mini prices: 86 x 0.15 + 1920 x 0.075 + 300 x 0.60, per million.
-    assert result["cost_usd"] == pytest.approx((86 * 0.15 + 1920 * 0.075 + 300 * 0.60) / 1e6)
+    assert result["cost_usd"] == 0.0003369  # exact: a number with at most 9 decimals
     assert result["sample_queued"] is True
     async with service.sessions() as session:
         sample = (await session.exec(select(Sample))).one()
@@ -144,4 +144,4 @@ async def test_unpriced_model_cost_is_null(service: Service) -> None:
     assert result["note"] == "unpriced model"
     async with service.sessions() as session:
         row = (await session.exec(select(Outcome))).one()
-    assert row.cost_usd is None
+    assert row.cost_nusd is None

@@ -680,7 +680,7 @@ async def test_grading_job_end_to_end(
         assert (grade.verdict, grade.parse_status, grade.score) == expected[marker], decision_id
         assert grade.reference_model == ("gpt-4o" if api == "openai" else "claude-3-5-sonnet")
         assert (grade.input_tokens, grade.output_tokens) == (n * tokens_in, n * 300)
-        assert grade.cost_usd == pytest.approx(n * usd, abs=1e-12)
+        assert grade.cost_nusd == round(n * usd * 1e9)
     assert {h.body["model"] for h in wire.hits(OPENAI_PATH)} == {"gpt-4o"}
     assert {h.body["model"] for h in wire.hits(ANTHROPIC_PATH)} == {"claude-3-5-sonnet"}
 

@@ -21,6 +21,7 @@ from evaluator.models import EscalationEvent, Grade
 from evaluator.parsing import final_number, numbers_match
 from router.db import make_engine, session_factory
 from router.models import Decision, Outcome, Sample
+from router.money import usd
 from tests.conftest import DATASETS, ROOT, SHARED_DATA
 from tierwise.cli import app
 
@@ -174,7 +175,7 @@ async def _stored(url: str) -> tuple[list[tuple[object, ...]], list[tuple[object
                 )
             ).all()
             outcomes = [
-                (o.decision_id, o.served_model, o.input_tokens, o.output_tokens, o.cost_usd)
+                (o.decision_id, o.served_model, o.input_tokens, o.output_tokens, usd(o.cost_nusd))
                 for o in (await session.exec(select(Outcome))).all()
             ]
     finally:

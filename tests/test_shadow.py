@@ -19,7 +19,7 @@ from evaluator.service import provider_env
 from router.db import utcnow
 from router.models import Decision, Outcome, RoutingEntry, Sample, TaskClass
 from router.policy import ModelPrice
-from router.pricing import Usage, cost_usd
+from router.pricing import Usage, cost_nusd
 from router.providers.base import ChatRequest, ChatResponse, Provider
 from router.sampling import is_sampled
 from router.tokens import estimate_message_tokens, estimate_text_tokens
@@ -91,16 +91,16 @@ async def test_an_escalated_class_is_probed_by_the_cheaper_model(database_url: s
                 input_tokens=estimate_message_tokens(item.messages),
                 output_tokens=estimate_text_tokens(recorded.text),
             )
-            cheap_usd = cost_usd(cheap, _model(MIXTRAL))
-            assert cheap_usd is not None and cheap_usd > 0
+            cheap_nusd = cost_nusd(cheap, _model(MIXTRAL))
+            assert cheap_nusd is not None and cheap_nusd > 0
             twin = normal.get(item_id)
             if twin is None:  # this item was not sampled before the escalation
                 continue
             twins += 1
             assert g.input_tokens == twin.input_tokens + cheap.input_tokens
             assert g.output_tokens == twin.output_tokens + cheap.output_tokens
-            assert twin.cost_usd is not None and g.cost_usd is not None
-            assert g.cost_usd == pytest.approx(twin.cost_usd + cheap_usd)
+            assert twin.cost_nusd is not None and g.cost_nusd is not None
+            assert g.cost_nusd == twin.cost_nusd + cheap_nusd  # exact: whole nano-USD
         assert twins > 0
         # No outcome was created by a probe: one per request sent.
         assert outcomes == 1200 + 600
@@ -181,11 +181,11 @@ async def test_shadow_agreement_brings_the_class_back(
                 state = await class_state(session, MATH, now=now + timedelta(hours=1))
             assert {(g.model, g.shadow, g.verdict) for g in grades} == {(MIXTRAL, True, "agree")}
             mixtral, gpt4 = (
-                cost_usd(Usage(input_tokens=100, output_tokens=10), _model(m))
+                cost_nusd(Usage(input_tokens=100, output_tokens=10), _model(m))
                 for m in (MIXTRAL, GPT4)
             )
             assert mixtral is not None and gpt4 is not None
-            assert [g.cost_usd for g in grades] == pytest.approx([mixtral + gpt4] * 600)
+            assert [g.cost_nusd for g in grades] == [mixtral + gpt4] * 600
             assert {(g.input_tokens, g.output_tokens) for g in grades} == {(200, 20)}
             # The way-back statistic counts them; GPT-4's own window holds none.
             assert (state.cheaper, state.state.dn, state.state.dk) == (MIXTRAL, 600, 0)

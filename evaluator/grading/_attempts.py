@@ -10,7 +10,7 @@ NO_VERDICT = ("invalid", "refused")
 """Verdicts that are no verdict: the first such grade of a sample is retried once."""
 
 
-def requeue_without_verdict(row: Sample, result: GradeResult, cost: float | None) -> bool:
+def requeue_without_verdict(row: Sample, result: GradeResult, cost: int | None) -> bool:
     """Requeue ``row`` for its one retry if ``result`` has no verdict and no earlier attempt
     had one either (the spend of this attempt goes to ``row.earlier_*``, the job's own
     columns). True when requeued."""
@@ -19,17 +19,17 @@ def requeue_without_verdict(row: Sample, result: GradeResult, cost: float | None
     row.earlier_verdict = result.verdict
     row.earlier_input_tokens = result.usage.total_input_tokens
     row.earlier_output_tokens = result.usage.output_tokens
-    row.earlier_cost_usd = cost
+    row.earlier_cost_nusd = cost
     row.status, row.lease_until = "queued", None
     return True
 
 
-def spend(row: Sample, result: GradeResult, cost: float | None) -> tuple[int, int, float | None]:
-    """(input tokens, output tokens, USD) of the final grade: this attempt plus an earlier one
-    that had no verdict; USD is None (unpriced) if either attempt is."""
+def spend(row: Sample, result: GradeResult, cost: int | None) -> tuple[int, int, int | None]:
+    """(input tokens, output tokens, nano-USD) of the final grade: this attempt plus an earlier
+    one that had no verdict; the cost is None (unpriced) if either attempt's is."""
     tokens_in, tokens_out = result.usage.total_input_tokens, result.usage.output_tokens
     if row.earlier_verdict is None:
         return tokens_in, tokens_out, cost
-    earlier = row.earlier_cost_usd
+    earlier = row.earlier_cost_nusd
     total = None if cost is None or earlier is None else cost + earlier
     return tokens_in + row.earlier_input_tokens, tokens_out + row.earlier_output_tokens, total

@@ -29,8 +29,9 @@ from evaluator.parsing import no_verdict_status
 from router.db import dialect_of, utcnow
 from router.dialect import insert_ignore
 from router.models import RoutingEntry, Sample
+from router.money import usd
 from router.policy import Policy
-from router.pricing import Usage, cost_usd
+from router.pricing import Usage, cost_nusd
 from router.providers import Deferred, ProviderError
 from router.table import latest_policy
 
@@ -51,7 +52,12 @@ class GradingRun:
     deferred: int = 0
     retried: int = 0
     lost_leases: int = 0
-    cost_usd: float = 0.0
+    cost_nusd: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        """``cost_nusd`` in USD."""
+        return usd(self.cost_nusd) or 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +149,7 @@ async def grade_pending(
     attempt requeues the sample once; the second attempt's grade is final.
 
     Shadow samples (:func:`shadow_model`) are graded on the cheaper model's answer and stored
-    with ``model`` = the cheaper model and ``shadow`` = true; their tokens and ``cost_usd`` add
+    with ``model`` = the cheaper model and ``shadow`` = true; their tokens and ``cost_nusd`` add
     the cheaper model's call (priced at its catalog price) to the reference model's calls. That
     is grading spend: it creates no outcome and no serving cost."""
     run = GradingRun()
@@ -212,14 +218,14 @@ async def grade_pending(
                         log.warning("grading %s failed: %s", sample.decision_id, error)
                     continue
                 price = catalog.get(reference)
-                cost = cost_usd(result.usage, price)
+                cost = cost_nusd(result.usage, price)
                 if graded.shadow is not None:
                     # The cheaper model's answer, at its own catalog price (grading spend).
                     cheap_usage = graded.shadow_usage or Usage()
-                    cheap_cost = cost_usd(cheap_usage, catalog.get(graded.shadow))
+                    cheap_cost = cost_nusd(cheap_usage, catalog.get(graded.shadow))
                     cost = None if cost is None or cheap_cost is None else cost + cheap_cost
                     result = replace(result, usage=add_usage(result.usage, cheap_usage))
-                run.cost_usd += cost or 0.0
+                run.cost_nusd += cost or 0
                 if requeue_without_verdict(row, result, cost):
                     run.retried += 1
                     continue
@@ -240,7 +246,7 @@ async def grade_pending(
                         raw_output=result.raw_output,
                         input_tokens=tokens_in,
                         output_tokens=tokens_out,
-                        cost_usd=cost,
+                        cost_nusd=cost,
                         decided_at=sample.decided_at,
                         created_at=utcnow(),
                     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from router.errors import TierwiseError
-from tierwise.cli import classes, costs, db, evaluate, keys, policy, replay, serve
+from tierwise.cli import classes, costs, db, evaluate, keys, policy, prices, replay, serve
 from tierwise.cli._common import print_error
 
 app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
@@ -21,6 +21,7 @@ app.command()(serve.serve)
 app.command()(serve.worker)
 app.command()(replay.replay)
 app.command()(replay.report)
+app.command()(prices.prices)
 app.add_typer(policy.app, name="policy")
 app.add_typer(db.app, name="db")
 app.add_typer(evaluate.app, name="eval")
