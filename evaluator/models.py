@@ -5,7 +5,7 @@ lists nested inside are read-only."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -123,3 +123,27 @@ class JobRun(JSONTrackingModel, table=True):
     worker: str = Field(max_length=128)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+
+
+class GradingBudgetRow(SQLModel, table=True):
+    """One UTC day of the grading budget for one scope (``*`` = global, else a task class).
+
+    Money is integer nano-USD (1 USD = 10**9), so reservations add and subtract exactly:
+    ``limit_nusd`` is the policy's ``grading_budget_usd_per_day`` last applied to the row,
+    ``reserved_nusd`` the estimates of calls in flight, ``spent_nusd`` the settled actual cost.
+    Only :mod:`evaluator.grading._budget` writes it, with conditional updates
+    (``reserved + spent + x <= limit``)."""
+
+    __tablename__ = "grading_budget"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "reserved_nusd >= 0 AND spent_nusd >= 0", name="ck_grading_budget_nonneg"
+        ),
+    )
+
+    scope: str = Field(primary_key=True, max_length=200)
+    day: date = Field(primary_key=True, sa_type=sa.Date)
+    limit_nusd: int = Field(sa_type=sa.BigInteger)
+    reserved_nusd: int = Field(default=0, sa_type=sa.BigInteger)
+    spent_nusd: int = Field(default=0, sa_type=sa.BigInteger)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -47,6 +47,8 @@ JsonFieldMode = Literal["auto", "exact", "numeric", "raw", "unordered"]
 # (llama-3.1-8b class models, ~0.02-0.06 USD per 1M) is well above it.
 MIN_NONZERO_PRICE_PER_MTOK = Decimal("0.001")
 MAX_PRICE_PER_MTOK = Decimal(1000)
+# A daily grading budget above this (USD) is a typo, and it keeps nano-USD within a bigint.
+MAX_GRADING_BUDGET_USD = 1_000_000.0
 
 
 class _Strict(BaseModel):
@@ -189,6 +191,13 @@ class ClassSettings(_Strict):
     deescalate_windows: int = Field(default=3, ge=1)
     window_hours: float = Field(default=24.0, gt=0, allow_inf_nan=False)
     escalate_to: Literal["next", "top"] = "next"
+    # The class's daily grading budget (USD per UTC day; None = unlimited): reference calls,
+    # judge calls and shadow probes of this class are admitted only while their estimated cost
+    # fits what is left (evaluator.grading._budget). The policy's top-level setting of the same
+    # name caps every class together.
+    grading_budget_usd_per_day: float | None = Field(
+        default=None, ge=0, le=MAX_GRADING_BUDGET_USD, allow_inf_nan=False
+    )
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:
@@ -238,6 +247,13 @@ class PolicyFile(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     defaults: ClassSettings = Field(default_factory=ClassSettings)
     classes: list[ClassOverride] = Field(default_factory=list)
+    grading_budget_usd_per_day: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_GRADING_BUDGET_USD,
+        allow_inf_nan=False,
+        description="grading spend of every class together, USD per UTC day (None = unlimited)",
+    )
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict,
         description="model -> the models the gateway tries next, in order, when a call to it "

@@ -52,6 +52,7 @@ TABLES = (
     "job_run",
     "task_class",
     "api_key",
+    "grading_budget",
 )
 
 

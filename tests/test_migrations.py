@@ -219,6 +219,16 @@ SEEDERS: dict[str, list[Row]] = {
             "revoked_at": None,
         }
     ],
+    "grading_budget": [
+        {
+            "scope": "*",
+            "day": AT.date(),
+            "limit_nusd": 5_000_000_000,
+            "reserved_nusd": 0,
+            "spent_nusd": 1_250_000_000,
+            "updated_at": AT,
+        }
+    ],
 }
 
 

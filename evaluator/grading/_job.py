@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -22,6 +23,7 @@ from evaluator.graders import (
     no_verdict,
 )
 from evaluator.grading._attempts import requeue_without_verdict, spend
+from evaluator.grading._budget import BudgetHeld, GradingBudget, hold
 from evaluator.grading._probes import shadow_model
 from evaluator.grading._queue import MAX_TRANSIENT_FAILURES, TRANSIENT_BACKOFF_S, claim_samples
 from evaluator.models import Grade
@@ -53,6 +55,8 @@ class GradingRun:
     retried: int = 0
     lost_leases: int = 0
     cost_nusd: int = 0
+    budget_held: int = 0
+    """Samples released back to the queue because a grading budget had no room (not failed)."""
 
     @property
     def cost_usd(self) -> float:
@@ -78,13 +82,16 @@ async def _grade_one(
     policy: Policy,
     env: GraderEnv,
     gate: asyncio.Semaphore,
-    shadow: str | None = None,
+    shadow: str | None,
+    budget: GradingBudget,
 ) -> _Graded:
     """Grade one sample with its class's grader; a provider failure is returned, not raised.
 
     With ``shadow`` (a cheaper model, :func:`shadow_model`), first ask that model for its answer
     to the sample's input messages through ``env.provider_for(shadow)``, then grade that answer
-    in place of the served one. A cheaper answer that is empty, truncated or refused is a grade
+    in place of the served one. Every stage's calls go through ``budget`` (sent as they are
+    when no grading budget applies; a :class:`BudgetHeld` is returned as the error). A cheaper
+    answer that is empty, truncated or refused is a grade
     without a verdict (parse status ``shadow_`` + the reason).
     """
     settings = policy.settings_for(sample.task_class)
@@ -102,14 +109,14 @@ async def _grade_one(
         try:
             if shadow is not None:
                 probe = answer_request(view, shadow, max_tokens=SHADOW_MAX_TOKENS)
-                cheap = await env.provider_for(shadow).complete(probe)
+                cheap = await budget.complete(sample.task_class, probe, env)
                 shadow_usage = cheap.usage
                 missing = no_verdict_status(cheap.text, cheap.finish_reason)
                 if missing is not None:
                     result = no_verdict(f"shadow_{missing}", cheap.text, Usage())
                     return _Graded(sample, reference, result, None, shadow, shadow_usage)
                 view = replace(view, model=shadow, output_text=cheap.text)
-            result = await GRADERS[settings.grader].grade(view, settings, reference, env)
+            result = await budget.grade(GRADERS[settings.grader], view, settings, reference, env)
         except ProviderError as exc:
             return _Graded(sample, reference, None, exc, shadow)
         except Exception as exc:  # a grader bug or input it cannot read: this sample fails alone
@@ -138,6 +145,7 @@ async def grade_pending(
     concurrency: int = 8,
     lease_s: float = 600.0,
     max_batches: int | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> GradingRun:
     """Grade queued samples until none are left (or ``max_batches``). Returns counts and the
     grading spend in USD. A transient provider failure leaves the sample claimed for a back-off
@@ -151,14 +159,19 @@ async def grade_pending(
     Shadow samples (:func:`shadow_model`) are graded on the cheaper model's answer and stored
     with ``model`` = the cheaper model and ``shadow`` = true; their tokens and ``cost_nusd`` add
     the cheaper model's call (priced at its catalog price) to the reference model's calls. That
-    is grading spend: it creates no outcome and no serving cost."""
+    is grading spend: it creates no outcome and no serving cost.
+
+    Grading budgets (policy ``grading_budget_usd_per_day``, global and per class, USD per UTC
+    day of ``clock``): every stage's calls are reserved first (:mod:`._budget`); a sample whose
+    stage does not fit is released to ``queued`` until the next UTC day (or a short retry),
+    keeps its attempts and is counted in ``budget_held``."""
     run = GradingRun()
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
         async with sessions() as session:
             policy = await latest_policy(session)
-            samples = await claim_samples(session, limit=batch_size, lease_s=lease_s)
+            samples = await claim_samples(session, limit=batch_size, lease_s=lease_s, now=clock())
             catalog = {}
             if policy is not None:
                 catalog = {m.name: m for m in policy.spec.models}
@@ -175,9 +188,10 @@ async def grade_pending(
             break
         run.claimed += len(samples)
         gate = asyncio.Semaphore(concurrency)
+        budget = GradingBudget(sessions, policy, clock=clock)
         outcomes = await asyncio.gather(
             *(
-                _grade_one(s, policy, env, gate, _answering_model(policy, s, entries))
+                _grade_one(s, policy, env, gate, _answering_model(policy, s, entries), budget)
                 for s in samples
             )
         )
@@ -203,7 +217,10 @@ async def grade_pending(
                 if result is None:
                     assert error is not None
                     now = utcnow()
-                    if isinstance(error, Deferred):
+                    if isinstance(error, BudgetHeld):
+                        run.budget_held += 1
+                        hold(row, error)
+                    elif isinstance(error, Deferred):
                         # Keep it claimed until the provider's hint has passed: the next run
                         # after that picks it up again (claim_samples takes expired leases).
                         run.deferred += 1

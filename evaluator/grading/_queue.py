@@ -4,7 +4,7 @@ the write-back's fencing token."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,21 +26,26 @@ MAX_CLAIMS = 5
 holding it, lost leases, transient errors)."""
 
 
-async def claim_samples(session: AsyncSession, *, limit: int, lease_s: float) -> list[Sample]:
+async def claim_samples(
+    session: AsyncSession, *, limit: int, lease_s: float, now: datetime | None = None
+) -> list[Sample]:
     """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) for
     ``lease_s`` seconds, and commit. A sample whose lease has expired ``MAX_CLAIMS`` times
     (a worker kept dying on it) is marked ``failed`` instead of being claimed again.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same sample.
     SQLite takes no row locks: one process owns an embedded database. The claim's
-    ``lease_until`` is its token: the write-back only touches rows still holding it.
+    ``lease_until`` is its token: the write-back only touches rows still holding it. A queued
+    sample with a lease (held back by the grading budget) waits until that lease has passed.
+    ``now``: the current UTC time (default: the clock).
     """
-    now = utcnow()
+    now = now or utcnow()
     stmt = (
         select(Sample)
         .where(
             or_(
-                col(Sample.status) == "queued",
+                (col(Sample.status) == "queued")
+                & (col(Sample.lease_until).is_(None) | (col(Sample.lease_until) <= now)),
                 (col(Sample.status) == "claimed") & (col(Sample.lease_until) < now),
             )
         )
