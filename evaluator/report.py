@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.escalation import ClassState, class_states
+from evaluator.grading import waiting_on_budget
 from evaluator.models import EscalationEvent, Grade
 from router.models import Decision, Outcome
 from router.money import usd
@@ -87,6 +89,8 @@ class Books:
     unpriced_grades: int
     premium_model: str
     premium_nusd: int
+    waiting_on_budget: int = 0
+    """Samples queued that wait for a grading budget with room (not graded yet, not dropped)."""
 
     @property
     def total_nusd(self) -> int:
@@ -172,8 +176,9 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
     ]
 
 
-async def books(session: AsyncSession) -> Books:
-    """The books over every outcome and grade recorded."""
+async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
+    """The books over every outcome and grade recorded, and the samples waiting on a grading
+    budget at ``now`` (default: now, UTC)."""
     policy = await latest_policy(session)
     if policy is None:
         return Books(0, 0, 0, 0, 0, "", 0)
@@ -225,4 +230,5 @@ async def books(session: AsyncSession) -> Books:
         unpriced_grades=int(grades[0]) - int(grades[1]),
         premium_model=premium_model,
         premium_nusd=premium,
+        waiting_on_budget=await waiting_on_budget(session, now=now),
     )

@@ -26,6 +26,7 @@ from evaluator.grading._budget import (
     waiting_on_budget,
 )
 from evaluator.models import GradingBudgetRow
+from evaluator.report import books
 from router.errors import PolicyError
 from router.models import Sample
 from router.policy import Policy, builtin_policy_path, parse_policy
@@ -226,6 +227,7 @@ async def test_a_spent_budget_makes_samples_wait_until_the_next_day(
     async with sessions() as session:
         rows = {s.decision_id: s for s in (await session.exec(select(Sample))).all()}
         assert await waiting_on_budget(session, now=now) == held
+        assert (await books(session, now=now)).waiting_on_budget == held
     waiting = [d for d, s in rows.items() if s.status == "queued"]
     assert len(waiting) == held and "s-3" in waiting
     for d in waiting:  # not dropped, no attempt used up, back on the next UTC day

@@ -15,6 +15,7 @@ back reads (:func:`evaluator.escalation.window_counts` with ``shadow=True``).
 
 from __future__ import annotations
 
+from evaluator.grading._budget import waiting_on_budget
 from evaluator.grading._job import SHADOW_MAX_TOKENS, GradingRun, grade_pending
 from evaluator.grading._probes import SHADOW_FRACTION, SHADOW_SALT, shadow_model
 from evaluator.grading._queue import (
@@ -35,4 +36,5 @@ __all__ = [
     "claim_samples",
     "grade_pending",
     "shadow_model",
+    "waiting_on_budget",
 ]

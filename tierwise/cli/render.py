@@ -159,7 +159,12 @@ def render_books(b: Books, requests: int) -> str:
         f" (unpriced: {b.unpriced_outcomes})",
         f"serving cost:  ${b.serving_usd:,.4f}",
         f"grading spend: ${b.grading_usd:,.4f}"
-        + (f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else ""),
+        + (f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else "")
+        + (
+            f" ({b.waiting_on_budget} samples wait on the grading budget)"
+            if b.waiting_on_budget
+            else ""
+        ),
         f"total:         ${b.total_usd:,.4f}",
         f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
