@@ -143,6 +143,10 @@ class ClassSettings(_Strict):
     deescalate_windows: int = Field(default=3, ge=1)
     window_hours: float = Field(default=24.0, gt=0, allow_inf_nan=False)
     escalate_to: Literal["next", "top"] = "next"
+    # How the class's grading calls reach the reference model: "realtime" (one call at a time,
+    # the grading job) or "batch" (the providers' batch APIs at the catalog's batch_discount,
+    # evaluator.grading.batch: cheaper, but a verdict may take up to the 24 h window).
+    grading: Literal["realtime", "batch"] = "realtime"
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:
