@@ -29,7 +29,7 @@ from evaluator.escalation import EscalationRun, run_escalation
 from evaluator.escalation.tasks import escalation_job
 from evaluator.graders import GraderEnv
 from evaluator.grading import GradingRun, grade_pending
-from evaluator.grading.tasks import grading_job
+from evaluator.grading.tasks import batch_grading_jobs, grading_job
 from router.jobs import Job
 from router.providers.base import Provider
 
@@ -117,8 +117,9 @@ class Evaluator:
         return f"{socket.gethostname()}:{os.getpid()}"
 
     def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
-        """The control plane's scheduled jobs, each declared by its domain: grading
-        (``evaluator.grading.tasks``) and escalation (``evaluator.escalation.tasks``)."""
+        """The control plane's scheduled jobs, each declared by its domain: grading and batch
+        grading's submit and poll (``evaluator.grading.tasks``; every ``grading_interval_s``)
+        and escalation (``evaluator.escalation.tasks``)."""
         return [
             grading_job(
                 self._sessions,
@@ -128,5 +129,6 @@ class Evaluator:
                 concurrency=self._concurrency,
                 lease_s=self._lease_s,
             ),
+            *batch_grading_jobs(self._sessions, self.load_env, interval_s=grading_interval_s),
             escalation_job(self._sessions, interval_s=escalation_interval_s, worker=self.worker),
         ]
