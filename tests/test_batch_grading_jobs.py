@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GraderEnv
-from evaluator.grading.batch import poll_batches, submit_batches
+from evaluator.grading.batch import custom_id_of, poll_batches, submit_batches
 from evaluator.models import Grade, GradingBatch, GradingBatchItem, GradingCost
 from router.db import utcnow
 from router.models import Sample
@@ -328,3 +328,139 @@ async def test_a_results_file_read_twice_is_booked_once(
     assert samples == {"t1": "graded"} and len(grades) == 1
     assert [c.cost_usd for c in costs] == [pytest.approx(PRICED[provider])]
     assert grades["t1"].cost_usd == pytest.approx(PRICED[provider])
+
+
+def verdict_json(winner: str) -> str:
+    return json.dumps({"explanation": "compared", "verdict": winner})
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_pairwise_judge_runs_stage_by_stage_through_batches(
+    sessions: async_sessionmaker[AsyncSession], setup: Setup, provider: str
+) -> None:
+    answers = {"w-worse": "poem worse", "w-flip": "poem flip"}
+    await seed(sessions, REFERENCE[provider], answers, grader="judge_pairwise")
+    # Judge order A puts the graded answer first, order B the reference answer first.
+    winners = {"poem worse": {"A": "B", "B": "A"}, "poem flip": {"A": "A", "B": "A"}}
+    # A custom id starts with a digest of its decision id (the reference call carries only
+    # the question, so the answer text cannot tell the samples apart).
+    marker_by_digest = {custom_id_of(d, 0, "").split("-")[0]: t for d, t in answers.items()}
+    keys_per_batch: list[list[str]] = []
+
+    def make(submitted: list[tuple[str, dict[str, Any]]]) -> Rows:
+        keys_per_batch.append(sorted({c.split("-", 2)[2] for c, _ in submitted}))
+        rows = []
+        for custom_id, request in submitted:
+            key = custom_id.split("-", 2)[2]
+            marker = marker_by_digest[custom_id.split("-")[0]]
+            if key == "reference":
+                text = f"the reference poem for {marker.split()[1]}"
+            else:  # built from the first stage's answer: both texts are in the prompt
+                assert f"the reference poem for {marker.split()[1]}" in json.dumps(request)
+                assert marker in json.dumps(request)
+                text = verdict_json(winners[marker][key.removeprefix("judge_")])
+            rows.append(ok_line(provider, custom_id, text))
+        return rows
+
+    script(setup, provider, make)
+    assert (await submit_batches(sessions, setup.env)).submitted == 1
+    first = await poll_batches(sessions, setup.env)
+    # The reference answers came back; the two judge orders went out as the next stage.
+    assert (first.ended, first.answered, first.graded, first.submitted) == (1, 2, 0, 1)
+    samples, grades, costs = await state(sessions)
+    assert set(samples.values()) == {"claimed"} and not grades and len(costs) == 2
+    second = await poll_batches(sessions, setup.env)
+    assert (second.ended, second.answered, second.graded, second.submitted) == (1, 4, 2, 0)
+    assert keys_per_batch == [["reference"], ["judge_A", "judge_B"]]
+    samples, grades, costs = await state(sessions)
+    assert set(samples.values()) == {"graded"}
+    assert (grades["w-worse"].verdict, grades["w-worse"].score) == ("disagree", 0.0)
+    assert (grades["w-flip"].verdict, grades["w-flip"].parse_status) == ("agree", "position_flip")
+    assert "the reference poem for worse" in grades["w-worse"].raw_output
+    assert len(costs) == 6  # a reference answer and two judgments per sample, each booked once
+    for decision_id in answers:  # three calls of 1000 in / 200 out at the batch rate
+        assert grades[decision_id].cost_usd == pytest.approx(3 * PRICED[provider])
+        assert (grades[decision_id].input_tokens, grades[decision_id].output_tokens) == (3000, 600)
+    async with sessions() as session:
+        items = (await session.exec(select(GradingBatchItem))).all()
+    assert sorted((i.decision_id, i.stage, i.key) for i in items) == sorted(
+        (d, stage, key)
+        for d in answers
+        for stage, key in ((1, "reference"), (2, "judge_A"), (2, "judge_B"))
+    )
+
+
+async def test_a_batch_open_past_its_deadline_sends_its_samples_back_to_the_queue(
+    sessions: async_sessionmaker[AsyncSession], setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    await seed(sessions, "gpt-4o", {"s-1": "poem slow one", "s-2": "poem slow two"})
+    setup.wire.openai_outcome = lambda lines: ("in_progress", None, None)
+    assert (await submit_batches(sessions, setup.env)).submitted == 1
+    still = await poll_batches(sessions, setup.env)
+    assert (still.ended, still.requeued) == (0, 0)
+    samples, _, _ = await state(sessions)
+    assert set(samples.values()) == {"claimed"}
+    async with sessions() as session:
+        batch = (await session.exec(select(GradingBatch))).one()
+        assert (batch.status, batch.provider_status) == ("submitted", "in_progress")
+        batch.deadline = utcnow() - timedelta(seconds=1)
+        await session.commit()
+    with caplog.at_level(logging.WARNING, logger="evaluator.grading.batch"):
+        run = await poll_batches(sessions, setup.env)
+    assert (run.ended, run.requeued, run.graded) == (0, 2, 0)
+    samples, grades, costs = await state(sessions)
+    assert samples == {"s-1": "queued", "s-2": "queued"} and not grades and not costs
+    assert "abandoned past its deadline" in caplog.text
+    async with sessions() as session:
+        batch = (await session.exec(select(GradingBatch))).one()
+    assert batch.status == "abandoned"
+    # Back in the queue, they go out in a new batch and are graded when it answers.
+    script(setup, "openai", lambda sub: [ok_line("openai", c, "Rating: [[8]]") for c, _ in sub])
+    assert (await submit_batches(sessions, setup.env)).submitted == 1
+    assert (await poll_batches(sessions, setup.env)).graded == 2
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_an_expired_or_canceled_batch_sends_its_unanswered_samples_back_to_the_queue(
+    sessions: async_sessionmaker[AsyncSession], setup: Setup, provider: str
+) -> None:
+    answers = {"e-done": "poem answered", "e-late": "poem never ran", "e-gone": "poem absent"}
+    await seed(sessions, REFERENCE[provider], answers)
+    markers = list(answers.values())
+    if provider == "openai":
+
+        def openai_outcome(lines: Rows) -> tuple[str, Rows | None, Rows | None]:
+            out, errors = [], []
+            for line in lines:
+                which = marker_of(line, markers)
+                if which == "poem answered":
+                    out.append(openai_ok(line["custom_id"], "Rating: [[8]]", 1000, 200))
+                elif which == "poem never ran":
+                    error = {"code": "batch_expired", "message": "not run in 24h"}
+                    errors.append(
+                        {"custom_id": line["custom_id"], "response": None, "error": error}
+                    )
+            return "expired", out, errors  # the third id is in neither file
+
+        setup.wire.openai_outcome = openai_outcome
+    else:
+
+        def anthropic_outcome(requests: Rows) -> Rows:
+            rows = []
+            for request in requests:
+                which = marker_of(request, markers)
+                if which == "poem answered":
+                    rows.append(anthropic_succeeded(request["custom_id"], "[[8]]", 1000, 200))
+                elif which == "poem never ran":
+                    rows.append({"custom_id": request["custom_id"], "result": {"type": "canceled"}})
+            return rows  # the third id never comes back
+
+        setup.wire.anthropic_outcome = anthropic_outcome
+    await submit_batches(sessions, setup.env)
+    run = await poll_batches(sessions, setup.env)
+    assert (run.ended, run.graded, run.requeued, run.failed) == (1, 1, 2, 0)
+    samples, grades, costs = await state(sessions)
+    assert samples == {"e-done": "graded", "e-late": "queued", "e-gone": "queued"}
+    assert set(grades) == {"e-done"}
+    assert [c.decision_id for c in costs] == ["e-done"]  # partial results kept and booked
+    assert costs[0].cost_usd == pytest.approx(PRICED[provider])
