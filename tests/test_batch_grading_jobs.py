@@ -23,6 +23,7 @@ from evaluator.datasets import load_judge_prompts
 from evaluator.graders import GraderEnv
 from evaluator.grading.batch import custom_id_of, poll_batches, submit_batches
 from evaluator.models import Grade, GradingBatch, GradingBatchItem, GradingCost
+from evaluator.report import verdict_delays
 from router.db import utcnow
 from router.models import Sample
 from router.policy import builtin_policy_path, parse_policy
@@ -278,6 +279,10 @@ async def test_reordered_results_match_by_custom_id_and_an_unknown_id_is_rejecte
     assert all(ratings[answers[d]] in g.raw_output for d, g in grades.items())
     assert sorted(c.decision_id for c in costs) == ["g1", "g2", "g3"]  # g9 booked nowhere
     assert "unknown custom_id 'g9'" in caplog.text
+    async with sessions() as session:  # the report's time from sample to verdict, per mode
+        delays = await verdict_delays(session)
+    assert [(d.mode, d.grades) for d in delays] == [("batch", 3)]
+    assert 0 <= delays[0].median_s <= delays[0].p90_s
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
