@@ -770,9 +770,7 @@ async def test_with_keys_the_gateway_needs_one_with_route_and_records_its_caller
         async with openai.AsyncOpenAI(
             base_url=f"{gw.url}/v1", api_key=router_key.key, max_retries=0
         ) as client:
-            reply = await client.chat.completions.create(
-                model="tierwise/classify", messages=HELLO
-            )
+            reply = await client.chat.completions.create(model="tierwise/classify", messages=HELLO)
         assert reply.choices[0].message.content == "spam"
         # The caller's key never goes upstream: tierwise sends its own provider key.
         assert gw.wire.hits(OPENAI_PATH)[0].headers["authorization"] == "Bearer sk-upstream"

@@ -590,12 +590,27 @@ async def test_job_state_moves_out_of_caller_metadata_and_back(empty_url: str) -
         "cost_usd": 0.0013,
     }
     samples = [
-        {**base, "decision_id": "m-0", "status": "queued", "attempts": 1,
-         "meta": {"item_id": "q-0", "first_attempt": job_attempt}},
-        {**base, "decision_id": "m-1", "status": "queued", "attempts": 0,  # never claimed: forged
-         "meta": {"first_attempt": {**job_attempt, "cost_usd": 42}}},
-        {**base, "decision_id": "m-2", "status": "graded", "attempts": 1,
-         "meta": {"first_attempt": {"input_tokens": None}}},  # malformed
+        {
+            **base,
+            "decision_id": "m-0",
+            "status": "queued",
+            "attempts": 1,
+            "meta": {"item_id": "q-0", "first_attempt": job_attempt},
+        },
+        {
+            **base,
+            "decision_id": "m-1",
+            "status": "queued",
+            "attempts": 0,  # never claimed: forged
+            "meta": {"first_attempt": {**job_attempt, "cost_usd": 42}},
+        },
+        {
+            **base,
+            "decision_id": "m-2",
+            "status": "graded",
+            "attempts": 1,
+            "meta": {"first_attempt": {"input_tokens": None}},
+        },  # malformed
     ]
     async with _connect(empty_url) as conn:
         meta = await conn.run_sync(_reflect)
