@@ -147,3 +147,78 @@ class GradingBudgetRow(SQLModel, table=True):
     reserved_nusd: int = Field(default=0, sa_type=sa.BigInteger)
     spent_nusd: int = Field(default=0, sa_type=sa.BigInteger)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class GradingBatch(SQLModel, table=True):
+    """One provider batch of grading calls for one model (``evaluator.grading.batch``).
+
+    ``status``: ``submitted`` -> ``ended`` (results read) | ``abandoned`` (never finished by
+    its deadline; its samples went back to the queue). ``provider_status`` is the provider's
+    own word at the last poll. Counts are items: ``requests`` submitted, then ``succeeded``,
+    ``errored`` and ``expired`` (expired, canceled or missing from the results) once ended.
+    """
+
+    __tablename__ = "grading_batch"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_batch_id", name="uq_grading_batch_provider_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=128)
+    provider_batch_id: str = Field(max_length=128)
+    status: str = Field(default="submitted", max_length=16, index=True)
+    provider_status: str = Field(default="submitted", max_length=32)
+    submitted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    deadline: datetime = Field(sa_type=UTCDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    requests: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    expired: int = 0
+
+
+class GradingBatchItem(JSONTrackingModel, table=True):
+    """One grading call inside a :class:`GradingBatch`: the sample it grades, the stage of the
+    grader it belongs to (1 = first) and the request key in that stage (``reference``,
+    ``judge_A``, ``shadow`` ...). ``lease_until`` is the sample's claim when submitted (the
+    write-back's fencing token). ``status``: ``pending`` -> ``answered`` (``response`` holds
+    the reply: text, model, finish reason, usage in tokens) | ``failed`` | ``requeued``."""
+
+    __tablename__ = "grading_batch_item"
+    __table_args__ = (
+        sa.UniqueConstraint("batch_id", "custom_id", name="uq_grading_batch_item_custom_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="grading_batch.id", index=True)
+    custom_id: str = Field(max_length=64)
+    decision_id: str = Field(foreign_key="sample.decision_id", max_length=64, index=True)
+    stage: int
+    key: str = Field(max_length=64)
+    lease_until: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="pending", max_length=16)
+    response: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+
+
+class GradingCost(SQLModel, table=True):
+    """The spend of one answered batch item, booked once: the unique (provider batch id,
+    custom id) makes a result read twice one row. Tokens; nano-USD (exact, as every stored
+    amount: ``router.money``) after the catalog's ``batch_discount`` (NULL = unpriced)."""
+
+    __tablename__ = "grading_cost"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "provider_batch_id", "custom_id", name="uq_grading_cost_batch_custom_id"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_batch_id: str = Field(max_length=128)
+    custom_id: str = Field(max_length=64)
+    decision_id: str = Field(foreign_key="sample.decision_id", max_length=64, index=True)
+    model: str = Field(max_length=128)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nusd: int | None = Field(default=None, sa_type=sa.BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -3,17 +3,22 @@
 Requests are drawn (seeded) from each task class's items, routed through the real HTTP API,
 answered with the recorded output of whichever model the router picked, and reported back as
 outcomes; every ``tick`` requests the grading job and the escalation job run, exactly the
-functions the scheduler runs. ``via="gateway"`` sends each request through
-``POST /v1/chat/completions`` instead (``model: "tierwise/<task_type>"``), with the replay
-provider as the gateway's upstream: the gateway routes, "calls" the model and records the
-outcome itself, so the same seed ends with the same decisions, samples and books. Usage is
-estimated from the recorded text (``router.tokens``): the recordings carry no provider usage.
-Decision ids are ``replay-<seed>-<n>`` so a run with the same seed samples the same requests.
+functions the scheduler runs. With ``grading="batch"`` every class is batch-graded
+(:func:`with_grading`) and each tick also runs the batch submit and poll jobs through the replay
+provider's batch mode (:meth:`evaluator.service.Evaluator.grade_batches`): its batches end by
+their first poll, so time is compressed (a real batch may take the 24 h window).
+``via="gateway"`` sends each request through ``POST /v1/chat/completions`` instead (``model:
+"tierwise/<task_type>"``), with the replay provider as the gateway's upstream: the gateway
+routes, "calls" the model and records the outcome itself, so the same seed ends with the same
+decisions, samples and books. Usage is estimated from the recorded text (``router.tokens``):
+the recordings carry no provider usage. Decision ids are ``replay-<seed>-<n>`` so a run with
+the same seed samples the same requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +29,7 @@ import numpy as np
 from evaluator.datasets import HeldOutItem, HeldOutSet
 from evaluator.service import Evaluator
 from router.errors import InvalidInput
+from router.policy import Policy, parse_policy
 from router.service import Router
 from router.tokens import estimate_message_tokens, estimate_text_tokens
 
@@ -86,6 +92,30 @@ def _outcome(item: HeldOutItem, decision: dict[str, Any]) -> dict[str, Any]:
 
 
 Via = Literal["api", "gateway"]
+Grading = Literal["realtime", "batch"]
+
+_GRADING_LINE = re.compile(r"^[ \t]*grading[ \t]*=.*$\n?", re.MULTILINE)
+_DEFAULTS = re.compile(r"^[ \t]*\[defaults\][ \t]*(#.*)?$", re.MULTILINE)
+
+
+def with_grading(policy: Policy, grading: Grading) -> Policy:
+    """``policy`` with every class graded ``grading``: any ``grading`` setting removed from
+    ``[defaults]`` and the class overrides, and ``grading = "<mode>"`` set in ``[defaults]``
+    (added when the policy has none). The text changes, so the stored policy says so too.
+
+    Raises:
+        PolicyError: the changed text no longer validates (it would not have before).
+    """
+    body = _GRADING_LINE.sub("", policy.body)
+    line = f'grading = "{grading}"'
+    found = _DEFAULTS.search(body)
+    if found is None:
+        body = f"{body.rstrip()}\n\n[defaults]\n{line}\n"
+    else:
+        body = f"{body[: found.end()]}\n{line}{body[found.end() :]}"
+    changed = parse_policy(body, source=f"{policy.name} (grading = {grading})")
+    return changed
+
 
 GATEWAY_CONCURRENCY = 16
 """Gateway calls a replay keeps in flight (the order within a tick changes nothing)."""
@@ -119,12 +149,15 @@ async def run(
     *,
     tick: int = 500,
     via: Via = "api",
+    grading: Grading = "realtime",
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send the plan through ``client`` (the tierwise HTTP API: the decision API and outcome
     reports, or with ``via="gateway"`` the gateway, whose upstream must be the replay
     provider), running the grading and escalation jobs every ``tick`` requests and once at the
-    end. Returns requests sent.
+    end; with ``grading="batch"`` the batch submit and poll jobs run after the grading job
+    (the policy must be :func:`with_grading` ``"batch"`` for them to find work). Returns
+    requests sent.
 
     Raises:
         httpx.HTTPStatusError: the API refused a request (a bug in the data or the service).
@@ -138,6 +171,8 @@ async def run(
             await router.flush()
             sent += len(chunk)
             await evaluator.grade()
+            if grading == "batch":
+                await evaluator.grade_batches()
             await evaluator.escalate()
             await router.refresh()
             if on_progress is not None:
@@ -162,6 +197,8 @@ async def run(
         resp.raise_for_status()
         sent += len(chunk)
         await evaluator.grade()
+        if grading == "batch":
+            await evaluator.grade_batches()
         await evaluator.escalate()
         await router.refresh()
         if on_progress is not None:

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.escalation import ClassState, class_states
 from evaluator.grading import waiting_on_budget
-from evaluator.models import EscalationEvent, Grade
-from router.models import Decision, Outcome
+from evaluator.models import EscalationEvent, Grade, GradingBatchItem
+from router.models import Decision, Outcome, Sample
 from router.money import usd
 from router.pricing import Usage, cost_nusd
 from router.table import latest_policy, price_history, price_period
@@ -232,3 +233,44 @@ async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
         premium_nusd=premium,
         waiting_on_budget=await waiting_on_budget(session, now=now),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictDelay:
+    """How long grading took in one mode: ``grades`` counted, and the median and 90th
+    percentile (linear interpolation) of ``grade.created_at - sample.created_at``, seconds."""
+
+    mode: str
+    grades: int
+    median_s: float
+    p90_s: float
+
+
+async def verdict_delays(session: AsyncSession) -> list[VerdictDelay]:
+    """Time from sample to verdict per grading mode, over every grade (shadow probes
+    included): ``batch`` for a grade whose sample had a call in a provider batch
+    (``grading_batch_item``), ``realtime`` for the rest (a batch-graded sample whose grader
+    needed no call is graded at once, so it counts there). Modes without grades are left out;
+    sorted by mode. Batch grading slows escalation by this much."""
+    in_batch = (
+        sa.select(sa.literal(1))
+        .where(col(GradingBatchItem.decision_id) == col(Grade.decision_id))
+        .exists()
+    )
+    stmt = sa.select(col(Grade.created_at), col(Sample.created_at), in_batch).join(
+        Sample, col(Sample.decision_id) == col(Grade.decision_id)
+    )
+    conn = await session.connection()
+    waits: dict[str, list[float]] = {}
+    for graded_at, sampled_at, batched in (await conn.execute(stmt)).all():
+        mode = "batch" if batched else "realtime"
+        waits.setdefault(mode, []).append((graded_at - sampled_at).total_seconds())
+    return [
+        VerdictDelay(
+            mode,
+            len(xs),
+            float(np.median(xs)),
+            float(np.percentile(xs, 90)),
+        )
+        for mode, xs in sorted(waits.items())
+    ]

@@ -29,7 +29,8 @@ from evaluator.escalation import EscalationRun, run_escalation
 from evaluator.escalation.tasks import escalation_job
 from evaluator.graders import GraderEnv
 from evaluator.grading import GradingRun, grade_pending
-from evaluator.grading.tasks import grading_job
+from evaluator.grading.batch import BatchRun, poll_batches, submit_batches
+from evaluator.grading.tasks import batch_grading_jobs, grading_job
 from router.jobs import Job
 from router.providers.base import Provider
 
@@ -106,6 +107,26 @@ class Evaluator:
             lease_s=self._lease_s,
         )
 
+    async def grade_batches(self, *, max_rounds: int = 8) -> BatchRun:
+        """Run the batch submit job once, then the poll job until a poll submits no next stage
+        (at most ``max_rounds`` polls): with a provider whose batches end by their first poll
+        (the replay provider) every stage of every batch-graded sample is done on return, as
+        :meth:`grade` finishes real-time grading; with a real provider the first poll usually
+        finds the batches open and returns. Returns the summed counts and booked spend (USD)."""
+        env = await self.load_env()
+        total = await submit_batches(self._sessions, env)
+        for _ in range(max_rounds):
+            polled = await poll_batches(self._sessions, env)
+            for name in ("submitted", "ended", "answered", "graded", "failed", "requeued"):
+                setattr(total, name, getattr(total, name) + getattr(polled, name))
+            total.rejected += polled.rejected
+            total.cost_nusd += polled.cost_nusd
+            for verdict, n in polled.verdicts.items():
+                total.verdicts[verdict] = total.verdicts.get(verdict, 0) + n
+            if polled.submitted == 0:
+                break
+        return total
+
     async def escalate(self, *, tick: datetime | None = None) -> EscalationRun:
         """Apply the escalation rule (the escalation job). ``tick``: record the run for that
         tick and skip it if another worker already ran it (scheduled runs)."""
@@ -117,8 +138,9 @@ class Evaluator:
         return f"{socket.gethostname()}:{os.getpid()}"
 
     def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
-        """The control plane's scheduled jobs, each declared by its domain: grading
-        (``evaluator.grading.tasks``) and escalation (``evaluator.escalation.tasks``)."""
+        """The control plane's scheduled jobs, each declared by its domain: grading and batch
+        grading's submit and poll (``evaluator.grading.tasks``; every ``grading_interval_s``)
+        and escalation (``evaluator.escalation.tasks``)."""
         return [
             grading_job(
                 self._sessions,
@@ -128,5 +150,6 @@ class Evaluator:
                 concurrency=self._concurrency,
                 lease_s=self._lease_s,
             ),
+            *batch_grading_jobs(self._sessions, self.load_env, interval_s=grading_interval_s),
             escalation_job(self._sessions, interval_s=escalation_interval_s, worker=self.worker),
         ]

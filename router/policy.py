@@ -198,6 +198,10 @@ class ClassSettings(_Strict):
     grading_budget_usd_per_day: float | None = Field(
         default=None, ge=0, le=MAX_GRADING_BUDGET_USD, allow_inf_nan=False
     )
+    # How the class's grading calls reach the reference model: "realtime" (one call at a time,
+    # the grading job) or "batch" (the providers' batch APIs at the catalog's batch_discount,
+    # evaluator.grading.batch: cheaper, but a verdict may take up to the 24 h window).
+    grading: Literal["realtime", "batch"] = "realtime"
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

@@ -38,6 +38,9 @@ DATASETS = ROOT / "datasets"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN = os.environ.get("TIERWISE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = (
+    "grading_cost",
+    "grading_batch_item",
+    "grading_batch",
     "escalation_event",
     "grade",
     "sample",

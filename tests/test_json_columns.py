@@ -279,4 +279,5 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "escalation_event.evidence": True,
         "rule_state.state": True,
         "job_run.result": True,
+        "grading_batch_item.response": True,
     }

@@ -164,6 +164,49 @@ SEEDERS: dict[str, list[Row]] = {
             "created_at": AT,
         }
     ],
+    "grading_batch": [
+        {
+            "id": 1,
+            "provider": "openai",
+            "model": "large-model",
+            "provider_batch_id": "batch_1",
+            "status": "ended",
+            "provider_status": "completed",
+            "submitted_at": AT,
+            "deadline": AT,
+            "completed_at": AT,
+            "requests": 1,
+            "succeeded": 1,
+            "errored": 0,
+            "expired": 0,
+        }
+    ],
+    "grading_batch_item": [
+        {
+            "id": 1,
+            "batch_id": 1,
+            "custom_id": "g-1-1-reference",
+            "decision_id": "dec-1",
+            "stage": 1,
+            "key": "reference",
+            "lease_until": AT,
+            "status": "answered",
+            "response": {"text": "A cat sat.", "usage": {"input_tokens": 300}},
+        }
+    ],
+    "grading_cost": [
+        {
+            "id": 1,
+            "provider_batch_id": "batch_1",
+            "custom_id": "g-1-1-reference",
+            "decision_id": "dec-1",
+            "model": "large-model",
+            "input_tokens": 300,
+            "output_tokens": 5,
+            "cost_nusd": 450_000,
+            "created_at": AT,
+        }
+    ],
     "escalation_event": [
         {
             "id": 1,

@@ -79,5 +79,8 @@ def test_tierwise_worker_stops_cleanly_on_sigterm(tmp_path: object) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, (seen + out).decode()
-    assert b"grading every 30 s, escalation every 3600 s" in seen
+    assert (
+        b"grading every 30 s, batch-submit every 30 s, batch-poll every 30 s, "
+        b"escalation every 3600 s" in seen
+    )
     assert b"worker stopping" in out

@@ -24,6 +24,7 @@ from evaluator.graders import (
 )
 from evaluator.grading._attempts import requeue_without_verdict, spend
 from evaluator.grading._budget import BudgetHeld, GradingBudget, hold
+from evaluator.grading._modes import batch_classes
 from evaluator.grading._probes import shadow_model
 from evaluator.grading._queue import MAX_TRANSIENT_FAILURES, TRANSIENT_BACKOFF_S, claim_samples
 from evaluator.models import Grade
@@ -171,7 +172,12 @@ async def grade_pending(
         batches += 1
         async with sessions() as session:
             policy = await latest_policy(session)
-            samples = await claim_samples(session, limit=batch_size, lease_s=lease_s, now=clock())
+            # The real-time and batch paths split here: batch-graded classes are left to the
+            # batch jobs (evaluator.grading.batch), which claim them with only_classes.
+            batch = await batch_classes(session, policy) if policy is not None else []
+            samples = await claim_samples(
+                session, limit=batch_size, lease_s=lease_s, now=clock(), skip_classes=batch
+            )
             catalog = {}
             if policy is not None:
                 catalog = {m.name: m for m in policy.spec.models}

@@ -4,6 +4,7 @@ the write-back's fencing token."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlmodel import col, or_, select
@@ -27,10 +28,19 @@ holding it, lost leases, transient errors)."""
 
 
 async def claim_samples(
-    session: AsyncSession, *, limit: int, lease_s: float, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    limit: int,
+    lease_s: float,
+    now: datetime | None = None,
+    skip_classes: Collection[str] = (),
+    only_classes: Collection[str] | None = None,
+
 ) -> list[Sample]:
     """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) for
-    ``lease_s`` seconds, and commit. A sample whose lease has expired ``MAX_CLAIMS`` times
+    ``lease_s`` seconds, and commit. ``skip_classes``: task classes left to another job (the
+    real-time job skips batch-graded classes); ``only_classes``: claim from these alone (the
+    batch submit job). A sample whose lease has expired ``MAX_CLAIMS`` times
     (a worker kept dying on it) is marked ``failed`` instead of being claimed again.
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never claim the same sample.
@@ -52,6 +62,10 @@ async def claim_samples(
         .order_by(col(Sample.created_at))
         .limit(limit)
     )
+    if skip_classes:
+        stmt = stmt.where(col(Sample.task_class).not_in(list(skip_classes)))
+    if only_classes is not None:
+        stmt = stmt.where(col(Sample.task_class).in_(list(only_classes)))
     rows = list((await session.exec(skip_locked(session, stmt))).all())
     lease = now + timedelta(seconds=lease_s)
     claimed = []

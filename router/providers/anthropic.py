@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
 import httpx2
-from anthropic.types import TextBlock, ToolUseBlock
+from anthropic.types import Message, TextBlock, ToolUseBlock
 from pydantic import SecretStr
 
 from router.errors import InvalidInput
@@ -51,6 +52,13 @@ from router.providers.base import (
     WaitBudget,
     retry_after_s,
 )
+from router.providers.batch import (
+    ANTHROPIC_LIMITS,
+    BatchItem,
+    BatchPoll,
+    check_anthropic_custom_id,
+    read_anthropic_results,
+)
 from router.tokens import text_of
 
 if TYPE_CHECKING:
@@ -58,12 +66,13 @@ if TYPE_CHECKING:
 
     from anthropic import AsyncStream
     from anthropic.types import (
-        Message,
         MessageParam,
         RawMessageStreamEvent,
         ToolChoiceToolParam,
         ToolParam,
     )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -171,6 +180,56 @@ def verdict_tool_of(request: ChatRequest) -> tuple[dict[str, Any], dict[str, Any
     return tool, {"type": "tool", "name": request.verdict_name}
 
 
+def params_of(request: ChatRequest) -> dict[str, Any]:
+    """The Messages body for ``request`` (without ``model`` handling beyond naming it):
+    ``model``, ``messages``, ``max_tokens``, ``system`` when there is one
+    (:func:`_split_system`), and the forced verdict tool (:func:`verdict_tool_of`). A batch
+    request's ``params`` are this body."""
+    system, messages = _split_system(request)
+    params: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "max_tokens": request.max_tokens,
+    }
+    if system:
+        params["system"] = system
+    verdict_tool = verdict_tool_of(request)
+    if verdict_tool is not None:
+        params["tools"] = [verdict_tool[0]]
+        params["tool_choice"] = verdict_tool[1]
+    return params
+
+
+def message_response_of(message: Message) -> ChatResponse:
+    """Our :class:`ChatResponse` for a Messages reply (a call's, or a succeeded batch
+    result's ``message``); see :meth:`AnthropicProvider.complete` for the text and finish
+    reason.
+
+    Raises:
+        ProviderError: an unreadable usage object (permanent).
+    """
+    usage_raw = message.usage.model_dump(mode="json") if message.usage else None
+    try:
+        usage = normalize_usage(usage_raw)
+    except InvalidInput as exc:
+        raise ProviderError(f"anthropic: unreadable usage: {exc.message}") from exc
+    tool_use = next((b for b in message.content if isinstance(b, ToolUseBlock)), None)
+    finish = finish_reason_of(message.stop_reason)
+    if tool_use is not None:
+        text = json.dumps(tool_use.input, ensure_ascii=False)
+        if message.stop_reason == "tool_use":
+            finish = "stop"
+    else:
+        text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+    return ChatResponse(
+        text=text,
+        model=message.model,
+        finish_reason=finish,
+        usage=usage,
+        raw={"id": message.id, "stop_reason": message.stop_reason, "usage": usage_raw},
+    )
+
+
 class AnthropicProvider(SDKProvider):
     """Reference calls over Anthropic Messages (``POST {base_url}/v1/messages``).
 
@@ -230,51 +289,92 @@ class AnthropicProvider(SDKProvider):
             ProviderError: the call failed after the SDK's retries (:func:`map_error`), or the
                 usage object is unreadable (permanent).
         """
-        system, messages = _split_system(request)
-        verdict_tool = verdict_tool_of(request)
+        params = params_of(request)
         async with self.slot(request.model):
             try:
                 message = await self._client.messages.create(
                     model=request.model,
-                    messages=cast("list[MessageParam]", messages),
+                    messages=cast("list[MessageParam]", params["messages"]),
                     max_tokens=request.max_tokens,
-                    system=system if system else anthropic.omit,
-                    tools=(
-                        [cast("ToolParam", verdict_tool[0])]
-                        if verdict_tool is not None
-                        else anthropic.omit
-                    ),
-                    tool_choice=(
-                        cast("ToolChoiceToolParam", verdict_tool[1])
-                        if verdict_tool is not None
-                        else anthropic.omit
+                    system=params.get("system", anthropic.omit),
+                    tools=cast("list[ToolParam]", params.get("tools", anthropic.omit)),
+                    tool_choice=cast(
+                        "ToolChoiceToolParam", params.get("tool_choice", anthropic.omit)
                     ),
                 )
             except anthropic.AnthropicError as exc:
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
-        return self._response(message)
+        return message_response_of(message)
 
-    def _response(self, message: Message) -> ChatResponse:
-        usage_raw = message.usage.model_dump(mode="json") if message.usage else None
+    # ---- batches (Anthropic "Message Batches") ----
+
+    batch_limits = ANTHROPIC_LIMITS
+
+    def batch_size_of(self, item: BatchItem) -> int:
+        request = {"custom_id": item[0], "params": params_of(item[1])}
+        return len(json.dumps(request, ensure_ascii=False).encode()) + 1
+
+    async def submit_batch(self, items: Sequence[BatchItem]) -> str:
+        """``POST /v1/messages/batches`` with ``requests: [{"custom_id", "params"}]``, each
+        ``params`` the Messages body :meth:`complete` sends (:func:`params_of`). Returns the
+        message batch id.
+
+        Raises:
+            InvalidInput: no items, more than 100,000 or 256 MB, or a custom id that is not 1-64
+                characters of ``[a-zA-Z0-9_-]``.
+            ProviderError: the create call failed (:func:`map_error`).
+        """
+        for custom_id, _ in items:
+            check_anthropic_custom_id(custom_id)
+        if not items or len(items) > ANTHROPIC_LIMITS.max_requests:
+            raise InvalidInput(
+                f"a batch holds 1 to 100,000 requests, not {len(items)}", field="items"
+            )
+        size = sum(self.batch_size_of(item) for item in items)
+        if size > ANTHROPIC_LIMITS.max_bytes:
+            raise InvalidInput(f"a batch is at most 256 MB, not {size} bytes", field="items")
+        requests = [{"custom_id": c, "params": params_of(r)} for c, r in items]
+        async with self.slot(items[0][1].model):
+            try:
+                batch = await self._client.messages.batches.create(requests=cast("Any", requests))
+            except anthropic.AnthropicError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return batch.id
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        """``GET /v1/messages/batches/{id}``; once ``processing_status`` is ``ended``, its
+        results (``GET`` the batch's ``results_url``, JSONL) read by
+        :func:`router.providers.batch.read_anthropic_results`. ``in_progress`` and
+        ``canceling`` are not ended. A results stream that breaks off keeps the rows read
+        before (the rest are missing, as if they never ran).
+
+        Raises:
+            ProviderError: the call failed (:func:`map_error`); a 404 is transient (a batch just
+                created may not be visible yet).
+        """
         try:
-            usage = normalize_usage(usage_raw)
-        except InvalidInput as exc:
-            raise ProviderError(f"anthropic: unreadable usage: {exc.message}") from exc
-        tool_use = next((b for b in message.content if isinstance(b, ToolUseBlock)), None)
-        finish = finish_reason_of(message.stop_reason)
-        if tool_use is not None:
-            text = json.dumps(tool_use.input, ensure_ascii=False)
-            if message.stop_reason == "tool_use":
-                finish = "stop"
-        else:
-            text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
-        return ChatResponse(
-            text=text,
-            model=message.model,
-            finish_reason=finish,
-            usage=usage,
-            raw={"id": message.id, "stop_reason": message.stop_reason, "usage": usage_raw},
+            batch = await self._client.messages.batches.retrieve(batch_id)
+            if batch.processing_status != "ended":
+                return BatchPoll(False, batch.processing_status)
+            decoder = await self._client.messages.batches.results(batch_id)
+        except anthropic.NotFoundError as exc:
+            raise ProviderError(
+                f"anthropic: batch {batch_id} not found (yet)", transient=True, upstream_status=404
+            ) from exc
+        except anthropic.AnthropicError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        rows: list[dict[str, Any]] = []
+        try:
+            async for row in decoder:
+                rows.append(row.model_dump(mode="json"))
+        except (ValueError, anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            log.warning(
+                "anthropic batch %s: results broke off after %d rows: %s", batch_id, len(rows), exc
+            )
+        results, rejected = read_anthropic_results(
+            rows, batch_id, expected, lambda m: message_response_of(Message.model_validate(m))
         )
+        return BatchPoll(True, "ended", results, rejected)
 
     async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
         """One gateway call, non-streaming: ``body`` (an OpenAI Chat Completions request, its

@@ -12,17 +12,21 @@ from __future__ import annotations
 import abc
 import asyncio
 import email.utils
+import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from router.errors import InvalidInput, TierwiseError
 from router.pricing import Usage
+
+if TYPE_CHECKING:
+    from router.providers.batch import BatchItem, BatchLimits, BatchPoll
 
 FinishReason = Literal["stop", "length", "refusal", "other"]
 
@@ -177,6 +181,35 @@ class Provider(abc.ABC):
             ProviderError | InvalidInput: as :meth:`chat_completion`.
         """
         raise ProviderError(f"provider {self.name} serves no gateway calls", transient=False)
+
+    batch_limits: BatchLimits | None = None
+    """Requests and bytes one batch may hold; None: this provider has no batch API."""
+
+    def batch_size_of(self, item: BatchItem) -> int:
+        """Bytes ``item`` adds to a batch's payload (counted against ``batch_limits``)."""
+        return len(json.dumps(item[0]).encode()) + 1
+
+    async def submit_batch(self, items: Sequence[BatchItem]) -> str:
+        """Submit ``items`` (unique custom id, call), all for one model, as one batch, within
+        ``batch_limits`` (split with :func:`router.providers.batch.plan_batches`); returns the
+        provider's batch id.
+
+        Raises:
+            InvalidInput: over the limits, or a custom id the provider does not accept.
+            ProviderError: the submission failed (``transient`` as for :meth:`complete`);
+                permanent for a provider without a batch API.
+        """
+        raise ProviderError(f"provider {self.name} has no batch API", transient=False)
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        """Look at batch ``batch_id`` once; ``expected`` are the custom ids submitted (results
+        for other ids are rejected). Results come only once the batch ended.
+
+        Raises:
+            ProviderError: the look failed; transient (try again later) for a batch the
+                provider does not know yet (a 404 right after create) or a 429/5xx.
+        """
+        raise ProviderError(f"provider {self.name} has no batch API", transient=False)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

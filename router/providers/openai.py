@@ -16,11 +16,13 @@ propagate from sending unchanged and unretried, so the Deferred reaches the call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from router.errors import InvalidInput
@@ -35,9 +37,15 @@ from router.providers.base import (
     SDKProvider,
     retry_after_s,
 )
+from router.providers.batch import (
+    OPENAI_LIMITS,
+    BatchItem,
+    BatchPoll,
+    read_openai_results,
+)
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletionMessageParam
     from openai.types.chat.completion_create_params import ResponseFormat
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -117,6 +125,61 @@ def map_error(exc: openai.OpenAIError, *, timeout_s: float) -> ProviderError:
 
 
 _PATH = "/chat/completions"
+
+
+def _messages_of(request: ChatRequest) -> list[dict[str, Any]]:
+    """``request.system`` (if any) as a first ``system`` message, then the messages as given."""
+    messages: list[dict[str, Any]] = list(request.messages)
+    if request.system:
+        messages.insert(0, {"role": "system", "content": request.system})
+    return messages
+
+
+def _batch_line(custom_id: str, request: ChatRequest) -> str:
+    """One line of a batch input file: the Chat Completions body :meth:`OpenAIProvider.complete`
+    sends, as JSON (OpenAI "Batch API", preparing the batch file)."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": _messages_of(request),
+        "max_completion_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    response_format = response_format_of(request)
+    if response_format is not None:
+        body["response_format"] = response_format
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def chat_response_of(completion: ChatCompletion) -> ChatResponse:
+    """Our :class:`ChatResponse` for a chat completion object (a call's reply, or the body of
+    a batch result line).
+
+    Raises:
+        ProviderError: no choice, or an unreadable usage object (permanent).
+    """
+    if not completion.choices:
+        raise ProviderError("openai: reply has no choices", transient=False)
+    choice = completion.choices[0]
+    message = choice.message
+    refusal = getattr(message, "refusal", None)
+    usage_raw = completion.usage.model_dump(mode="json") if completion.usage else None
+    try:
+        usage = normalize_usage(usage_raw)
+    except InvalidInput as exc:
+        raise ProviderError(f"openai: unreadable usage: {exc.message}") from exc
+    return ChatResponse(
+        text=message.content or refusal or "",
+        model=completion.model,
+        finish_reason=finish_reason_of(choice.finish_reason, refusal),
+        usage=usage,
+        raw={
+            "id": completion.id,
+            "finish_reason": choice.finish_reason,
+            "refusal": refusal,
+            "usage": usage_raw,
+        },
+    )
 
 
 class _Stream(ChatStream):
@@ -223,9 +286,7 @@ class OpenAIProvider(SDKProvider):
             ProviderError: the call failed after the SDK's retries (:func:`map_error`), or the
                 reply has no choice or an unreadable usage object (permanent).
         """
-        messages: list[dict[str, Any]] = list(request.messages)
-        if request.system:
-            messages.insert(0, {"role": "system", "content": request.system})
+        messages = _messages_of(request)
         response_format = response_format_of(request)
         async with self.slot(request.model):
             try:
@@ -245,28 +306,82 @@ class OpenAIProvider(SDKProvider):
         return self._response(completion)
 
     def _response(self, completion: ChatCompletion) -> ChatResponse:
-        if not completion.choices:
-            raise ProviderError("openai: reply has no choices", transient=False)
-        choice = completion.choices[0]
-        message = choice.message
-        refusal = getattr(message, "refusal", None)
-        usage_raw = completion.usage.model_dump(mode="json") if completion.usage else None
+        return chat_response_of(completion)
+
+    # ---- batches (OpenAI "Batch API") ----
+
+    batch_limits = OPENAI_LIMITS
+
+    def batch_size_of(self, item: BatchItem) -> int:
+        return len(_batch_line(*item).encode()) + 1
+
+    async def submit_batch(self, items: Sequence[BatchItem]) -> str:
+        """Upload ``items`` as one JSONL file (``POST /files``, purpose ``batch``), one line
+        per call: ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``
+        with the body :meth:`complete` would send; then ``POST /batches`` with that file,
+        ``endpoint`` ``/v1/chat/completions`` and ``completion_window`` ``24h``. Returns the
+        batch id.
+
+        Raises:
+            InvalidInput: more than 50,000 requests or 200 MB, or no items.
+            ProviderError: an upload or create call failed (:func:`map_error`).
+        """
+        data = "".join(_batch_line(custom_id, request) + "\n" for custom_id, request in items)
+        payload = data.encode()
+        if not items or len(items) > OPENAI_LIMITS.max_requests:
+            raise InvalidInput(
+                f"a batch holds 1 to 50,000 requests, not {len(items)}", field="items"
+            )
+        if len(payload) > OPENAI_LIMITS.max_bytes:
+            raise InvalidInput(
+                f"a batch file is at most 200 MB, not {len(payload)} bytes", field="items"
+            )
+        async with self.slot(items[0][1].model):
+            try:
+                uploaded = await self._client.files.create(
+                    file=("grading.jsonl", payload, "application/jsonl"), purpose="batch"
+                )
+                batch = await self._client.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                )
+            except openai.OpenAIError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return batch.id
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        """``GET /batches/{id}``; once the batch is ``completed``, ``expired``, ``cancelled``
+        or ``failed``, the text of its output file and its error file (``GET
+        /files/{id}/content``; either may be absent: a completed batch whose every line failed
+        has no output file) read by :func:`router.providers.batch.read_openai_results`.
+        ``validating``, ``in_progress``, ``finalizing`` and ``cancelling`` are not ended.
+
+        Raises:
+            ProviderError: the call failed (:func:`map_error`); a 404 is transient (a batch just
+                created may not be visible yet).
+        """
         try:
-            usage = normalize_usage(usage_raw)
-        except InvalidInput as exc:
-            raise ProviderError(f"openai: unreadable usage: {exc.message}") from exc
-        return ChatResponse(
-            text=message.content or refusal or "",
-            model=completion.model,
-            finish_reason=finish_reason_of(choice.finish_reason, refusal),
-            usage=usage,
-            raw={
-                "id": completion.id,
-                "finish_reason": choice.finish_reason,
-                "refusal": refusal,
-                "usage": usage_raw,
-            },
+            batch = await self._client.batches.retrieve(batch_id)
+            if batch.status not in ("completed", "expired", "cancelled", "failed"):
+                return BatchPoll(False, batch.status)
+            texts = []
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if file_id:
+                    texts.append((await self._client.files.content(file_id)).text)
+        except openai.NotFoundError as exc:
+            raise ProviderError(
+                f"openai: batch {batch_id} not found (yet)", transient=True, upstream_status=404
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        results, rejected = read_openai_results(
+            texts,
+            batch_id,
+            expected,
+            lambda body: chat_response_of(ChatCompletion.model_validate(body)),
         )
+        return BatchPoll(True, batch.status, results, rejected)
 
     async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
         """One gateway call, passed through: ``body`` goes upstream as sent, through the SDK's

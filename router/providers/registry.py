@@ -16,7 +16,7 @@ built by the evaluator, which owns the held-out sets (:class:`ProviderRegistry` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
@@ -34,6 +34,7 @@ from router.providers.base import (
     Provider,
     ProviderError,
 )
+from router.providers.batch import BatchItem, BatchPoll
 from router.providers.openai import DEFAULT_BASE_URL as OPENAI_BASE_URL
 from router.providers.openai import OpenAIProvider
 
@@ -194,9 +195,20 @@ class _AtApiId(Provider):
         self.api_model = api_model
         self.name = adapter.name
         self.supports_structured_output = adapter.supports_structured_output
+        self.batch_limits = adapter.batch_limits
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.adapter.complete(replace(request, model=self.api_model))
+
+    def batch_size_of(self, item: BatchItem) -> int:
+        return self.adapter.batch_size_of((item[0], replace(item[1], model=self.api_model)))
+
+    async def submit_batch(self, items: Sequence[BatchItem]) -> str:
+        bound = [(c, replace(r, model=self.api_model)) for c, r in items]
+        return await self.adapter.submit_batch(bound)
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        return await self.adapter.poll_batch(batch_id, expected)
 
 
 class _Unconfigured(Provider):

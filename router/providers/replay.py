@@ -10,8 +10,9 @@ estimated from the text (``router.tokens``); providers' real usage is not in the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,10 @@ from router.providers.base import (
     ChatStream,
     Completion,
     Provider,
+    ProviderError,
     ReplayMiss,
 )
+from router.providers.batch import BatchItem, BatchItemError, BatchLimits, BatchPoll
 from router.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 
@@ -137,9 +140,9 @@ class ReplayProvider(Provider):
         self._answers: dict[str, str] = {
             _key("answer", a.model, _canonical(a.messages)): a.text for a in answers
         }
-        self._judgments: dict[str, str] = {
-            _key("judge", j.prompt): j.judgment for j in judgments
-        }
+        self._judgments: dict[str, str] = {_key("judge", j.prompt): j.judgment for j in judgments}
+        self._batches: dict[str, list[BatchItem]] = {}
+        self._batch_ids = itertools.count(1)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -168,6 +171,37 @@ class ReplayProvider(Provider):
             input_tokens=estimate_message_tokens(prompt), output_tokens=estimate_text_tokens(text)
         )
         return ChatResponse(text=text, model=request.model, finish_reason="stop", usage=usage)
+
+    # ---- batch mode: offline, every batch has ended by its first poll ----
+
+    batch_limits = BatchLimits(100_000, 256 * 1024 * 1024)
+
+    async def submit_batch(self, items: Sequence[BatchItem]) -> str:
+        """Keep ``items`` in memory under a new id ``replay-batch-<n>`` (nothing is answered
+        yet: that happens on the first :meth:`poll_batch`, as a provider would)."""
+        batch_id = f"replay-batch-{next(self._batch_ids)}"
+        self._batches[batch_id] = list(items)
+        return batch_id
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        """The batch has ended: each item answered as :meth:`complete` answers it; a missing
+        recording is a permanent ``errored`` item. Only ``expected`` ids are returned.
+
+        Raises:
+            ProviderError: an unknown batch id (permanent: this process never made it).
+        """
+        items = self._batches.get(batch_id)
+        if items is None:
+            raise ProviderError(f"replay: no batch {batch_id}", transient=False)
+        results: dict[str, ChatResponse | BatchItemError] = {}
+        for custom_id, request in items:
+            if custom_id not in expected:
+                continue
+            try:
+                results[custom_id] = await self.complete(request)
+            except ReplayMiss as exc:
+                results[custom_id] = BatchItemError("errored", str(exc))
+        return BatchPoll(True, "ended", results)
 
     def _gateway_lookup(self, body: Mapping[str, Any]) -> dict[str, Any]:
         model = str(body["model"])

@@ -6,7 +6,7 @@ Percentages are formatted with one decimal (``12.5%``); money in USD with four (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.markup import escape
@@ -21,7 +21,7 @@ from evaluator.calibration import (
 )
 from evaluator.costs import CostReport
 from evaluator.models import EscalationEvent
-from evaluator.report import Books, ClassReport
+from evaluator.report import Books, ClassReport, VerdictDelay
 from evaluator.simulate import Simulation
 from router.errors import TierwiseError
 from router.keys import KeyInfo
@@ -169,6 +169,25 @@ def render_books(b: Books, requests: int) -> str:
         f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
     ]
+    return "\n".join(lines)
+
+
+def render_delays(delays: Sequence[VerdictDelay], *, compressed: bool = False) -> str:
+    """Time from sample to verdict, one line per grading mode: grades, median and p90 in
+    seconds; ``compressed`` adds that a replay's clock is compressed (its batches end by their
+    first poll; a provider's may take the 24 h window)."""
+    if not delays:
+        return "time from sample to verdict: no grades"
+    lines = ["time from sample to verdict (grade.created_at - sample.created_at):"]
+    lines += [
+        f"  {d.mode:<8} grades: {d.grades:>6}   median: {d.median_s:,.2f} s   p90: {d.p90_s:,.2f} s"
+        for d in delays
+    ]
+    if compressed:
+        lines.append(
+            "  (replay: time is compressed; batches end by their first poll, a provider's "
+            "batch may take up to its 24 h window)"
+        )
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator import replay as replay_mod
 from evaluator.datasets import load_held_out, replay_provider
-from evaluator.report import Books, ClassReport, books, class_reports
+from evaluator.report import Books, ClassReport, VerdictDelay, books, class_reports, verdict_delays
 from evaluator.service import replay_env
 from router.errors import InvalidInput, TierwiseError
 from router.models import Decision
@@ -34,17 +34,21 @@ from tierwise.cli._common import (
     resolve_policy,
     run,
 )
-from tierwise.cli.render import render_books, render_classes
+from tierwise.cli.render import render_books, render_classes, render_delays
+
+Report = tuple[list[ClassReport], Books, list[VerdictDelay]]
 
 
-async def _read_report(session: AsyncSession) -> tuple[list[ClassReport], Books]:
-    """Per-class reports and the books, read in one session."""
-    return await class_reports(session), await books(session)
+async def _read_report(session: AsyncSession) -> Report:
+    """Per-class reports, the books and the time from sample to verdict, in one session."""
+    return await class_reports(session), await books(session), await verdict_delays(session)
 
 
-def _print_report(reports: list[ClassReport], the_books: Books, requests: int) -> None:
+def _print_report(report: Report, requests: int, *, replayed: bool = False) -> None:
+    reports, the_books, delays = report
     console.print(render_classes(reports))
     console.print(render_books(the_books, requests))
+    console.print(render_delays(delays, compressed=replayed))
 
 
 def replay(
@@ -66,17 +70,28 @@ def replay(
             "POST /v1/chat/completions, with the recorded answers as the upstream."
         ),
     ] = "api",
+    grading: Annotated[
+        str,
+        typer.Option(
+            help="realtime: as the policy says (the grading job); batch: every class graded "
+            "through the replay provider's batch mode, the submit and poll jobs run each tick."
+        ),
+    ] = "realtime",
     database_url: DbOption = None,
 ) -> None:
     """Drive the service with recorded traffic: route, outcomes, sampling, grading, escalation;
-    then print per-class results and the books."""
+    then print per-class results, the books and the time from sample to verdict per mode."""
     if via not in ("api", "gateway"):
         fail(InvalidInput(f"--via must be api or gateway, not {via!r}", field="via"))
+    if grading not in ("realtime", "batch"):
+        fail(InvalidInput(f"--grading must be realtime or batch, not {grading!r}", field="grading"))
     settings = load_settings(database_url, run_scheduler=False)
     try:
         policy = load_policy(
             resolve_policy(policy_file) if policy_file else builtin_policy_path("replay")
         )
+        if grading == "batch":
+            policy = replay_mod.with_grading(policy, "batch")
         sets = [load_held_out(p) for p in datasets]
     except TierwiseError as exc:
         fail(exc)
@@ -122,11 +137,12 @@ def replay(
                         the_plan,
                         tick=tick,
                         via="gateway" if via == "gateway" else "api",
+                        grading="batch" if grading == "batch" else "realtime",
                         on_progress=lambda n: progress.advance(task, n),
                     )
             async with sessions() as session:
-                reports, the_books = await _read_report(session)
-        _print_report(reports, the_books, sent)
+                the_report = await _read_report(session)
+        _print_report(the_report, sent, replayed=True)
         console.print(f"done in {time.perf_counter() - started:.1f} s")
 
     run(main())
@@ -138,7 +154,7 @@ def report(database_url: DbOption = None) -> None:
 
     async def main() -> None:
         async with open_session(settings.database_url) as session:
-            reports, the_books = await _read_report(session)
-        _print_report(reports, the_books, the_books.outcomes)
+            the_report = await _read_report(session)
+        _print_report(the_report, the_report[1].outcomes)
 
     asyncio.run(main())
