@@ -46,8 +46,8 @@ from evaluator.parsing import no_verdict_status
 from router.db import utcnow
 from router.dialect import insert_ignore
 from router.models import RoutingEntry, Sample
-from router.policy import Policy
 from router.money import usd
+from router.policy import Policy
 from router.pricing import Usage, cost_nusd
 from router.providers import ProviderError
 from router.providers.base import ChatRequest, ChatResponse
