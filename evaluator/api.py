@@ -130,8 +130,8 @@ async def costs(
     UTC (a bare ``until`` date includes that day), grouped by ``group_by``
     (``day,task_class,model,tier,caller``, comma-separated): per group requests, tokens, serving
     cost, unpriced count, the counterfactual on the premium model, savings, grading spend and
-    shadow probes apart (USD, float for now), the totals, and per class the economics of grading
-    with the break-even sampling rate.
+    shadow probes apart (USD, and exact whole nano-USD as ``*_nusd``), the totals, and per
+    class the economics of grading with the break-even sampling rate.
 
     422 naming the field for an unknown group key, a bad date, or ``since`` after ``until``.
     """

@@ -102,13 +102,17 @@ def parse_instant(
             start = datetime.combine(day, time(0), tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
         at = datetime.fromisoformat(text)
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:  # 9999-12-31 as an end of day, year 1 with a positive offset
+        raise InvalidInput(
+            f"{field_name}: {value!r} is outside the dates tierwise can store", field=field_name
+        ) from None
     except ValueError:
         raise InvalidInput(
             f"{field_name}: {value!r} is not an ISO date (2025-01-31) or datetime "
             "(2025-01-31T12:00:00Z)",
             field=field_name,
         ) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

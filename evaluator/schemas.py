@@ -87,8 +87,9 @@ class OverrideIn(ManualChangeIn):
 
 class CostRowOut(BaseModel):
     """One group of a cost view (or the totals): its keys (only those grouped by; ``caller``
-    null = no key), counts, tokens and USD (float for now). ``counterfactual_usd`` /
-    ``savings_usd`` are null when the premium model has no catalog row (evaluator.costs)."""
+    null = no key), counts, tokens, and money twice: USD as numbers (``*_usd``) and the exact
+    whole nano-USD (``*_nusd``, 1e-9 USD; sums of these are exact). ``counterfactual_*`` /
+    ``savings_*`` are null when the premium model has no catalog row (evaluator.costs)."""
 
     day: str | None = Field(default=None, description="UTC day, YYYY-MM-DD")
     task_class: str | None = None
@@ -111,6 +112,11 @@ class CostRowOut(BaseModel):
     savings_usd: float | None = Field(description="counterfactual - serving")
     grading_usd: float = Field(description="judge calls and reference answers")
     shadow_grading_usd: float = Field(description="shadow probes")
+    serving_nusd: int
+    counterfactual_nusd: int | None
+    savings_nusd: int | None
+    grading_nusd: int
+    shadow_grading_nusd: int
     grades: int
     unpriced_grades: int
 

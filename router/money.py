@@ -41,7 +41,9 @@ def price_usd(nusd_per_mtok: int | None) -> Decimal | None:
     """Whole nano-USD per 1M tokens -> the exact price in USD per 1M tokens (None stays None)."""
     if nusd_per_mtok is None:
         return None
-    return (Decimal(nusd_per_mtok) / NANO_PER_USD).normalize()
+    exact = (Decimal(nusd_per_mtok) / NANO_PER_USD).normalize()
+    # normalize() writes whole numbers with an exponent (1E+1); quantize back to plain digits.
+    return exact.quantize(Decimal(1)) if exact == exact.to_integral_value() else exact
 
 
 def round_nusd(value: Fraction) -> int:

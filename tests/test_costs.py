@@ -171,6 +171,9 @@ async def test_cost_view_totals_and_groups_equal_the_seeded_rows(database_url: s
     assert t["savings_usd"] == pytest.approx(expected_cf - sum(_c(o) for o in priced))
     assert t["premium_requests"] == 1 and t["premium_share"] == pytest.approx(0.25)
     assert t["input_tokens"] == 1380 and t["cached_input_tokens"] == 550
+    # The exact amounts travel beside the USD numbers, and the totals are their sums.
+    assert t["serving_nusd"] == sum(r["serving_nusd"] for r in body["rows"])
+    assert t["grading_nusd"] + t["shadow_grading_nusd"] == 34_000_000
     rows = {(r["task_class"], r["day"]): r for r in body["rows"]}
     assert set(rows) == {
         ("classify", "2026-03-01"),
@@ -218,6 +221,8 @@ async def test_cost_view_by_caller_and_model_and_range(database_url: str) -> Non
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-13-01"}, "until"),
         ({"since": "2026-03-05", "until": "2026-03-01"}, "since"),
+        ({"until": "9999-12-31"}, "until"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),
     ],
 )
 async def test_bad_cost_queries_are_422_naming_the_field(

@@ -21,6 +21,7 @@ from router import repository
 from router.db import utcnow
 from router.errors import PolicyError
 from router.models import Decision, Outcome
+from router.money import price_usd
 from router.outcomes import OutcomeReport, record_outcomes
 from router.policy import builtin_policy_path, parse_policy
 from router.pricing import Usage, cost_nusd
@@ -185,3 +186,11 @@ async def test_a_dated_price_applies_from_its_date_and_a_past_date_is_refused(
 def test_a_price_with_more_than_nine_decimals_is_refused() -> None:
     with pytest.raises(PolicyError, match="more than 9 decimals"):
         parse_policy(_policy("0.1500000001"))
+
+
+def test_prices_print_as_plain_decimals() -> None:
+    assert [str(price_usd(n)) for n in (10_000_000_000, 100_000_000_000, 150_000_000)] == [
+        "10",
+        "100",
+        "0.15",
+    ]

@@ -45,6 +45,7 @@ from evaluator.models import Grade, GradingBatch, GradingBatchItem, GradingCost
 from evaluator.parsing import no_verdict_status
 from router.db import utcnow
 from router.dialect import insert_ignore
+from router.errors import InvalidInput
 from router.models import RoutingEntry, Sample
 from router.money import usd
 from router.policy import Policy
@@ -182,7 +183,13 @@ async def _submit(
             log.warning("model %s: provider %s has no batch API", model, provider.name)
             failed.extend(group)
             continue
-        for chunk in plan_batches(items, limits, provider.batch_size_of):
+        try:
+            chunks = plan_batches(items, limits, provider.batch_size_of)
+        except InvalidInput as exc:  # one request larger than a whole batch may be
+            log.warning("model %s: calls cannot be batched (%s); failing them", model, exc)
+            failed.extend(group)
+            continue
+        for chunk in chunks:
             try:
                 batch_id = await provider.submit_batch(chunk)
             except ProviderError as exc:
