@@ -111,6 +111,11 @@ def load_workload(path: str | Path) -> Workload:
     return parse_workload(body, source=str(p))
 
 
+JSON_DECIMALS = 9
+"""``--json`` figures are rounded to nano-units (USD, requests), so binary float residue such as
+8159.999999999999 does not reach a cost review."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskCost:
     """One task before and after (USD per day); ``tier`` and ``task_class`` from the policy."""
@@ -144,9 +149,9 @@ class TaskCost:
             "model_before": self.model_before,
             "model_after": self.model_after,
             "requests_per_day": self.requests_per_day,
-            "effective_requests_per_day": self.effective_requests_per_day,
-            "before_usd_per_day": self.before_usd_per_day,
-            "after_usd_per_day": self.after_usd_per_day,
+            "effective_requests_per_day": round(self.effective_requests_per_day, JSON_DECIMALS),
+            "before_usd_per_day": round(self.before_usd_per_day, JSON_DECIMALS),
+            "after_usd_per_day": round(self.after_usd_per_day, JSON_DECIMALS),
         }
 
 
@@ -170,8 +175,8 @@ class Simulation:
     def to_dict(self) -> dict[str, Any]:
         """``{"before_usd_per_day", "after_usd_per_day", "tasks": [...]}``."""
         return {
-            "before_usd_per_day": self.before_usd_per_day,
-            "after_usd_per_day": self.after_usd_per_day,
+            "before_usd_per_day": round(self.before_usd_per_day, JSON_DECIMALS),
+            "after_usd_per_day": round(self.after_usd_per_day, JSON_DECIMALS),
             "tasks": [t.to_dict() for t in self.tasks],
         }
 
