@@ -3,8 +3,14 @@ state lives in the sample's own ``earlier_*`` columns, never in caller data."""
 
 from __future__ import annotations
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from evaluator.graders import GradeResult
+from evaluator.models import Grade
+from router.db import utcnow
+from router.dialect import insert_ignore
 from router.models import Sample
+from router.policy import Policy
 
 NO_VERDICT = ("invalid", "refused")
 """Verdicts that are no verdict: the first such grade of a sample is retried once."""
@@ -33,3 +39,41 @@ def spend(row: Sample, result: GradeResult, cost: int | None) -> tuple[int, int,
     earlier = row.earlier_cost_nusd
     total = None if cost is None or earlier is None else cost + earlier
     return tokens_in + row.earlier_input_tokens, tokens_out + row.earlier_output_tokens, total
+
+
+async def write_grade(
+    session: AsyncSession,
+    policy: Policy,
+    row: Sample,
+    result: GradeResult,
+    cost: int | None,
+    *,
+    answer_of: str | None = None,
+) -> None:
+    """Book ``row``'s final grade and mark the sample ``graded`` (the caller commits). Tokens
+    and nano-USD are this attempt's plus an earlier one without a verdict (:func:`spend`).
+    ``answer_of`` is the model whose answer was graded when it is not the served one: a
+    shadow probe's cheaper model (stored with ``shadow`` true, out of the class's evidence) or
+    a shadow-mode call's routed model (``row.answer_model``: the class's own evidence, as if it
+    had been served). The grade is inserted once (a duplicate keeps the first)."""
+    tokens_in, tokens_out, total = spend(row, result, cost)
+    await session.exec(
+        insert_ignore(session, Grade).values(
+            decision_id=row.decision_id,
+            task_class=row.task_class,
+            model=answer_of or row.model,
+            shadow=answer_of is not None and row.answer_model is None,
+            reference_model=policy.reference_model(row.task_class),
+            grader=policy.settings_for(row.task_class).grader,
+            verdict=result.verdict,
+            score=result.score,
+            parse_status=result.parse_status,
+            raw_output=result.raw_output,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_nusd=total,
+            decided_at=row.decided_at,
+            created_at=utcnow(),
+        )
+    )
+    row.status, row.lease_until = "graded", None

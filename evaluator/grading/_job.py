@@ -22,15 +22,13 @@ from evaluator.graders import (
     answer_request,
     no_verdict,
 )
-from evaluator.grading._attempts import requeue_without_verdict, spend
+from evaluator.grading._attempts import requeue_without_verdict, write_grade
 from evaluator.grading._budget import BudgetHeld, GradingBudget, hold
 from evaluator.grading._modes import batch_classes
 from evaluator.grading._probes import shadow_model
 from evaluator.grading._queue import MAX_TRANSIENT_FAILURES, TRANSIENT_BACKOFF_S, claim_samples
-from evaluator.models import Grade
 from evaluator.parsing import no_verdict_status
 from router.db import dialect_of, utcnow
-from router.dialect import insert_ignore
 from router.models import RoutingEntry, Sample
 from router.money import usd
 from router.policy import Policy
@@ -252,29 +250,7 @@ async def grade_pending(
                 if requeue_without_verdict(row, result, cost):
                     run.retried += 1
                     continue
-                tokens_in, tokens_out, cost = spend(row, result, cost)
-                await session.exec(
-                    insert_ignore(session, Grade).values(
-                        decision_id=sample.decision_id,
-                        task_class=sample.task_class,
-                        model=graded.shadow or sample.model,
-                        # A shadow-mode call's answer of the routed model is that class's own
-                        # evidence, as if it had been served; a probe of an escalated class is not.
-                        shadow=graded.shadow is not None and sample.answer_model is None,
-                        reference_model=reference,
-                        grader=policy.settings_for(sample.task_class).grader,
-                        verdict=result.verdict,
-                        score=result.score,
-                        parse_status=result.parse_status,
-                        raw_output=result.raw_output,
-                        input_tokens=tokens_in,
-                        output_tokens=tokens_out,
-                        cost_nusd=cost,
-                        decided_at=sample.decided_at,
-                        created_at=utcnow(),
-                    )
-                )
-                row.status, row.lease_until = "graded", None
+                await write_grade(session, policy, row, result, cost, answer_of=graded.shadow)
                 run.graded += 1
                 run.verdicts[result.verdict] = run.verdicts.get(result.verdict, 0) + 1
             await session.commit()

@@ -37,11 +37,11 @@ from evaluator.graders import (
     answer_request,
     no_verdict,
 )
-from evaluator.grading._attempts import requeue_without_verdict, spend
+from evaluator.grading._attempts import requeue_without_verdict, write_grade
 from evaluator.grading._job import SHADOW_MAX_TOKENS, _answering_model
 from evaluator.grading._modes import batch_classes
 from evaluator.grading._queue import claim_samples
-from evaluator.models import Grade, GradingBatch, GradingBatchItem, GradingCost
+from evaluator.models import GradingBatch, GradingBatchItem, GradingCost
 from evaluator.parsing import no_verdict_status
 from router.db import utcnow
 from router.dialect import insert_ignore
@@ -336,27 +336,7 @@ async def _write_grade(
     if requeue_without_verdict(row, result, cost):
         run.requeued += 1
         return
-    tokens_in, tokens_out, cost = spend(row, result, cost)
-    await session.exec(
-        insert_ignore(session, Grade).values(
-            decision_id=row.decision_id,
-            task_class=row.task_class,
-            model=shadow or row.model,
-            shadow=shadow is not None and row.answer_model is None,
-            reference_model=policy.reference_model(row.task_class),
-            grader=policy.settings_for(row.task_class).grader,
-            verdict=result.verdict,
-            score=result.score,
-            parse_status=result.parse_status,
-            raw_output=result.raw_output,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost_nusd=cost,
-            decided_at=row.decided_at,
-            created_at=utcnow(),
-        )
-    )
-    row.status, row.lease_until = "graded", None
+    await write_grade(session, policy, row, result, cost, answer_of=shadow)
     run.graded += 1
     run.verdicts[result.verdict] = run.verdicts.get(result.verdict, 0) + 1
 
