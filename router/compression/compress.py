@@ -27,6 +27,10 @@ from router.tokens import estimate_text_tokens
 PREAMBLE_TOKENS = 100
 """The longest first paragraph of the final user message read as its instruction (kept)."""
 
+MIN_SAVING = 0.05
+"""A request whose compression would save less than this share of its context tokens is sent
+unchanged: a small saving is not worth a changed prompt (nor a provider's prompt-cache miss)."""
+
 CONTEXT_ROLES = frozenset({"user", "tool"})
 """Roles of earlier messages whose text is context."""
 
@@ -105,8 +109,9 @@ def compress_text(
 @dataclass
 class MessagesCompressed:
     """A chat request's messages compressed. ``status``: ``compressed``, or ``unchanged`` with
-    ``reason`` saying why (nothing to compress, nothing dropped, or the extraction guard
-    found a named value the compression would drop: ``dropped`` names them)."""
+    ``reason`` saying why (no context, nothing dropped, a saving under :data:`MIN_SAVING`, or
+    the extraction guard found a named value the compression would drop: ``dropped`` names
+    them)."""
 
     messages: list[dict[str, Any]]
     original_tokens: int
@@ -166,6 +171,7 @@ def compress_messages(
     final, question = question_of(messages)
     out = [dict(m) for m in messages]
     before = after = 0
+    dropped: list[str] = []
     if final is None:
         return MessagesCompressed(out, 0, 0, "unchanged", "no user message")
     for index, message in enumerate(messages):
@@ -183,24 +189,29 @@ def compress_messages(
         piece = compress_text(
             content[start:end], question, pipeline, ratio, guard=guard, options=options
         )
-        if piece.dropped:
-            whole = [dict(m) for m in messages]
-            return MessagesCompressed(
-                whole,
-                0,
-                0,
-                "unchanged",
-                "extraction guard: compression would drop "
-                + ", ".join(f"'{v}'" for v in piece.dropped)
-                + ", which the question names",
-                list(piece.dropped),
-            )
         before += piece.original_tokens
         after += piece.tokens
+        dropped.extend(v for v in piece.dropped if v not in dropped)
         out[index]["content"] = content[:start] + piece.text + content[end:]
+    if dropped:
+        return MessagesCompressed(
+            [dict(m) for m in messages],
+            before,
+            before,
+            "unchanged",
+            "extraction guard: compression would drop "
+            + ", ".join(f"'{v}'" for v in dropped)
+            + ", which the question names",
+            dropped,
+        )
     if before == 0:
         return MessagesCompressed([dict(m) for m in messages], 0, 0, "unchanged", "no context")
-    if after >= before:
-        reason = "nothing to drop" + (" under the extraction guard" if guard else "")
+    if after > before * (1 - MIN_SAVING):
+        under = " under the extraction guard" if guard else ""
+        reason = (
+            f"nothing to drop{under}"
+            if after >= before
+            else f"saves {1 - after / before:.1%} < {MIN_SAVING:.0%}{under}"
+        )
         return MessagesCompressed([dict(m) for m in messages], before, before, "unchanged", reason)
     return MessagesCompressed(out, before, after, "compressed", f"{after}/{before} tokens kept")

@@ -56,17 +56,18 @@ def field_units(seg: Segmented) -> set[int]:
 
 
 def named_values(question: str) -> list[str]:
-    """The values ``question`` names (quoted spans, identifiers, e-mail addresses), in order,
-    each once."""
-    found: list[str] = []
+    """The values ``question`` names (quoted spans, identifiers, e-mail addresses), in the
+    order they appear, each once."""
+    found: list[tuple[int, str]] = []
     for m in QUOTED.finditer(question):
-        found.append(next(g for g in m.groups() if g is not None))
+        found.append((m.start(), next(g for g in m.groups() if g is not None)))
     for pattern in (UUID, EMAIL, CODE, HEX):
-        found.extend(m.group(0) for m in pattern.finditer(question))
+        found.extend((m.start(), m.group(0)) for m in pattern.finditer(question))
+    found.sort()
     seen: set[str] = set()
     out: list[str] = []
-    for value in found:
-        value = value.strip()
+    for _, raw in found:
+        value = raw.strip()
         if value and value not in seen:
             seen.add(value)
             out.append(value)

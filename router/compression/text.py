@@ -219,20 +219,29 @@ def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int, boo
     return spans
 
 
-PASSAGE_LINE_CHARS = 200
-"""A paragraph whose every line is at least this long is read as one passage a line (retrieved
-documents joined by single newlines); shorter lines are taken as wrapped prose."""
+PASSAGE_LINE_CHARS = 100
+"""A paragraph is read as one passage a line (retrieved documents joined by single newlines)
+when every line is at least this long (hard-wrapped prose wraps shorter), or when every line
+starts with the same word of three or more letters (``Document [1](Title: …)``, ``Document
+[2]…``)."""
+
+_FIRST_WORD = re.compile(r"\s*([A-Za-z]{3,})\b")
 
 
 def _passages(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """One paragraph's passages: its lines when every line is a long one, else itself."""
+    """One paragraph's passages: its lines when they are passages (above), else itself."""
     lines: list[tuple[int, int]] = []
     offset = start
     for ln in text[start:end].split("\n"):
         if ln.strip():
             lines.append((offset, offset + len(ln)))
         offset += len(ln) + 1
-    if len(lines) > 1 and all(e - s >= PASSAGE_LINE_CHARS for s, e in lines):
+    if len(lines) < 2:
+        return [(start, end)]
+    if all(e - s >= PASSAGE_LINE_CHARS for s, e in lines):
+        return lines
+    firsts = {m.group(1) if (m := _FIRST_WORD.match(text, s, e)) else None for s, e in lines}
+    if len(firsts) == 1 and None not in firsts and not _structured([text[s:e] for s, e in lines]):
         return lines
     return [(start, end)]
 
