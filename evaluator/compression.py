@@ -4,14 +4,15 @@ stepped back (or forward) by the sequential rule on their verdicts.
 **Grading a probe** (:func:`grade_probes`). A probe (``router.compression.models``) holds the
 messages as the caller sent them. The answer graded is the one to the compressed messages: the
 served answer (a probe), or, for a trial of a stronger level, the answer the served model gives
-now to the messages compressed at the probe's ratio (one call). The class's grader then
-compares it with the answer to the *uncompressed* messages, given by the reference the class's
-``compression_probe_model`` names (``model``: the served model, so only the compression
-differs; ``reference``: the class's reference model). That is the grader's own reference stage:
-:meth:`evaluator.graders.Grader.grade` with the uncompressed conversation. Every call is priced
-at the catalog (:func:`router.pricing.cost_nusd`) and booked on the probe as the guard's
-grading spend. A provider failure leaves the probe queued for the next run (after
-``MAX_PROBE_FAILURES`` failures it is ``failed``).
+now to the messages compressed at the probe's ratio (one call). The answer to the
+*uncompressed* messages comes from the model the class's ``compression_probe_model`` names
+(``model``: the served model, so only the compression differs; ``reference``: the class's
+reference model) and is given to the class's grader as its reference answer, so the grader
+compares the two (its judge, if it has one, is the class's reference model; ``judge_single``,
+which rates one answer alone, is replaced by ``judge_pairwise``). Every call is priced at the
+catalog (:func:`router.pricing.cost_nusd`) and booked on the probe as the guard's grading
+spend (not under the grading budget: open). A provider failure leaves the probe queued for
+the next run (after ``MAX_PROBE_FAILURES`` failures it is ``failed``).
 
 **The rule** (:func:`run_guard`). Per class, the graded verdicts (disagree = 1, agree = 0;
 ``invalid``/``refused`` never count) of probes at the class's current level feed
@@ -26,27 +27,36 @@ the rule state it decided on. Probes once counted are ``counted``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.escalation._state import rule_params
-from evaluator.graders import GRADERS, GraderEnv, SampleView
+from evaluator.graders import GRADERS, Grader, GraderEnv, GradeResult, SampleView
 from evaluator.sequential import RuleState, SequentialDecision, step
+from evaluator.stats import wilson
 from router.compression.compress import compress_messages
 from router.compression.compressors import Options
-from router.compression.models import CompressionEvent, CompressionProbe, CompressionState
+from router.compression.models import (
+    CompressionDay,
+    CompressionEvent,
+    CompressionProbe,
+    CompressionState,
+)
 from router.compression.stage import LEVELS, ratio_at
 from router.db import utcnow
 from router.dialect import advisory_lock, skip_locked
 from router.jobs import Job
-from router.policy import ModelPrice, Policy
+from router.money import usd
+from router.policy import ClassSettings, ModelPrice, Policy
 from router.pricing import cost_nusd
 from router.providers.base import ChatRequest, ChatResponse, Provider, ProviderError
 from router.table import latest_policy
@@ -118,7 +128,8 @@ async def _grade_one(
     probe: CompressionProbe, policy: Policy, env: GraderEnv, run: ProbeRun
 ) -> None:
     settings = policy.settings_for(probe.task_class)
-    grader = GRADERS[settings.grader]
+    # judge_single rates one answer alone; comparing two takes the pairwise judge
+    grader = GRADERS["judge_pairwise" if settings.grader == "judge_single" else settings.grader]
     tally = [0, 0, 0]
     prices = policy.prices
     metered = GraderEnv(
@@ -126,11 +137,8 @@ async def _grade_one(
         env.items,
         env.judge_prompts,
     )
-    reference = (
-        probe.model
-        if settings.compression_probe_model == "model"
-        else policy.reference_model(probe.task_class)
-    )
+    judge = policy.reference_model(probe.task_class)
+    answerer = probe.model if settings.compression_probe_model == "model" else judge
     try:
         answer = probe.output_text
         if probe.trial:
@@ -157,7 +165,12 @@ async def _grade_one(
             probe.input_messages,
             answer or "",
         )
-        grade = await grader.grade(view, settings, reference, metered)
+        # The uncompressed answer is the grader's reference answer; its judge (if any) is the
+        # class's reference model.
+        uncompressed = await metered.provider_for(answerer).complete(
+            ChatRequest(model=answerer, messages=probe.input_messages, max_tokens=2048)
+        )
+        grade = await _grade(grader, view, settings, judge, metered, {"reference": uncompressed})
     except ProviderError as exc:
         probe.error = exc.message[:500]
         probe.attempts += 1
@@ -183,6 +196,29 @@ async def _grade_one(
     probe.graded_at = utcnow()
     run.graded += 1
     run.cost_nusd += tally[0]
+
+
+async def _grade(
+    grader: Grader,
+    view: SampleView,
+    settings: ClassSettings,
+    judge: str,
+    env: GraderEnv,
+    answers: dict[str, ChatResponse],
+) -> GradeResult:
+    """:meth:`Grader.grade` with answers already given (the uncompressed one as
+    ``reference``): the grader's remaining stages, each stage's calls at once."""
+    while True:
+        nxt = grader.step(view, settings, judge, env, answers)
+        if isinstance(nxt, GradeResult):
+            return nxt
+        keys = [k for k in nxt.requests if k not in answers]
+        if not keys:
+            raise RuntimeError(f"grader {grader.name} asked again for answers it has")
+        replies = await asyncio.gather(
+            *(env.provider_for(nxt.requests[k].model).complete(nxt.requests[k]) for k in keys)
+        )
+        answers.update(zip(keys, replies, strict=True))
 
 
 @dataclass
@@ -329,3 +365,118 @@ def compression_guard_job(
         return done
 
     return Job(GUARD_JOB, run, interval_s)
+
+
+async def compression_books(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    """The compression books and the guard's state per class over ``[since, until)`` (UTC;
+    books by their UTC day, probes by when they were queued). Each class::
+
+        {"task_class", "level", "level_name", "ratio" (None = off), "calls", "compressed",
+         "guarded" (sent whole by the extraction guard), "tokens_before", "tokens_after",
+         "tokens_saved" (estimated context tokens), "saved_nusd", "saved_usd" (at the served
+         model's input price), "probes_graded", "disagree", "disagreement_rate",
+         "disagreement_ci" ([low, high], Wilson 95%, over graded probes at any level, None
+         without one), "guard_spend_nusd", "guard_spend_usd" (every call the guard made)}
+
+    and ``events``: the latest 100 level changes, newest first. Exact integer sums in SQL.
+    """
+    policy = await latest_policy(session)
+    day = col(CompressionDay.day)
+    book_stmt = sa.select(
+        col(CompressionDay.task_class),
+        func.sum(col(CompressionDay.calls)),
+        func.sum(col(CompressionDay.compressed)),
+        func.sum(col(CompressionDay.guarded)),
+        func.sum(col(CompressionDay.tokens_before)),
+        func.sum(col(CompressionDay.tokens_after)),
+        func.sum(col(CompressionDay.saved_nusd)),
+    ).group_by(col(CompressionDay.task_class))
+    if since is not None:
+        book_stmt = book_stmt.where(day >= datetime.combine(since.date(), time(), UTC))
+    if until is not None:
+        book_stmt = book_stmt.where(day < until)
+    graded = col(CompressionProbe.status).in_(("graded", "counted"))
+    verdict = col(CompressionProbe.verdict)
+    probe_stmt = sa.select(
+        col(CompressionProbe.task_class),
+        func.sum(sa.case((graded & verdict.in_(COUNTED_VERDICTS), 1), else_=0)),
+        func.sum(sa.case((graded & (verdict == "disagree"), 1), else_=0)),
+        func.coalesce(func.sum(col(CompressionProbe.grade_cost_nusd)), 0),
+    ).group_by(col(CompressionProbe.task_class))
+    created = col(CompressionProbe.created_at)
+    if since is not None:
+        probe_stmt = probe_stmt.where(created >= since)
+    if until is not None:
+        probe_stmt = probe_stmt.where(created < until)
+    conn = await session.connection()
+    states = {s.task_class: s for s in (await session.exec(select(CompressionState))).all()}
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(task_class: str) -> dict[str, Any]:
+        if task_class not in rows:
+            state = states.get(task_class)
+            level = state.level if state is not None else 0
+            ratio = policy.settings_for(task_class).compression_ratio if policy else None
+            rows[task_class] = {
+                "task_class": task_class,
+                "level": level,
+                "level_name": LEVELS[min(level, 2)],
+                "ratio": None if ratio is None else ratio_at(ratio, level),
+                "calls": 0,
+                "compressed": 0,
+                "guarded": 0,
+                "tokens_before": 0,
+                "tokens_after": 0,
+                "tokens_saved": 0,
+                "saved_nusd": 0,
+                "probes_graded": 0,
+                "disagree": 0,
+                "disagreement_rate": None,
+                "disagreement_ci": None,
+                "guard_spend_nusd": 0,
+            }
+        return rows[task_class]
+
+    for task_class, calls, compressed, guarded, before, after, saved in (
+        await conn.execute(book_stmt)
+    ).all():
+        r = row(task_class)
+        r.update(
+            calls=int(calls),
+            compressed=int(compressed),
+            guarded=int(guarded),
+            tokens_before=int(before),
+            tokens_after=int(after),
+            tokens_saved=int(before) - int(after),
+            saved_nusd=int(saved),
+        )
+    for task_class, n, k, spend in (await conn.execute(probe_stmt)).all():
+        r = row(task_class)
+        est = wilson(int(k), int(n))
+        r.update(
+            probes_graded=int(n),
+            disagree=int(k),
+            disagreement_rate=est.rate,
+            disagreement_ci=None if est.ci_low is None else [est.ci_low, est.ci_high],
+            guard_spend_nusd=int(spend),
+        )
+    for r in rows.values():
+        r["saved_usd"] = usd(r["saved_nusd"])
+        r["guard_spend_usd"] = usd(r["guard_spend_nusd"])
+    events = (
+        await session.exec(
+            select(CompressionEvent).order_by(col(CompressionEvent.id).desc()).limit(100)
+        )
+    ).all()
+    return {
+        "classes": [rows[c] for c in sorted(rows)],
+        "events": [
+            {
+                **e.model_dump(exclude={"at"}),
+                "at": e.at.isoformat(),
+            }
+            for e in events
+        ],
+    }

@@ -12,17 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
+from evaluator.compression import grade_probes
+from evaluator.service import provider_env
+from evaluator.stats import wilson
 from router.compression import compress_messages
 from router.compression.models import CompressionDay, CompressionProbe
 from router.compression.store import CompressionStore
 from router.db import make_engine, session_factory
 from router.models import Sample
 from router.policy import parse_policy
+from router.providers import OpenAIProvider
 from router.service import Router
 from tests.conftest import apply, make_settings
 from tests.serving import served
@@ -53,6 +58,7 @@ tier = "standard"
 
 [[classes]]
 match = "qa"
+grader = "exact"
 compression = ["redundancy", "query"]
 compression_ratio = 0.5
 compression_min_tokens = 0
@@ -108,6 +114,7 @@ class Env:
     client: openai.AsyncOpenAI
     store: CompressionStore
     database_url: str
+    url: str
 
     async def table(self, model: Any) -> list[Any]:
         await self.router.flush()
@@ -137,7 +144,7 @@ async def compressing_gateway(database_url: str) -> AsyncIterator[Env]:
         async with served(app) as url:
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="caller-key", max_retries=0)
             try:
-                yield Env(wire, app.state.router, client, app.state.compression, database_url)
+                yield Env(wire, app.state.router, client, app.state.compression, database_url, url)
             finally:
                 await client.close()
 
@@ -256,3 +263,52 @@ async def test_a_critical_class_and_a_class_without_compressors_are_sent_as_they
     assert "x-tierwise-compression" not in plain.headers
     assert env.wire.hits(OPENAI_PATH)[0].body["messages"] == messages
     assert await env.table(CompressionDay) == []
+
+
+async def test_the_books_show_what_compression_saved_and_what_the_guard_spent(env: Env) -> None:
+    messages = qa_messages()
+    expected = compress_messages(messages, ["redundancy", "query"], 0.5)
+    env.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("Wilhelm Conrad Röntgen")))
+    await env.client.chat.completions.create(model="tierwise/qa", messages=cast(Any, messages))
+    assert len(await env.table(CompressionProbe)) == 1
+    # The guard: the served model answers the uncompressed messages; the class's grader (exact)
+    # compares that answer with the compressed one.
+    env.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("Max Planck")))
+    provider = OpenAIProvider(
+        api_key=SecretStr("sk-test"), base_url=env.wire.openai_base_url, max_retries=0
+    )
+    engine = make_engine(env.database_url)
+    try:
+        graded = await grade_probes(session_factory(engine), provider_env(lambda m: provider))
+    finally:
+        await engine.dispose()
+    assert (graded.graded, graded.cost_nusd) == (1, (100 * 150 + 20 * 600))
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        reply = await http.get("/v1/compression", params={"since": "2026-01-01"})
+        bad = await http.get("/v1/compression", params={"since": "yesterday"})
+    assert reply.status_code == 200
+    (qa,) = reply.json()["classes"]
+    saved = expected.original_tokens - expected.tokens
+    assert qa == {
+        "task_class": "qa",
+        "level": 0,
+        "level_name": "policy",
+        "ratio": 0.5,
+        "calls": 1,
+        "compressed": 1,
+        "guarded": 0,
+        "tokens_before": expected.original_tokens,
+        "tokens_after": expected.tokens,
+        "tokens_saved": saved,
+        "saved_nusd": saved * 150,
+        "saved_usd": saved * 150 / 1e9,
+        "probes_graded": 1,
+        "disagree": 1,
+        "disagreement_rate": 1.0,
+        "disagreement_ci": [wilson(1, 1).ci_low, wilson(1, 1).ci_high],
+        "guard_spend_nusd": (100 * 150 + 20 * 600),
+        "guard_spend_usd": (100 * 150 + 20 * 600) / 1e9,
+    }
+    assert reply.json()["events"] == []
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "since"
