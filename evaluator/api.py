@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import SecretStr
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.compression import compression_books
 from evaluator.costs import costs as cost_view
 from evaluator.costs import parse_group_by, parse_range
 from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
@@ -117,6 +118,21 @@ async def escalations(
         stmt = stmt.where(EscalationEvent.task_class == task_class)
     rows = (await session.exec(stmt)).all()
     return [EscalationOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@api.get("/compression", dependencies=READ)
+async def compression(
+    session: SessionDep,
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    until: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Prompt compression per class over ``[since, until)`` (UTC ISO dates or datetimes): its
+    quality-guard level and ratio, calls compressed and sent whole by the extraction guard,
+    context tokens and USD saved, the guard's graded probes with the disagreement rate and its
+    Wilson interval, the guard's own spend; and the latest level changes with their evidence
+    (:func:`evaluator.compression.compression_books`). 422 naming the field for a bad date."""
+    start, end = parse_range(since, until)
+    return await compression_books(session, since=start, until=end)
 
 
 @api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.compression import compression_guard_job
 from evaluator.datasets import (
     HeldOutSet,
     index_items,
@@ -140,7 +141,8 @@ class Evaluator:
     def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
         """The control plane's scheduled jobs, each declared by its domain: grading and batch
         grading's submit and poll (``evaluator.grading.tasks``; every ``grading_interval_s``)
-        and escalation (``evaluator.escalation.tasks``)."""
+        and escalation (``evaluator.escalation.tasks``), and the compression quality guard
+        (``evaluator.compression``; every ``grading_interval_s``)."""
         return [
             grading_job(
                 self._sessions,
@@ -152,4 +154,5 @@ class Evaluator:
             ),
             *batch_grading_jobs(self._sessions, self.load_env, interval_s=grading_interval_s),
             escalation_job(self._sessions, interval_s=escalation_interval_s, worker=self.worker),
+            compression_guard_job(self._sessions, self.load_env, interval_s=grading_interval_s),
         ]

@@ -243,3 +243,7 @@ class Sample(JSONTrackingModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = _ts()
+
+
+# The compression stage's tables (router.compression.models) belong to the data plane's schema.
+import router.compression.models  # noqa: E402, F401

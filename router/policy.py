@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.compression.compressors import COMPRESSORS
 from router.errors import PolicyError, field_path
 from router.money import price_nusd
 
@@ -202,6 +203,32 @@ class ClassSettings(_Strict):
     # the grading job) or "batch" (the providers' batch APIs at the catalog's batch_discount,
     # evaluator.grading.batch: cheaper, but a verdict may take up to the 24 h window).
     grading: Literal["realtime", "batch"] = "realtime"
+    # Prompt compression (router.compression, the gateway's compression stage): the compressors
+    # run in order (redundancy, query, tfidf, structural; empty = off), the target ratio (share
+    # of the context's estimated tokens kept), the near-duplicate cut (cosine), the smallest
+    # request worth compressing (estimated input tokens), the extraction guard (None = on for
+    # classes whose name holds "extract"), whether a critical-tier class is compressed, and the
+    # quality guard: the share of compressed calls also answered uncompressed and graded, by the
+    # served model ("model") or the class's reference model ("reference").
+    compression: list[str] = Field(default_factory=list)
+    compression_ratio: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+    compression_similarity: float = Field(default=0.85, gt=0, lt=1, allow_inf_nan=False)
+    compression_min_tokens: int = Field(default=500, ge=0)
+    extraction_guard: bool | None = None
+    compress_critical: bool = False
+    compression_probe_rate: float = Field(default=0.05, ge=0, le=1, allow_inf_nan=False)
+    compression_probe_model: Literal["model", "reference"] = "model"
+
+    @field_validator("compression")
+    @classmethod
+    def _known_compressors(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in COMPRESSORS or name == "random":
+                known = ", ".join(sorted(n for n in COMPRESSORS if n != "random"))
+                raise ValueError(f"unknown compressor '{name}' (known: {known})")
+        if len(set(v)) != len(v):
+            raise ValueError("a compressor is named twice")
+        return v
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
 import json
+import math
 import re
 import shutil
 import sys
@@ -61,6 +63,10 @@ PANDALM_GPT = "pandalm/data/gpt-3.5-turbo-testset-v1.json"
 PANDALM_7B = "pandalm/data/pandalm-7b-testset-v1.json"
 CLINC_DATA = "clinc150/data/data_full.json"
 BANKING_TEST = "banking77/banking_data/test.csv"
+LITM_NQ = "lost_in_the_middle/qa_data/nq-open-oracle.jsonl.gz"
+LITM_KV = "lost_in_the_middle/kv_retrieval_data/kv-retrieval-75_keys.jsonl.gz"
+LITM_DISTRACTORS = 19  # a 20-document context; its first 9 make the 10-document one
+LITM_KV_ITEMS = 200  # of 500: keeps the converted file near 1.2 MB
 # The judge prompt templates are code's data, not a held-out set: they ship in the wheel with the
 # graders. Written relative to --out as a repository lays them out (manifest ``file`` is too).
 JUDGE_PROMPTS_FILE = "../evaluator/graders/judge_prompts.jsonl"
@@ -72,6 +78,7 @@ LICENSES: dict[str, str] = {
     "pandalm": "pandalm/LICENSE",
     "clinc150": "clinc150/LICENSE",
     "banking77": "banking77/LICENSE",
+    "lost_in_the_middle": "lost_in_the_middle/LICENSE",
 }
 
 SOURCES: dict[str, dict[str, str]] = {
@@ -98,6 +105,10 @@ SOURCES: dict[str, dict[str, str]] = {
     "banking77": {
         "origin": "https://github.com/PolyAI-LDN/task-specific-datasets",
         "commit": "57ec275d8078af65b7731c2a98be812d844a6d6b",
+    },
+    "lost_in_the_middle": {
+        "origin": "https://github.com/nelson-liu/lost-in-the-middle",
+        "commit": "29b8a6d042ce29abccee3db1a73171a107d7e6af",
     },
 }
 
@@ -137,6 +148,22 @@ def read_jsonl(path: Path) -> list[dict[str, JSON]]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     raise ConversionError(path, f"line {number}", "blank line")
+                value = json.loads(line)
+                if not isinstance(value, dict):
+                    raise ConversionError(path, f"line {number}", "not a JSON object")
+                rows.append(value)
+    except OSError as exc:
+        raise ConversionError(path, None, f"cannot read: {exc}") from exc
+    except ValueError as exc:
+        raise ConversionError(path, f"line {len(rows) + 1}", f"bad JSON: {exc}") from exc
+    return rows
+
+
+def read_jsonl_gz(path: Path) -> list[dict[str, JSON]]:
+    rows: list[dict[str, JSON]] = []
+    try:
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+            for number, line in enumerate(handle, start=1):
                 value = json.loads(line)
                 if not isinstance(value, dict):
                     raise ConversionError(path, f"line {number}", "not a JSON object")
@@ -792,6 +819,187 @@ def convert_banking77(source: Path) -> list[dict[str, JSON]]:
 
 # --------------------------------------------------------------------------- main
 
+# --------------------------------------------------------------------------- lost in the middle
+
+LITM_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+LITM_WORD = re.compile(r"\w+")
+
+
+def litm_words(text: str) -> set[str]:
+    return {w.lower() for w in LITM_WORD.findall(text)} - LITM_STOPWORDS
+
+
+def convert_litm_nq(source: Path) -> list[dict[str, JSON]]:
+    """NQ-Open questions with their gold passage and, per question, the 19 gold passages of
+    other questions that share the most of its words (IDF-weighted) and hold none of its
+    answers: the distractors of a 20-document context (the first 9: of a 10-document one),
+    standing in for the paper's retrieved distractors."""
+    path = source / LITM_NQ
+    rows = read_jsonl_gz(path)
+    passages: list[tuple[str, str]] = []
+    items: list[dict[str, JSON]] = []
+    for number, row in enumerate(rows, start=1):
+        where = f"line {number}"
+        question = require_str(row.get("question"), path, where, "question")
+        answers = row.get("answers")
+        if not isinstance(answers, list) or not answers:
+            raise ConversionError(path, where, "answers is not a non-empty list")
+        ctxs = row.get("ctxs")
+        if not isinstance(ctxs, list) or len(ctxs) != 1 or not ctxs[0].get("isgold"):
+            raise ConversionError(path, where, "ctxs is not one gold passage")
+        title = require_str(ctxs[0].get("title"), path, where, "ctxs[0].title")
+        text = require_str(ctxs[0].get("text"), path, where, "ctxs[0].text")
+        passages.append((title, text))
+        items.append(
+            {
+                "id": f"lost_in_the_middle_nq/{number - 1}",
+                "dataset": "lost_in_the_middle_nq",
+                "question": question,
+                "answers": [require_str(a, path, where, "answers[]") for a in answers],
+                "gold": {"title": title, "text": text},
+            }
+        )
+    bags = [litm_words(f"{t} {x}") for t, x in passages]
+    postings: dict[str, list[int]] = {}
+    for index, bag in enumerate(bags):
+        for word in bag:
+            postings.setdefault(word, []).append(index)
+    n = len(bags)
+    for index, item in enumerate(items):
+        scores: dict[int, float] = {}
+        for word in litm_words(str(item["question"])):
+            docs = postings.get(word, [])
+            if not docs:
+                continue
+            idf = math.log(n / len(docs))
+            for doc in docs:
+                scores[doc] = scores.get(doc, 0.0) + idf
+        holds = [
+            re.compile(r"(?<!\w)" + re.escape(str(a)) + r"(?!\w)", re.I) for a in item["answers"]
+        ]
+        gold_text = passages[index][1]
+        ranked = sorted(scores, key=lambda d: (-scores[d], d))
+        ranked += [d for d in range(n) if d not in scores]
+        chosen: list[int] = []
+        for doc in ranked:
+            title, text = passages[doc]
+            blob = f"{title} {text}"
+            if doc == index or text == gold_text or any(h.search(blob) for h in holds):
+                continue
+            if any(passages[c][1] == text for c in chosen):
+                continue
+            chosen.append(doc)
+            if len(chosen) == LITM_DISTRACTORS:
+                break
+        if len(chosen) < LITM_DISTRACTORS:
+            raise ConversionError(path, index, "fewer than 19 distractor passages")
+        item["distractors"] = [f"lost_in_the_middle_nq/{d}" for d in chosen]
+    return items
+
+
+def convert_litm_kv(source: Path) -> list[dict[str, JSON]]:
+    """The first LITM_KV_ITEMS items of the 75-key KV-retrieval set, as recorded."""
+    path = source / LITM_KV
+    items: list[dict[str, JSON]] = []
+    for number, row in enumerate(read_jsonl_gz(path)[:LITM_KV_ITEMS], start=1):
+        where = f"line {number}"
+        records = row.get("ordered_kv_records")
+        if not isinstance(records, list) or len(records) != 75:
+            raise ConversionError(path, where, "ordered_kv_records is not 75 pairs")
+        pairs = [
+            [require_str(k, path, where, "key"), require_str(v, path, where, "value")]
+            for k, v in records
+        ]
+        key = require_str(row.get("key"), path, where, "key")
+        value = require_str(row.get("value"), path, where, "value")
+        if [key, value] not in pairs:
+            raise ConversionError(path, where, "the key/value pair is not among the records")
+        items.append(
+            {
+                "id": f"lost_in_the_middle_kv/{number - 1}",
+                "dataset": "lost_in_the_middle_kv",
+                "key": key,
+                "value": value,
+                "ordered_kv_records": pairs,
+            }
+        )
+    return items
+
+
+# --------------------------------------------------------------------------- manifest
+
+
 ROUTELLM_LICENSE = "Apache-2.0 (RouteLLM repository)"
 OUTPUT_TERMS = (
     "model outputs: Mixtral-8x7B-Instruct-v0.1 and GPT-4 (gpt-4-1106-preview, gpt-4 judge) "
@@ -987,6 +1195,42 @@ def convert_all(source: Path, out: Path) -> list[Written]:
             original_paths=(BANKING_TEST,),
             description="BANKING77 test split (3,080 utterances, 77 intents)",
             licenses=("CC BY 4.0",),
+        )
+    )
+    litm_licenses = (
+        "MIT (lost-in-the-middle repository, (c) 2023 Nelson Liu)",
+        "questions and answers: Natural Questions (Kwiatkowski et al. 2019), CC BY-SA 3.0",
+        "passages: Wikipedia, CC BY-SA",
+    )
+    written.append(
+        Written(
+            name="lost_in_the_middle_nq",
+            file="lost_in_the_middle_nq.jsonl",
+            rows=write_jsonl(out / "lost_in_the_middle_nq.jsonl", convert_litm_nq(source)),
+            kind="compression",
+            sources=("lost_in_the_middle",),
+            original_paths=(LITM_NQ,),
+            description=(
+                "NQ-Open (2,655) with answers, the gold Wikipedia passage and 19 distractor "
+                "passages each (other questions' gold passages sharing its words, none holding "
+                "an answer): multi-document contexts for compression benchmarks"
+            ),
+            licenses=litm_licenses,
+        )
+    )
+    written.append(
+        Written(
+            name="lost_in_the_middle_kv",
+            file="lost_in_the_middle_kv.jsonl",
+            rows=write_jsonl(out / "lost_in_the_middle_kv.jsonl", convert_litm_kv(source)),
+            kind="compression",
+            sources=("lost_in_the_middle",),
+            original_paths=(LITM_KV,),
+            description=(
+                "KV retrieval, 75 UUID key-value pairs per item (the first 200 of 500) and the "
+                "key to look up with its value: exact-field extraction"
+            ),
+            licenses=("MIT (lost-in-the-middle repository, (c) 2023 Nelson Liu)",),
         )
     )
     return written

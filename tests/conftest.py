@@ -56,6 +56,10 @@ TABLES = (
     "task_class",
     "api_key",
     "grading_budget",
+    "compression_day",
+    "compression_probe",
+    "compression_state",
+    "compression_event",
 )
 
 

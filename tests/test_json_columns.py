@@ -280,4 +280,8 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "rule_state.state": True,
         "job_run.result": True,
         "grading_batch_item.response": True,
+        "compression_probe.pipeline": True,
+        "compression_probe.input_messages": True,
+        "compression_state.rule_state": True,
+        "compression_event.evidence": True,
     }

@@ -272,6 +272,73 @@ SEEDERS: dict[str, list[Row]] = {
             "updated_at": AT,
         }
     ],
+    "compression_day": [
+        {
+            "day": AT.replace(hour=0, minute=0, second=0, microsecond=0),
+            "task_class": CLASS,
+            "model": "small-model",
+            "calls": 3,
+            "compressed": 2,
+            "guarded": 1,
+            "tokens_before": 6_000,
+            "tokens_after": 3_100,
+            "saved_nusd": 435_000,
+        }
+    ],
+    "compression_probe": [
+        {
+            "decision_id": "dec-1",
+            "task_class": CLASS,
+            "model": "small-model",
+            "level": 0,
+            "ratio": 0.5,
+            "pipeline": ["redundancy", "query"],
+            "guard": False,
+            "trial": False,
+            "input_messages": [{"role": "user", "content": "Context. Question?"}],
+            "output_text": "An answer.",
+            "status": "graded",
+            "verdict": "agree",
+            "score": 8.0,
+            "parse_status": "ok",
+            "raw_output": "Rating: [[8]]",
+            "error": None,
+            "attempts": 0,
+            "grade_input_tokens": 900,
+            "grade_output_tokens": 40,
+            "grade_cost_nusd": 159_000,
+            "created_at": AT,
+            "graded_at": AT,
+        }
+    ],
+    "compression_state": [
+        {
+            "task_class": CLASS,
+            "level": 1,
+            "rule_state": {"v": 1, "n": 40, "k": 6},
+            "changed_at": AT,
+            "updated_at": AT,
+        }
+    ],
+    "compression_event": [
+        {
+            "id": 1,
+            "task_class": CLASS,
+            "at": AT,
+            "from_level": 0,
+            "to_level": 1,
+            "from_ratio": 0.5,
+            "to_ratio": 0.75,
+            "n": 40,
+            "k": 6,
+            "rate": 0.15,
+            "ci_low": 0.071,
+            "ci_high": 0.291,
+            "rule": "bernoulli-cusum(p0=0.02, p1=0.05)",
+            "reason": "S = 5.1 of h = 4.5",
+            "evidence": {"rule_state": {"n": 40, "k": 6}},
+        }
+    ],
 }
 
 

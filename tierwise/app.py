@@ -105,6 +105,7 @@ def create_app(
                 app.state.router = planes.router
                 app.state.gateway = planes.gateway
                 app.state.evaluator = planes.evaluator
+                app.state.compression = planes.compression
                 yield
             finally:
                 await keys.stop()

@@ -27,6 +27,8 @@ from evaluator.service import (
     held_out_paths,
     provider_env,
 )
+from router.compression.stage import CompressionStage
+from router.compression.store import CompressionStore
 from router.db import make_engine, session_factory
 from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
@@ -120,6 +122,7 @@ class Planes:
     gateway: Gateway
     evaluator: Evaluator
     scheduler: JobScheduler
+    compression: CompressionStore
 
 
 def _warn_without_held_out_sets(settings: Settings) -> None:
@@ -168,7 +171,12 @@ async def running_planes(
             upstreams = ProviderRegistry({}, lambda: data_plane.catalog, force=gateway_upstream)
         else:
             upstreams = gateway_registry(settings, lambda: data_plane.catalog)
-        gateway = Gateway(data_plane, upstreams.adapter_for)
+        compression = CompressionStore(sessions, sync_s=settings.snapshot_poll_s)
+        gateway = Gateway(
+            data_plane,
+            upstreams.adapter_for,
+            stages=[CompressionStage(lambda: data_plane.snapshot, compression)],
+        )
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)
         registry = live
@@ -205,9 +213,12 @@ async def running_planes(
                     )
             scheduler = JobScheduler(jobs_of(settings, control_plane))
             try:
-                yield Planes(engine, sessions, data_plane, gateway, control_plane, scheduler)
+                yield Planes(
+                    engine, sessions, data_plane, gateway, control_plane, scheduler, compression
+                )
             finally:
                 await scheduler.aclose()
+                await compression.aclose()
         finally:
             await data_plane.stop()
     finally:

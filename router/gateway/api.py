@@ -41,6 +41,7 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
     }
     if call.request.shadow_model is not None:
         headers["x-tierwise-shadow"] = d.model
+    headers.update(call.headers)
     return headers
 
 

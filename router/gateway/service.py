@@ -66,7 +66,9 @@ class UpstreamFailed(TierwiseError):
 @dataclass
 class Call:
     """One gateway call in flight, as the stages see it. ``body`` may be rewritten by a stage's
-    ``before`` (it is what goes upstream); ``chain`` is the models to try, in order."""
+    ``before`` (it is what goes upstream); ``chain`` is the models to try, in order. ``notes``
+    is where a stage keeps what it did to the call (by stage name, for its ``after``);
+    ``headers`` are extra response headers a stage adds (``x-tierwise-<what>``: why it did it)."""
 
     request: GatewayCall
     decision: RouteDecision
@@ -77,6 +79,8 @@ class Call:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     upstream_s: float = 0.0
     recorded: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def called(self) -> list[str]:
@@ -442,11 +446,15 @@ class Gateway:
 
     # ---- streaming --------------------------------------------------------------------------
     async def open_stream(self, call: Call) -> tuple[str, ChatStream]:
-        """Open the upstream stream along the chain (errors before the first byte fall back).
+        """Run the stages' ``before`` (a rewritten body is what streams), then open the
+        upstream stream along the chain (errors before the first byte fall back).
 
         Raises:
             UpstreamFailed: no model of the chain accepted the call (the outcome is recorded).
         """
+        answered = await self._before(call)
+        if answered is not None:  # no stage answers streams yet: relaying an answer is not done
+            log.warning("gateway stage %s answered a streaming call; calling upstream", answered[0])
         call.body = {
             **call.body,
             "stream": True,
