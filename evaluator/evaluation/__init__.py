@@ -4,6 +4,7 @@ model, the results go to a resumable log, and one report object (:class:`EvalRep
 rendered as Markdown, JSON and self-contained HTML, with the recommended routing table written
 as a policy file."""
 
+from evaluator.evaluation._export import export_samples
 from evaluator.evaluation._policy import recommended_policy
 from evaluator.evaluation._render import render_html, render_json, render_markdown
 from evaluator.evaluation._report import (
@@ -44,6 +45,7 @@ __all__ = [
     "ResultsLog",
     "build_report",
     "class_settings",
+    "export_samples",
     "gold_correct",
     "grading_key",
     "recommend_class",
