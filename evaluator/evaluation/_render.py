@@ -254,12 +254,12 @@ def _rates_chart(bench: BenchmarkView, rows: Sequence[ModelRow], report: EvalRep
     thresholds = sorted({r.threshold for r in report.recommended if r.benchmark == bench.name})
     marks = [(t, f"threshold {t:.0%}") for t in thresholds[:1]] if len(thresholds) == 1 else []
     x_max = min(1.0, max(top, *(t for t, _ in marks), 0.05) * 1.05)
-    legend = ", ".join(f"{m}" for m in models)
     return interval_chart(
         groups,
-        title=f"{bench.name}: disagreement with {report.reference} per class ({legend})",
+        title=f"{bench.name}: disagreement with {report.reference} per class",
         x_max=x_max,
         marks=marks,
+        legend=models,
     )
 
 
@@ -281,7 +281,9 @@ def _accuracy_chart(bench: BenchmarkView, rows: Sequence[ModelRow], report: Eval
                 )
             )
         groups.append((task, ws))
-    return interval_chart(groups, title=f"{bench.name}: accuracy per class", x_max=1.0)
+    return interval_chart(
+        groups, title=f"{bench.name}: accuracy per class", x_max=1.0, legend=report.models
+    )
 
 
 def _cost_chart(bench: BenchmarkView, rows: Sequence[ModelRow], report: EvalReport) -> str:
@@ -294,24 +296,31 @@ def _cost_chart(bench: BenchmarkView, rows: Sequence[ModelRow], report: EvalRepo
                 value = float(per) / 1e9
                 bars.append(Bar(report.models.index(r.model), value, f"{r.model}: ${value:.6f}"))
         groups.append((task, bars))
-    return bar_chart(groups, title=f"{bench.name}: serving cost per item (USD)", unit="${:.6f}")
+    return bar_chart(
+        groups,
+        title=f"{bench.name}: serving cost per item (USD)",
+        unit="${:.6f}",
+        legend=report.models,
+    )
 
 
 def _curve_chart(bench: BenchmarkView, report: EvalReport) -> str:
+    # Each model keeps its colour of the other charts; the sweep and the table come after.
+    n = len(report.models)
     series = [
         Series(
-            "class-level routing (threshold sweep)",
+            "threshold sweep",
             [(p.strong_share, p.quality) for p in bench.curve],
-            0,
+            n,
             labels=[f"{p.label}: {p.quality:.3f}, {usd_text(p.cost_nusd)}" for p in bench.curve],
         )
     ]
-    for i, (model, pt) in enumerate(bench.models.items(), start=1):
+    for model, pt in bench.models.items():
         series.append(
             Series(
                 model,
                 [(pt.strong_share, pt.quality)],
-                i,
+                report.models.index(model),
                 line=False,
                 labels=[f"{model}: {pt.quality:.3f}"],
             )
@@ -322,7 +331,7 @@ def _curve_chart(bench: BenchmarkView, report: EvalReport) -> str:
             Series(
                 "recommended table",
                 [(pt.strong_share, pt.quality)],
-                len(series),
+                n + 1,
                 line=False,
                 marker="diamond",
                 labels=[f"recommended: {pt.quality:.3f}, {usd_text(pt.cost_nusd)}"],

@@ -21,6 +21,18 @@ def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
+def _legend(names: Sequence[str], x: float, y: float) -> str:
+    """Coloured squares with the series names, left to right from (x, y)."""
+    out = []
+    for i, name in enumerate(names):
+        out.append(
+            f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="10" height="10" fill="{colour(i)}"/>'
+            f'<text x="{x + 14:.1f}" y="{y + 1:.1f}">{escape(name)}</text>'
+        )
+        x += 24 + 6.5 * len(name)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Whisker:
     """One estimate with its interval on a row: ``series`` picks the colour."""
@@ -38,12 +50,14 @@ def interval_chart(
     title: str,
     x_max: float,
     marks: Sequence[tuple[float, str]] = (),
+    legend: Sequence[str] = (),
     percent: bool = True,
     width: int = 720,
 ) -> str:
     """One row per category, each series' estimate as a dot with its interval as a bar;
-    ``marks`` are vertical reference lines (e.g. the threshold)."""
-    left, right, top, row_h = 230, 20, 30, 18
+    ``marks`` are vertical reference lines (e.g. the threshold); ``legend`` names the series
+    in colour order."""
+    left, right, top, row_h = 230, 20, 44, 18
     height = top + row_h * max(len(rows), 1) + 40
     plot_w = width - left - right
     x_max = x_max if x_max > 0 else 1.0
@@ -56,6 +70,7 @@ def interval_chart(
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" {FONT}>',
         f"<title>{escape(title)}</title>",
         f'<text x="{left}" y="16" font-weight="bold">{escape(title)}</text>',
+        _legend(legend, left, 30),
     ]
     bottom = top + row_h * len(rows)
     for i in range(5):
@@ -103,10 +118,12 @@ def bar_chart(
     *,
     title: str,
     unit: str,
+    legend: Sequence[str] = (),
     width: int = 720,
 ) -> str:
-    """Horizontal grouped bars, one group per category, each bar labelled with its value."""
-    left, right, top, bar_h = 230, 90, 30, 9
+    """Horizontal grouped bars, one group per category, each bar labelled with its value;
+    ``legend`` names the series in colour order."""
+    left, right, top, bar_h = 230, 90, 40, 9
     groups = [(name, bars) for name, bars in rows]
     per = max((len(b) for _, b in groups), default=1)
     row_h = bar_h * per + 6
@@ -118,6 +135,7 @@ def bar_chart(
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" {FONT}>',
         f"<title>{escape(title)}</title>",
         f'<text x="{left}" y="16" font-weight="bold">{escape(title)}</text>',
+        _legend(legend, left, 30),
     ]
     for r, (name, bars) in enumerate(groups):
         y0 = top + r * row_h
