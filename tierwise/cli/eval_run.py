@@ -50,9 +50,7 @@ POLICY_FILE = "recommended-policy.toml"
 def write_reports(report: EvalReport, out: Path) -> list[Path]:
     """Write the three renderings of ``report`` into ``out``; returns their paths."""
     paths = []
-    for name, render in zip(
-        REPORT_FILES, (render_markdown, render_json, render_html), strict=True
-    ):
+    for name, render in zip(REPORT_FILES, (render_markdown, render_json, render_html), strict=True):
         path = out / name
         path.write_text(render(report), encoding="utf-8")
         paths.append(path)
