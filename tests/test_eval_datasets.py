@@ -6,6 +6,7 @@ the grader."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -161,3 +162,26 @@ def test_the_shipped_sets_carry_their_grader_spec() -> None:
         "gsm8k": [("gsm8k", {"grader": "numeric"})],
         "mmlu": [("mmlu.*", {"grader": "recorded_correctness"})],
     }
+
+
+def test_bad_eval_arguments_are_one_line_naming_the_option(tmp_path: Path) -> None:
+    mt = str(DATASETS / "mt_bench.jsonl")
+    out = str(tmp_path / "out")
+    cases = [
+        (["--models", "gpt-5"], "not in the catalog of policy replay: gpt-5 (known: "),
+        (["--models", CHEAP, "--live"], "--live needs TIERWISE_REFERENCE_PROVIDER=catalog"),
+        (["--models", CHEAP, "--threshold", "2"], "--threshold must be in (0, 1), got 2.0"),
+    ]
+    for args, message in cases:
+        result = subprocess.run(
+            [*CLI, "eval", mt, *args, "--out", out],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+            check=False,
+            env={**os.environ, "TIERWISE_REFERENCE_PROVIDER": "replay"},
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in " ".join(result.stdout.split()), result.stdout
+        assert "Traceback" not in result.stderr
