@@ -12,16 +12,19 @@ one :class:`~router.errors.InvalidInput` naming the file, the line and the field
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic import dataclasses as pydantic_dataclasses
 
 from router.errors import InvalidInput, field_path
+from router.policy import ClassOverride
+from router.pricing import Usage
 from router.providers import RecordedAnswer, RecordedJudgment, ReplayProvider
 
 T = TypeVar("T")
@@ -40,40 +43,70 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
 Message = Annotated[dict[str, Any], AfterValidator(_message)]
 """An OpenAI-style chat message, kept as the decoded dict: a string ``role``, anything else."""
 
+Verdict = Literal["agree", "disagree", "invalid", "refused"]
+
 
 @pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class RecordedJudge:
-    """A recorded judge verdict: the judge's prompt name, its full prompt and reply, the score
-    (1-10; a JSON integer loads as a float)."""
+    """A recorded judge verdict: the judge model, its prompt's template name and full text (null
+    where not recorded, e.g. an exported grade), its reply (the explanation), the score (1-10
+    for a rating judge; a JSON integer loads as a float; null without one) and, optionally, the
+    verdict it was stored with (``agree`` | ``disagree`` | ``invalid`` | ``refused``)."""
 
     model: str
-    prompt_name: str
-    user_prompt: str
+    prompt_name: str | None
+    user_prompt: str | None
     judgment: str
-    score: float
+    score: float | None
+    verdict: Verdict | None = None
+
+
+@pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
+class RecordedUsage:
+    """The provider's token counts of one recorded answer (tokens; cached and cache-write
+    input are part of ``input_tokens``' bill at their own prices, see :mod:`router.pricing`)."""
+
+    input_tokens: Annotated[int, Field(ge=0)]
+    output_tokens: Annotated[int, Field(ge=0)]
+    cached_input_tokens: Annotated[int, Field(ge=0)] = 0
+    cache_write_tokens: Annotated[int, Field(ge=0)] = 0
+
+    def as_usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
 
 
 @pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class RecordedOutput:
-    """One model's recorded answer to an item; ``text`` is None where only correctness exists."""
+    """One model's recorded answer to an item. Every key is optional (missing = null): ``text``
+    (None where only correctness was recorded), ``correct`` (against the gold answer),
+    ``judge`` (a recorded judge verdict), ``usage`` (provider token counts; None = estimate
+    from the text) and ``human`` (a person's label: the answer is acceptable or not)."""
 
-    text: str | None
-    correct: bool | None
-    judge: RecordedJudge | None
+    text: str | None = None
+    correct: bool | None = None
+    judge: RecordedJudge | None = None
+    usage: RecordedUsage | None = None
+    human: bool | None = None
 
 
 @pydantic_dataclasses.dataclass(frozen=True, slots=True, config=LINE_CONFIG)
 class HeldOutItem:
     """One held-out input with its reference and recorded outputs (keyed by model name): one line
-    of a held-out file, every key required (``null`` where the README allows it)."""
+    of a held-out file. ``id``, ``dataset``, ``task_type`` and ``messages`` are required;
+    ``reference_answer``, ``gold`` and ``outputs`` are optional (missing = null / none)."""
 
     id: str
     dataset: str
     task_type: str
     messages: Annotated[list[Message], Field(min_length=1)]
-    reference_answer: str | None
-    gold: str | None
-    outputs: dict[str, RecordedOutput]
+    reference_answer: str | None = None
+    gold: str | None = None
+    outputs: dict[str, RecordedOutput] = field(default_factory=dict)
     # For multi-turn items: the reference answer of every turn up to this one (MT-Bench math).
     # Not part of a line: load_held_out fills it in from the other items of the set.
     reference_turns: list[str] = field(default_factory=list, init=False)
@@ -81,11 +114,13 @@ class HeldOutItem:
 
 @dataclass(frozen=True)
 class HeldOutSet:
-    """A loaded held-out set."""
+    """A loaded held-out set. ``graders``: the set's grader spec per task type, from its
+    manifest entry (:func:`manifest_entry`), in file order (a later match overrides)."""
 
     name: str
     path: Path
     items: list[HeldOutItem]
+    graders: tuple[ClassOverride, ...] = ()
 
     @property
     def task_types(self) -> list[str]:
@@ -224,7 +259,149 @@ def load_held_out(path: str | Path) -> HeldOutSet:
     if not items:
         raise InvalidInput(f"{p}: no items", field="dataset")
     _attach_reference_turns(items)
-    return HeldOutSet(name=items[0].dataset, path=p, items=items)
+    graders = grader_spec(manifest_entry(p), p.parent / MANIFEST)
+    return HeldOutSet(name=items[0].dataset, path=p, items=items, graders=graders)
+
+
+MANIFEST = "manifest.json"
+"""The manifest's file name: one per folder of data files (format: ``datasets/README.md``)."""
+
+
+def manifest_entry(path: Path) -> dict[str, Any] | None:
+    """The entry of ``manifest.json`` beside ``path`` whose ``file`` is ``path``'s name; None
+    when there is no manifest there or it does not list the file.
+
+    Raises:
+        InvalidInput: the manifest is not a JSON list of objects (``field="manifest"``).
+    """
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{manifest}: not a readable JSON manifest: {exc}"
+        raise InvalidInput(msg, field="manifest") from exc
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InvalidInput(f"{manifest}: a manifest is a JSON list of objects", field="manifest")
+    return next((e for e in entries if e.get("file") == path.name), None)
+
+
+def grader_spec(entry: dict[str, Any] | None, manifest: Path) -> tuple[ClassOverride, ...]:
+    """The ``graders`` of a manifest entry: a list of ``{"match": <glob of task types>,
+    <class setting>: <value>, ...}`` (the keys of a policy's ``[[classes]]``), validated.
+
+    Raises:
+        InvalidInput: not a list of such objects, or an unknown or invalid setting
+            (``field="graders[<i>]"``).
+    """
+    raw = (entry or {}).get("graders")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{manifest}: graders: must be a list", field="graders")
+    spec: list[ClassOverride] = []
+    for i, one in enumerate(raw):
+        try:
+            spec.append(ClassOverride.model_validate(one))
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = field_path(err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InvalidInput(
+                f"{manifest}: graders[{i}]{'.' + where if where else ''}: {msg}",
+                field=f"graders[{i}]",
+            ) from exc
+    return tuple(spec)
+
+
+@dataclass(frozen=True)
+class HeldOutScan:
+    """What :func:`scan_held_out` made of one file: the set of its good lines (None when
+    refused or when no line was good), every bad line's error (each names the file and the
+    line), and ``refused``: why the file is not a held-out set at all."""
+
+    path: Path
+    held_out: HeldOutSet | None
+    errors: list[InvalidInput]
+    refused: InvalidInput | None = None
+
+
+_ITEM_KEYS = frozenset({"messages", "task_type"})
+
+
+def _refuse(path: Path, why: str) -> HeldOutScan:
+    msg = f"{path}: not a held-out set: {why}"
+    return HeldOutScan(path, None, [], InvalidInput(msg, field="dataset"))
+
+
+def scan_held_out(path: str | Path) -> HeldOutScan:
+    """Load a held-out JSONL file line by line, keeping every good line and reporting every
+    bad one (``"<file> line <n>: <field path>: <problem>"``, as :func:`load_held_out` raises,
+    plus duplicate ids), so one bad line costs one item, not the run. The grader spec comes
+    from the manifest beside the file (:func:`manifest_entry`).
+
+    A file that is not a held-out set is refused whole (``refused``, one line naming it): the
+    manifest lists it with another ``kind``, or its first line is a JSON object with neither
+    ``messages`` nor ``task_type`` (a prompt-template or intent file matched by a glob), or it
+    cannot be read. Never raises for the file's content.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        return _refuse(p, f"cannot read it: {exc.strerror}")
+    try:
+        entry = manifest_entry(p)
+        graders = grader_spec(entry, p.parent / MANIFEST)
+    except InvalidInput as exc:
+        return HeldOutScan(p, None, [], exc)
+    if entry is not None and entry.get("kind") != "held_out":
+        return _refuse(p, f"its manifest entry says kind {entry.get('kind')!r}, not 'held_out'")
+    items: list[HeldOutItem] = []
+    errors: list[InvalidInput] = []
+    first_line: dict[str, int] = {}
+    checked_kind = False
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            errors.append(InvalidInput(f"{p} line {lineno}: not UTF-8 text", field="line"))
+            continue
+        if not line.strip():
+            continue
+        if not checked_kind:
+            checked_kind = True
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:
+                first = None
+            if isinstance(first, dict) and not _ITEM_KEYS & set(first):
+                keys = ", ".join(sorted(first)[:6]) or "none"
+                why = f"its first line has neither 'messages' nor 'task_type' (keys: {keys})"
+                return _refuse(p, why)
+        try:
+            item = _ITEM.validate_json(line)
+        except ValidationError as exc:
+            errors.append(_line_error(p, lineno, exc))
+            continue
+        if item.id in first_line:
+            errors.append(
+                InvalidInput(
+                    f"{p} line {lineno}: id: duplicate item id '{item.id}'"
+                    f" (first on line {first_line[item.id]})",
+                    field="id",
+                )
+            )
+            continue
+        first_line[item.id] = lineno
+        items.append(item)
+    if not items:
+        if not errors:
+            return HeldOutScan(p, None, [], InvalidInput(f"{p}: no items", field="dataset"))
+        return HeldOutScan(p, None, errors)
+    _attach_reference_turns(items)
+    return HeldOutScan(p, HeldOutSet(items[0].dataset, p, items, graders), errors)
 
 
 def load_judge_prompts(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
@@ -262,6 +439,6 @@ def replay_provider(sets: Iterable[HeldOutSet]) -> ReplayProvider:
             for model, out in item.outputs.items():
                 if out.text is not None:
                     answers.append(RecordedAnswer(model, item.messages, out.text))
-                if out.judge is not None:
+                if out.judge is not None and out.judge.user_prompt is not None:
                     judgments.append(RecordedJudgment(out.judge.user_prompt, out.judge.judgment))
     return ReplayProvider(answers, judgments)

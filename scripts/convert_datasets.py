@@ -251,6 +251,10 @@ class Written:
     description: str
     licenses: tuple[str, ...]
     task_types: tuple[str, ...] | None = None
+    # Held-out sets: the grader spec per task type (policy [[classes]] keys with a "match"
+    # glob) and the recorded models ({"cheap", "reference"}; empty when nothing was recorded).
+    graders: tuple[dict[str, JSON], ...] = ()
+    models: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------- MT-Bench
@@ -817,6 +821,38 @@ def convert_banking77(source: Path) -> list[dict[str, JSON]]:
     return items
 
 
+BANKING_INSTRUCTION = (
+    "You classify one message to a bank's customer support into exactly one intent. Answer "
+    "with the intent's name only, exactly as written in this list:\n"
+)
+
+
+def banking77_held_out(intents: list[dict[str, JSON]]) -> tuple[list[dict[str, JSON]], list[str]]:
+    """The BANKING77 test split as a held-out set for classification: the intent list in the
+    system message (sorted), the utterance as the user message, the
+    intent as ``gold``; no recorded outputs (upstream recorded none)."""
+    labels = list(dict.fromkeys(str(i["label"]) for i in intents))
+    system = BANKING_INSTRUCTION + "\n".join(sorted(labels))
+    items: list[dict[str, JSON]] = []
+    for row in intents:
+        index = str(row["id"]).split("/", 1)[1]
+        items.append(
+            {
+                "id": f"banking77_classify/{index}",
+                "dataset": "banking77_classify",
+                "task_type": "banking77",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": row["text"]},
+                ],
+                "reference_answer": None,
+                "gold": row["label"],
+                "outputs": {},
+            }
+        )
+    return items, sorted(labels)
+
+
 # --------------------------------------------------------------------------- main
 
 # --------------------------------------------------------------------------- lost in the middle
@@ -1038,6 +1074,7 @@ def convert_all(source: Path, out: Path) -> list[Written]:
                 OUTPUT_TERMS,
             ),
             task_types=tuple(sorted({str(i["task_type"]) for i in mt_items})),
+            graders=({"match": "mt_bench.*", "grader": "judge_single", "pass_mark": 7},),
         )
     )
 
@@ -1061,6 +1098,7 @@ def convert_all(source: Path, out: Path) -> list[Written]:
                 OUTPUT_TERMS,
             ),
             task_types=("gsm8k",),
+            graders=({"match": "gsm8k", "grader": "numeric"},),
         )
     )
 
@@ -1079,6 +1117,7 @@ def convert_all(source: Path, out: Path) -> list[Written]:
             ),
             licenses=(ROUTELLM_LICENSE, "MIT (MMLU questions, hendrycks/test)", OUTPUT_TERMS),
             task_types=tuple(sorted(f"mmlu.{s}" for s in subjects)),
+            graders=({"match": "mmlu.*", "grader": "recorded_correctness"},),
         )
     )
 
@@ -1185,16 +1224,36 @@ def convert_all(source: Path, out: Path) -> list[Written]:
             licenses=("CC BY 3.0",),
         )
     )
+    intents = convert_banking77(source)
     written.append(
         Written(
             name="banking77",
             file="banking77.jsonl",
-            rows=write_jsonl(out / "banking77.jsonl", convert_banking77(source)),
+            rows=write_jsonl(out / "banking77.jsonl", intents),
             kind="intents",
             sources=("banking77",),
             original_paths=(BANKING_TEST,),
             description="BANKING77 test split (3,080 utterances, 77 intents)",
             licenses=("CC BY 4.0",),
+        )
+    )
+    classify, labels = banking77_held_out(intents)
+    written.append(
+        Written(
+            name="banking77_classify",
+            file="banking77_classify.jsonl",
+            rows=write_jsonl(out / "banking77_classify.jsonl", classify),
+            kind="held_out",
+            sources=("banking77",),
+            original_paths=(BANKING_TEST, str(Path(BANKING_TEST).with_name("categories.json"))),
+            description=(
+                "BANKING77 test split (3,080) as a classification held-out set: the 77 intents "
+                "in the system message, the intent as gold; no recorded outputs (live only)"
+            ),
+            licenses=("CC BY 4.0",),
+            task_types=("banking77",),
+            graders=({"match": "banking77", "grader": "label", "labels": list(labels)},),
+            models={},
         )
     )
     litm_licenses = (
@@ -1265,7 +1324,9 @@ def manifest_entry(out: Path, written: Written) -> dict[str, JSON]:
     }
     if written.kind == "held_out":
         entry["task_types"] = sorted(written.task_types or ())
-        entry["models"] = {"cheap": CHEAP, "reference": REFERENCE}
+        recorded = {"cheap": CHEAP, "reference": REFERENCE}
+        entry["models"] = dict(recorded if written.models is None else written.models)
+        entry["graders"] = [dict(g) for g in written.graders]
     return entry
 
 

@@ -4,9 +4,10 @@ against human labels (:mod:`evaluator.calibration`) and prints it with rich."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from evaluator.calibration import (
     calibrate,
@@ -15,6 +16,7 @@ from evaluator.calibration import (
     load_llmbar_statistics,
 )
 from router.errors import TierwiseError
+from tierwise.cli import eval_run
 from tierwise.cli._common import fail, wide_console
 from tierwise.cli.render import (
     calibration_notes,
@@ -23,7 +25,25 @@ from tierwise.cli.render import (
     render_llmbar_reproduction,
 )
 
-app = typer.Typer(help="Offline evaluations over datasets/.", no_args_is_help=True)
+
+class _RunByDefault(TyperGroup):
+    """``tierwise eval DATASET... --models A,B`` is ``tierwise eval run DATASET...``: a first
+    argument that names no subcommand (and is not ``--help``) runs ``run``."""
+
+    # ``ctx`` is click's Context (typer vendors click; its module path is private).
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    help="Evaluations over held-out sets: `tierwise eval DATASET... --models A,B` (run), "
+    "`tierwise eval judge DATASET`.",
+    no_args_is_help=True,
+    cls=_RunByDefault,
+)
+app.command("run")(eval_run.run_cmd)
 
 
 @app.command("judge")
