@@ -287,6 +287,8 @@ def routing_curves(
         f"{calibration_share:.0%} calibration split, the curve measured on the disjoint rest; "
         f"{len(seeds)} seed(s), mean [min, max]",
         "random: PGR = strong share in expectation (APGR 0.5, CPT(50%) 0.5, CPT(80%) 0.8)",
+        "oracle: per item, the strong model only where it scores higher; its APGR can pass 1 "
+        "where the cheap model is right and the strong one wrong",
     ]
     if len(classes) == 1:
         notes.append(

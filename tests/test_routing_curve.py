@@ -188,3 +188,21 @@ def test_a_bad_contamination_line_is_named(tmp_path: Path) -> None:
     bad.write_text('{"eval_prompt": "x"}\n{"train_prompt": "y"}\n', encoding="utf-8")
     with pytest.raises(InvalidInput, match="line 2"):
         load_contaminated([bad])
+
+
+def test_the_command_prints_the_figures_as_json() -> None:
+    from typer.testing import CliRunner
+
+    from tierwise.cli import app
+
+    result = CliRunner().invoke(
+        app, ["eval", "curve", str(ROOT / "datasets" / "gsm8k.jsonl"), "--seeds", "1,2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    [out] = json.loads(result.output)
+    assert (out["benchmark"], out["seeds"], out["apgr"]["mean"]) == ("gsm8k", [1, 2], 0.5)
+    assert out["notes"][0] == "1319 items; not decontaminated (no --routellm-evals list for gsm8k)"
+    bad = CliRunner().invoke(
+        app, ["eval", "curve", str(ROOT / "datasets" / "gsm8k.jsonl"), "--seeds", "x"]
+    )
+    assert bad.exit_code == 2 and "seeds" in bad.output

@@ -15,6 +15,7 @@ from evaluator.calibration import (
     load_llmbar_statistics,
 )
 from router.errors import TierwiseError
+from tierwise.cli import curve
 from tierwise.cli._common import fail, wide_console
 from tierwise.cli.render import (
     calibration_notes,
@@ -24,6 +25,7 @@ from tierwise.cli.render import (
 )
 
 app = typer.Typer(help="Offline evaluations over datasets/.", no_args_is_help=True)
+app.command("curve")(curve.curve)
 
 
 @app.command("judge")

@@ -535,3 +535,57 @@ def calibration_notes(
             f"{no_majority} here."
         )
     return notes
+
+
+def _fraction(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def render_curves(results: Sequence[Mapping[str, Any]]) -> Table:
+    """One block of rows per benchmark of ``results`` (:func:`evaluator.routing_curve.
+    routing_curves`): tierwise's class-level router (mean [min, max] over seeds), the random
+    router and the oracle, then RouteLLM's published routers. CPT as a percentage of strong
+    calls."""
+    table = Table(
+        title="class-level routing, cheap vs strong model: APGR and CPT on held-out test splits",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("benchmark", "left"),
+        ("router", "left"),
+        ("APGR", "right"),
+        ("CPT(50%)", "right"),
+        ("CPT(80%)", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+
+    def spread(x: Mapping[str, float], pct: bool) -> str:
+        f = _fraction if pct else (lambda v: f"{v:.3f}")
+        return f"{f(x['mean'])} [{f(x['min'])}, {f(x['max'])}]"
+
+    for r in results:
+        table.add_row(
+            r["benchmark"],
+            f"tierwise class-level ({len(r['seeds'])} seeds)",
+            spread(r["apgr"], False),
+            spread(r["cpt_50"], True),
+            spread(r["cpt_80"], True),
+        )
+        for label, key in (("random", "random"), ("oracle (per item)", "oracle")):
+            base = r[key]
+            table.add_row(
+                "",
+                label,
+                f"{base['apgr']:.3f}",
+                _fraction(base["cpt_50"]),
+                _fraction(base["cpt_80"]),
+            )
+        for p in r["routellm"]:
+            table.add_row(
+                "",
+                f"RouteLLM: {p['router']}",
+                f"{p['apgr']:.3f}",
+                _fraction(p["cpt_50"]),
+                _fraction(p["cpt_80"]),
+            )
+    return table
