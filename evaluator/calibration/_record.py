@@ -12,7 +12,7 @@ from pathlib import Path
 import tomlkit
 from tomlkit.items import AoT, InlineTable, Table
 
-from evaluator.calibration._agreement import JudgeCalibration
+from evaluator.calibration._agreement import AgreementStats, JudgeCalibration
 from evaluator.calibration._gate import may_escalate
 from evaluator.graders import JUDGE_GRADERS
 from router.errors import InvalidInput, PolicyError
@@ -23,17 +23,25 @@ DEFAULTS_CLASS = "(any other task type)"
 
 
 def calibration_record(
-    row: JudgeCalibration, *, judge: str, measured_on: date
+    row: JudgeCalibration, *, judge: str, measured_on: date, grader: str = "judge_pairwise"
 ) -> JudgeCalibrationSetting:
     """The ``judge_calibration`` setting for ``judge`` from its calibration ``row`` (its ``all``
-    group, or its only one): the kappa of the both-orders verdict when both orders were asked
-    (how ``judge_pairwise`` decides), else of the one order asked, with its interval and n.
+    group, or its only one), with the kappa of the verdict the class's ``grader`` acts on:
+    ``judge_pairwise`` decides on both orders (a flip is a tie), so the both-orders kappa when
+    both were asked; a single-answer judge (``judge_single``) sees one presentation, so the
+    lower of the per-order kappas (the conservative one, with its own interval). With one
+    order asked, that order's. With its interval and n.
 
     Raises:
         InvalidInput: kappa is undefined on the row (no valid verdicts, or one category only;
             ``field="judge"``).
     """
-    stats = row.both if row.both is not None else next(iter(row.orders.values()), None)
+    orders = [s for s in row.orders.values() if s.kappa.kappa is not None]
+    stats: AgreementStats | None
+    if grader == "judge_pairwise" and row.both is not None:
+        stats = row.both
+    else:
+        stats = min(orders, key=lambda s: s.kappa.kappa or 0.0) if orders else None
     est = None if stats is None else stats.kappa
     if est is None or est.kappa is None:
         raise InvalidInput(

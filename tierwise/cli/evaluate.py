@@ -83,6 +83,20 @@ async def _live(
         await registry.aclose()
 
 
+def _only_subset(cal: CalibrationSet, subset: str) -> CalibrationSet:
+    """``cal`` with only the items of ``subset``, named ``<set>:<subset>`` (the name a
+    recorded calibration carries).
+
+    Raises:
+        InvalidInput: no item is in ``subset`` (``field="subset"``, listing the subsets).
+    """
+    items = [i for i in cal.items if i.subset == subset]
+    if not items:
+        known = ", ".join(dict.fromkeys(i.subset for i in cal.items))
+        raise InvalidInput(f"subset '{subset}' is not in {cal.path} ({known})", field="subset")
+    return CalibrationSet(name=f"{cal.name}:{subset}", path=cal.path, items=items)
+
+
 def _overall(rows: list[JudgeCalibration], judge: str) -> JudgeCalibration:
     """A judge's row over all its items (``all``, or its only group)."""
     mine = [r for r in rows if r.judge == judge]
@@ -102,6 +116,10 @@ def judge_cmd(
         ),
     ] = None,
     by: Annotated[str, typer.Option(help="Group by 'subset' or 'class'.")] = "subset",
+    subset: Annotated[
+        str | None,
+        typer.Option(help="Only the items of this subset (e.g. Processed/MT-Bench)."),
+    ] = None,
     statistics: Annotated[
         Path | None,
         typer.Option(
@@ -150,6 +168,8 @@ def judge_cmd(
     judge_pairwise grading (the TIERWISE_* provider settings reach it)."""
     try:
         cal = load_calibration_set(dataset)
+        if subset is not None:
+            cal = _only_subset(cal, subset)
         run: LiveRun | None = None
         if write_policy is not None and judge is None:
             raise InvalidInput("--write-policy needs --judge", field="judge")
@@ -184,8 +204,12 @@ def judge_cmd(
                     f"model recorded judge '{name}' stands for",
                     field="record_as",
                 )
+            target_class = classes if classes is not None else "\0no class\0"
             record = calibration_record(
-                _overall(rows, name), judge=model, measured_on=datetime.now(UTC).date()
+                _overall(rows, name),
+                judge=model,
+                measured_on=datetime.now(UTC).date(),
+                grader=target.settings_for(target_class).grader,
             )
             written = write_calibration(write_policy, record, classes=classes)
     except TierwiseError as exc:
@@ -193,7 +217,7 @@ def judge_cmd(
     wide_console.print(render_calibration(rows, cal, by))
     wide_console.print(render_confusion(rows))
     stats_file = statistics or dataset.parent / "llmbar_statistics.jsonl"
-    reproduced = run is None and cal.name == "llmbar" and stats_file.exists()
+    reproduced = run is None and subset is None and cal.name == "llmbar" and stats_file.exists()
     if reproduced:
         published = load_llmbar_statistics(stats_file)
         judges = {c.judge for c in rows}
