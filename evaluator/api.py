@@ -16,9 +16,18 @@ from evaluator.compression import compression_books
 from evaluator.costs import costs as cost_view
 from evaluator.costs import parse_group_by, parse_range
 from evaluator.escalation import ClassState, class_state, override_class, pin_class, unpin_class
+from evaluator.evidence import MAX_LIMIT, escalation_evidence
 from evaluator.models import EscalationEvent
-from evaluator.schemas import CostsOut, EscalationOut, ManualChangeIn, OverrideIn, QualityOut
-from router.errors import Unauthorized
+from evaluator.schemas import (
+    CostsOut,
+    EscalationOut,
+    EvidenceOut,
+    EvidenceSampleOut,
+    ManualChangeIn,
+    OverrideIn,
+    QualityOut,
+)
+from router.errors import Forbidden, Unauthorized
 from router.keys import keyring_of, presented_key, require
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
@@ -133,6 +142,67 @@ async def compression(
     (:func:`evaluator.compression.compression_books`). 422 naming the field for a bad date."""
     start, end = parse_range(since, until)
     return await compression_books(session, since=start, until=end)
+
+
+async def text_reader(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> bool:
+    """Who may see the evidence behind an escalation: a key with ``read-samples`` sees it with
+    its text (True), one with only ``admin`` without (False); open mode sees everything. Sets
+    ``request.state.caller``.
+
+    Raises:
+        Unauthorized: keys exist and the request has no live one (401).
+        Forbidden: a live key with neither scope (403).
+    """
+    ring = keyring_of(request)
+    key = presented_key(authorization, x_api_key)
+    try:
+        request.state.caller = ring.authenticate(key, "read-samples")
+        return True
+    except Forbidden:
+        try:
+            request.state.caller = ring.authenticate(key, "admin")
+        except Forbidden:
+            raise Forbidden(
+                "this endpoint needs the scope 'read-samples' (or 'admin', for the evidence "
+                "without its text)",
+                field="authorization",
+            ) from None
+        return False
+
+
+@api.get(
+    "/escalations/{event_id}",
+    response_model=EvidenceOut,
+    responses={404: {"description": "No such event"}},
+)
+async def escalation_detail(
+    event_id: Annotated[int, Path(ge=1, le=2**62)],
+    session: SessionDep,
+    with_text: Annotated[bool, Depends(text_reader)],
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    verdict: Annotated[str | None, Query(max_length=16)] = None,
+) -> EvidenceOut:
+    """The samples behind escalation event ``event_id`` (:mod:`evaluator.evidence`): the input,
+    the graded answer, the reference's answer or the judge's explanation and score, the
+    verdict; ``limit`` a page after ``cursor`` (the previous page's ``next_cursor``), only
+    ``verdict`` ones when set. Text only with the scope ``read-samples``; a key with only
+    ``admin`` gets the verdicts without it. 404 for an unknown event, 422 naming a bad
+    parameter."""
+    ev = await escalation_evidence(
+        session, event_id, limit=limit, cursor=cursor, verdict=verdict, with_text=with_text
+    )
+    return EvidenceOut(
+        event=EscalationOut.model_validate(ev.event, from_attributes=True),
+        counts=ev.counts,
+        text_included=ev.text_included,
+        samples=[EvidenceSampleOut.model_validate(s, from_attributes=True) for s in ev.samples],
+        next_cursor=ev.next_cursor,
+    )
 
 
 @api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)

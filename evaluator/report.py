@@ -9,6 +9,12 @@ Unpriced outcomes are counted, never summed as 0. Grading spend includes shadow
 probes (the cheaper model's answer and its grading, ``Grade.shadow``); a class's graded counts,
 verdict-less grades and position flips are its served answers' own grades only, never shadow
 probes (those are the way back's evidence, shown in the rule state's ``dn``/``dk``).
+
+A time range ``[since, until)`` (aware UTC datetimes, None = open; parse a command line's with
+:func:`evaluator.costs.parse_range`) narrows what is counted the way the cost view does:
+decisions by their time (routed), outcomes by theirs, grades by the time they were graded,
+escalation events by theirs. The rule's state and a class's model are always as of now.
+:func:`report_json` gives the whole report as JSON-able data.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -122,12 +129,27 @@ class Books:
         return usd(self.savings_nusd) or 0.0
 
 
-async def class_reports(session: AsyncSession) -> list[ClassReport]:
-    """A report per class, sorted by class name."""
+def _in_range(when: Any, since: datetime | None, until: datetime | None) -> list[Any]:
+    """Conditions ``since <= when < until`` (only the bounds given)."""
+    conds = []
+    if since is not None:
+        conds.append(when >= since)
+    if until is not None:
+        conds.append(when < until)
+    return conds
+
+
+async def class_reports(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+) -> list[ClassReport]:
+    """A report per class, sorted by class name, counting ``[since, until)`` (module doc)."""
+    graded_in = _in_range(col(Grade.created_at), since, until)
     routed = dict(
         (
             await session.exec(
-                select(Decision.task_class, func.count()).group_by(col(Decision.task_class))
+                select(Decision.task_class, func.count())
+                .where(*_in_range(col(Decision.created_at), since, until))
+                .group_by(col(Decision.task_class))
             )
         ).all()
     )
@@ -135,7 +157,11 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
         (
             await session.exec(
                 select(Grade.task_class, func.count())
-                .where(col(Grade.verdict).in_(("agree", "disagree")), col(Grade.shadow).is_(False))
+                .where(
+                    col(Grade.verdict).in_(("agree", "disagree")),
+                    col(Grade.shadow).is_(False),
+                    *graded_in,
+                )
                 .group_by(col(Grade.task_class))
             )
         ).all()
@@ -144,7 +170,11 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
     for task_class, status, count in (
         await session.exec(
             select(Grade.task_class, Grade.parse_status, func.count())
-            .where(col(Grade.verdict).in_(("invalid", "refused")), col(Grade.shadow).is_(False))
+            .where(
+                col(Grade.verdict).in_(("invalid", "refused")),
+                col(Grade.shadow).is_(False),
+                *graded_in,
+            )
             .group_by(col(Grade.task_class), col(Grade.parse_status))
         )
     ).all():
@@ -153,14 +183,22 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
         (
             await session.exec(
                 select(Grade.task_class, func.count())
-                .where(col(Grade.parse_status) == "position_flip", col(Grade.shadow).is_(False))
+                .where(
+                    col(Grade.parse_status) == "position_flip",
+                    col(Grade.shadow).is_(False),
+                    *graded_in,
+                )
                 .group_by(col(Grade.task_class))
             )
         ).all()
     )
     events: dict[str, EscalationEvent] = {}
     for event in (
-        await session.exec(select(EscalationEvent).order_by(col(EscalationEvent.id)))
+        await session.exec(
+            select(EscalationEvent)
+            .where(*_in_range(col(EscalationEvent.created_at), since, until))
+            .order_by(col(EscalationEvent.id))
+        )
     ).all():
         events[event.task_class] = event
     return [
@@ -177,9 +215,15 @@ async def class_reports(session: AsyncSession) -> list[ClassReport]:
     ]
 
 
-async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
-    """The books over every outcome and grade recorded, and the samples waiting on a grading
-    budget at ``now`` (default: now, UTC)."""
+async def books(
+    session: AsyncSession,
+    *,
+    now: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Books:
+    """The books over the outcomes and grades recorded in ``[since, until)`` (default: all),
+    and the samples waiting on a grading budget at ``now`` (default: now, UTC)."""
     policy = await latest_policy(session)
     if policy is None:
         return Books(0, 0, 0, 0, 0, "", 0)
@@ -203,6 +247,7 @@ async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
             )
             .select_from(Outcome)
             .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+            .where(*_in_range(col(Outcome.created_at), since, until))
             .group_by(period)
         )
     ).all()
@@ -212,7 +257,7 @@ async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
                 func.count(),
                 func.count(col(Grade.cost_nusd)),
                 func.coalesce(func.sum(Grade.cost_nusd), 0),
-            )
+            ).where(*_in_range(col(Grade.created_at), since, until))
         )
     ).one()
     n = priced = serving = premium = 0
@@ -246,19 +291,24 @@ class VerdictDelay:
     p90_s: float
 
 
-async def verdict_delays(session: AsyncSession) -> list[VerdictDelay]:
-    """Time from sample to verdict per grading mode, over every grade (shadow probes
-    included): ``batch`` for a grade whose sample had a call in a provider batch
-    (``grading_batch_item``), ``realtime`` for the rest (a batch-graded sample whose grader
-    needed no call is graded at once, so it counts there). Modes without grades are left out;
-    sorted by mode. Batch grading slows escalation by this much."""
+async def verdict_delays(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+) -> list[VerdictDelay]:
+    """Time from sample to verdict per grading mode, over the grades of ``[since, until)``
+    (default: every grade; shadow probes included): ``batch`` for a grade whose sample had a
+    call in a provider batch (``grading_batch_item``), ``realtime`` for the rest (a
+    batch-graded sample whose grader needed no call is graded at once, so it counts there).
+    Modes without grades are left out; sorted by mode. Batch grading slows escalation by
+    this much."""
     in_batch = (
         sa.select(sa.literal(1))
         .where(col(GradingBatchItem.decision_id) == col(Grade.decision_id))
         .exists()
     )
-    stmt = sa.select(col(Grade.created_at), col(Sample.created_at), in_batch).join(
-        Sample, col(Sample.decision_id) == col(Grade.decision_id)
+    stmt = (
+        sa.select(col(Grade.created_at), col(Sample.created_at), in_batch)
+        .join(Sample, col(Sample.decision_id) == col(Grade.decision_id))
+        .where(*_in_range(col(Grade.created_at), since, until))
     )
     conn = await session.connection()
     waits: dict[str, list[float]] = {}
@@ -274,3 +324,75 @@ async def verdict_delays(session: AsyncSession) -> list[VerdictDelay]:
         )
         for mode, xs in sorted(waits.items())
     ]
+
+
+def report_json(
+    reports: list[ClassReport],
+    the_books: Books,
+    delays: list[VerdictDelay],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The report as JSON-able data: ``since``/``until`` (ISO, null = open); ``classes``, per
+    class its traffic, graded and no-verdict counts, position flips, status, model now, the
+    current window's evidence (n, k, rate, Wilson interval, confidence), the rule's action and
+    reason, and the last escalation event's id; ``books`` (USD and exact nano-USD, counts);
+    ``verdict_delays`` (seconds)."""
+
+    def iso(at: datetime | None) -> str | None:
+        return None if at is None else at.isoformat()
+
+    classes = []
+    for r in reports:
+        est = r.state.decision.estimate
+        classes.append(
+            {
+                "task_class": r.task_class,
+                "routed": r.routed,
+                "graded": r.graded_total,
+                "no_verdict": r.invalid_total,
+                "no_verdict_by_status": dict(r.no_verdict),
+                "position_flips": r.position_flips,
+                "status": r.label,
+                "model": r.state.model,
+                "window_start": iso(r.state.window_start),
+                "window_n": est.n,
+                "window_k": est.k,
+                "rate": est.rate,
+                "ci_low": est.ci_low,
+                "ci_high": est.ci_high,
+                "confidence": est.confidence,
+                "rule_action": r.state.decision.action,
+                "reason": r.state.decision.reason,
+                "blocked": r.state.blocked,
+                "last_escalation_id": None if r.last_escalation is None else r.last_escalation.id,
+            }
+        )
+    b = the_books
+    return {
+        "since": iso(since),
+        "until": iso(until),
+        "classes": classes,
+        "books": {
+            "outcomes": b.outcomes,
+            "unpriced_outcomes": b.unpriced_outcomes,
+            "unpriced_grades": b.unpriced_grades,
+            "waiting_on_budget": b.waiting_on_budget,
+            "premium_model": b.premium_model,
+            "serving_usd": b.serving_usd,
+            "grading_usd": b.grading_usd,
+            "total_usd": b.total_usd,
+            "premium_usd": b.premium_usd,
+            "savings_usd": b.savings_usd,
+            "serving_nusd": b.serving_nusd,
+            "grading_nusd": b.grading_nusd,
+            "total_nusd": b.total_nusd,
+            "premium_nusd": b.premium_nusd,
+            "savings_nusd": b.savings_nusd,
+        },
+        "verdict_delays": [
+            {"mode": d.mode, "grades": d.grades, "median_s": d.median_s, "p90_s": d.p90_s}
+            for d in delays
+        ],
+    }

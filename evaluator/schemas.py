@@ -146,3 +146,38 @@ class CostsOut(BaseModel):
     totals: CostRowOut
     rows: list[CostRowOut]
     classes: list[ClassEconomicsOut]
+
+
+class EvidenceSampleOut(BaseModel):
+    """One graded sample behind an escalation event (evaluator.evidence). ``input_messages``,
+    ``answer`` and ``judge_output`` are null unless the caller may read sampled text (scope
+    ``read-samples``); ``answer`` is also null for a shadow probe (its answer is not stored)."""
+
+    grade_id: int
+    decision_id: str
+    model: str = Field(description="the model whose answer was graded")
+    reference_model: str
+    grader: str
+    shadow: bool = Field(description="a shadow probe of the cheaper model (the way back)")
+    verdict: str = Field(description="agree | disagree | invalid | refused")
+    score: float | None = Field(description="judge rating 1-10, or pairwise credit 0/0.5/1")
+    parse_status: str
+    decided_at: datetime
+    graded_at: datetime
+    input_messages: list[dict[str, Any]] | None = Field(description="the input conversation")
+    answer: str | None = Field(description="the graded (cheap) model's answer")
+    judge_output: str | None = Field(
+        description="the reference model's answer, or the judge's explanation and verdict"
+    )
+
+
+class EvidenceOut(BaseModel):
+    """``GET /v1/escalations/{event_id}``: the event, the verdict counts of every sample behind
+    it, one page of those samples (by grade id), and the cursor of the next page (null: the
+    last). ``text_included`` says whether the samples carry their text."""
+
+    event: EscalationOut
+    counts: dict[str, int] = Field(description="verdict -> samples, over every page")
+    text_included: bool
+    samples: list[EvidenceSampleOut]
+    next_cursor: str | None

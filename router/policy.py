@@ -149,6 +149,40 @@ class Rule(_Strict):
     class_suffix: str = ""
 
 
+class JudgeCalibrationSetting(_Strict):
+    """``judge_calibration``: a judge's measured agreement with human labels, as
+    ``tierwise eval judge --write-policy`` records it. ``judge`` is the catalog model measured
+    (it applies to a class only while that model is the class's reference model, its judge);
+    ``kappa`` Cohen's kappa with its ``ci_low``/``ci_high`` interval (95%, Fleiss-Cohen-Everitt)
+    over ``n`` labelled items of ``dataset``, measured on ``measured_on`` (a TOML date, UTC).
+    A judge-graded class escalates only while ``kappa`` >= ``min_judge_kappa``
+    (evaluator.calibration.may_escalate); it takes precedence over a hand-set ``judge_kappa``.
+    """
+
+    judge: str = Field(min_length=1, max_length=128)
+    kappa: float = Field(ge=-1, le=1, allow_inf_nan=False)
+    ci_low: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    ci_high: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
+    n: int = Field(ge=1)
+    dataset: str = Field(min_length=1, max_length=200)
+    measured_on: date
+
+    @field_validator("measured_on", mode="before")
+    @classmethod
+    def _day(cls, v: Any) -> Any:
+        if isinstance(v, datetime):
+            raise ValueError("must be a date (YYYY-MM-DD), not a date and time")
+        return v
+
+    @model_validator(mode="after")
+    def _interval(self) -> JudgeCalibrationSetting:
+        if self.ci_low is not None and self.ci_low > self.kappa:
+            raise ValueError(f"ci_low ({self.ci_low}) is above kappa ({self.kappa})")
+        if self.ci_high is not None and self.ci_high < self.kappa:
+            raise ValueError(f"ci_high ({self.ci_high}) is below kappa ({self.kappa})")
+        return self
+
+
 class ClassSettings(_Strict):
     """Per-class grading and escalation settings (defaults, or an override matched by glob)."""
 
@@ -175,6 +209,9 @@ class ClassSettings(_Strict):
     # (evaluator.calibration.may_escalate).
     judge_kappa: float | None = Field(default=None, ge=-1, le=1, allow_inf_nan=False)
     min_judge_kappa: float = Field(default=0.6, ge=-1, le=1, allow_inf_nan=False)
+    # The measured calibration of the class's judge with its provenance (JudgeCalibrationSetting;
+    # written by ``tierwise eval judge --write-policy``); wins over judge_kappa.
+    judge_calibration: JudgeCalibrationSetting | None = None
     # The sequential escalation rule (evaluator.sequential): H0 rate <= p0 against H1 rate >= p1;
     # alpha/beta of Wald's SPRT for a fresh class; arl0_days = mean days between false
     # escalations at p0 (the decision limit follows the class's graded volume) unless a fixed
@@ -345,6 +382,18 @@ class PolicyFile(_Strict):
         for ref in refs:
             if ref is not None and ref not in known:
                 raise ValueError(f"reference_model: model '{ref}' is not in models")
+        judged = [("defaults", self.defaults.judge_calibration)] + [
+            (f"classes[{i}]", c.overrides.get("judge_calibration"))
+            for i, c in enumerate(self.classes)
+        ]
+        for where, cal in judged:
+            judge = cal.judge if isinstance(cal, JudgeCalibrationSetting) else None
+            if isinstance(cal, dict):
+                judge = cal.get("judge")
+            if isinstance(judge, str) and judge not in known:
+                raise ValueError(
+                    f"{where}.judge_calibration.judge: model '{judge}' is not in models"
+                )
         for i, override in enumerate(self.classes):  # each override over the defaults
             try:
                 ClassSettings(**{**self.defaults.model_dump(), **override.overrides})

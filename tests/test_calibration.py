@@ -305,4 +305,4 @@ def test_eval_judge_pandalm_command_and_errors() -> None:
     bad = CliRunner().invoke(
         app, ["eval", "judge", str(DATASETS / "pandalm.jsonl"), "--judge", "nobody"]
     )
-    assert bad.exit_code == 2 and "no judge named 'nobody'" in bad.output
+    assert bad.exit_code == 2 and "judge 'nobody' is neither recorded" in bad.output

@@ -345,7 +345,7 @@ def held_out_mmlu(item_id: str) -> HeldOutItem:
 async def test_judge_single_replays_the_recorded_mt_bench_verdict() -> None:
     item = held_out("mt_bench")["mt_bench/81/1"]
     judge = item.outputs[CHEAP].judge
-    assert judge is not None
+    assert judge is not None and judge.score is not None
     got = await grade("judge_single", held_out_sample(item), replay_env(), pass_mark=7)
     assert (got.score, got.parse_status) == (judge.score, "ok")
     assert got.verdict == ("agree" if judge.score >= 7 else "disagree")

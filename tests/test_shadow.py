@@ -83,6 +83,7 @@ async def test_an_escalated_class_is_probed_by_the_cheaper_model(database_url: s
             item = items[item_id]
             recorded = item.outputs[MIXTRAL]
             assert recorded.judge is not None and recorded.text is not None
+            assert recorded.judge.score is not None
             assert (g.model, g.reference_model, g.decided_at >= since) == (MIXTRAL, GPT4, True)
             assert g.verdict == ("disagree" if recorded.judge.score < 7 else "agree")
             # The cost adds Mixtral's answer at Mixtral's price to the judge call: the same judge

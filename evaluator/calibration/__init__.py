@@ -4,8 +4,10 @@ by that judge may escalate.
 Data: pairwise judge-calibration sets in ``datasets/`` (``llmbar.jsonl``, ``pandalm.jsonl``; format
 in ``datasets/README.md``): per item the human label(s) and, per judge, the recorded verdict with
 output_1 shown first (``order_12``) and swapped (``order_21``). Verdict codes: 1 = output_1
-better, 2 = output_2 better, 0 = tie. Recorded verdicts are replayed offline; nothing calls a
-model.
+better, 2 = output_2 better, 0 = tie. Recorded verdicts are replayed offline;
+:func:`judge_live` measures a catalog model instead, through the provider registry, with the
+prompt and reading of ``judge_pairwise`` grading. :func:`calibration_record` turns a result
+into the ``judge_calibration`` policy setting that lets judge-graded classes escalate.
 
 Statistics (pure functions over numpy arrays; the random generator is passed in):
 
@@ -50,7 +52,7 @@ from evaluator.calibration._data import (
     load_calibration_set,
     majority_label,
 )
-from evaluator.calibration._gate import may_escalate
+from evaluator.calibration._gate import effective_kappa, may_escalate
 from evaluator.calibration._kappa import (
     KappaEstimate,
     cohen_kappa,
@@ -60,14 +62,25 @@ from evaluator.calibration._kappa import (
     kappa_interval,
     kappa_se,
 )
+from evaluator.calibration._live import LiveRun, judge_live
 from evaluator.calibration._llmbar import (
     llmbar_authors_statistics,
     llmbar_reproduction,
     load_llmbar_statistics,
     same_statistics,
 )
+from evaluator.calibration._record import (
+    DEFAULTS_CLASS,
+    Uncalibrated,
+    calibrated_classes,
+    calibration_record,
+    policy_classes,
+    uncalibrated_classes,
+    write_calibration,
+)
 
 __all__ = [
+    "DEFAULTS_CLASS",
     "INVALID",
     "NOT_ASKED",
     "NO_CONSENSUS",
@@ -77,14 +90,20 @@ __all__ = [
     "CalibrationSet",
     "JudgeCalibration",
     "KappaEstimate",
+    "LiveRun",
+    "Uncalibrated",
     "Verdict",
     "agreement_stats",
     "arrays",
     "calibrate",
     "calibrate_judge",
+    "calibrated_classes",
+    "calibration_record",
     "cohen_kappa",
     "combine_orders",
     "confusion_matrix",
+    "effective_kappa",
+    "judge_live",
     "kappa_bootstrap_interval",
     "kappa_from_table",
     "kappa_interval",
@@ -95,5 +114,8 @@ __all__ = [
     "load_llmbar_statistics",
     "majority_label",
     "may_escalate",
+    "policy_classes",
     "same_statistics",
+    "uncalibrated_classes",
+    "write_calibration",
 ]

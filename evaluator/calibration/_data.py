@@ -40,13 +40,17 @@ class Verdict:
 @dataclass(frozen=True, slots=True)
 class CalibrationItem:
     """One pairwise item: human labels (raw), its subset and class, the judges' verdicts by
-    judge name as ``(order_12, order_21)``."""
+    judge name as ``(order_12, order_21)``, and the texts a judge is shown (the instruction
+    ``input`` and the two outputs), for measuring a judge live."""
 
     id: str
     subset: str
     klass: str
     human: tuple[int, ...]
     verdicts: Mapping[str, tuple[Verdict, Verdict]]
+    input: str = ""
+    output_1: str = ""
+    output_2: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,9 @@ def _item(line: CalibrationLine, asked: set[tuple[str, str]]) -> CalibrationItem
         klass=(line.meta.motivation_app if line.meta else "") or subset,
         human=tuple(line.human),
         verdicts=verdicts,
+        input=line.input,
+        output_1=line.output_1,
+        output_2=line.output_2,
     )
 
 

@@ -109,7 +109,7 @@ async def evaluate(
             reason=f"on its reference model {model}: not sampled (nothing to compare it with); "
             "the class is measured again when it moves to a cheaper model",
         )
-    allowed, why = may_escalate(settings)
+    allowed, why = may_escalate(settings, reference)
     blocked = None if allowed else why
     if blocked is not None and decision.action == "escalate":
         decision = replace(decision, reason=f"{decision.reason}; not moved: {why}")

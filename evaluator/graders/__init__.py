@@ -52,7 +52,12 @@ from evaluator.graders._compare import (
     compare_numeric,
     select_path,
 )
-from evaluator.graders._judge import JudgePairwiseGrader, JudgeSingleGrader
+from evaluator.graders._judge import (
+    JudgePairwiseGrader,
+    JudgeSingleGrader,
+    pairwise_judge_request,
+    read_pairwise_verdict,
+)
 from evaluator.graders._reference import (
     ChoiceGrader,
     ComparisonGrader,
@@ -112,5 +117,7 @@ __all__ = [
     "compare_label",
     "compare_numeric",
     "no_verdict",
+    "pairwise_judge_request",
+    "read_pairwise_verdict",
     "select_path",
 ]

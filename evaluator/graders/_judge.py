@@ -352,3 +352,15 @@ class JudgePairwiseGrader(Grader):
         return GradeResult(
             verdict, status, raw, score=_CREDIT[winners[0]], usage=usage, position_flip=False
         )
+
+
+def pairwise_judge_request(env: GraderEnv, model: str, system: str, prompt: str) -> ChatRequest:
+    """One pairwise judge call exactly as :class:`JudgePairwiseGrader` sends it (the verdict
+    schema :data:`PAIRWISE_SCHEMA` when ``model``'s provider supports structured output), for
+    measuring the same judge outside grading (``tierwise eval judge``)."""
+    return _judge_request(env, model, system, prompt, _PAIRWISE)
+
+
+def read_pairwise_verdict(env: GraderEnv, model: str, reply: ChatResponse) -> ParsedPairwise:
+    """A pairwise judge reply read exactly as :class:`JudgePairwiseGrader` reads it."""
+    return _read_pairwise(reply, _structured(env, model))

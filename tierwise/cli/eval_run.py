@@ -38,9 +38,10 @@ from evaluator.evaluation import (
     run_eval,
 )
 from router.errors import InvalidInput, TierwiseError
-from router.policy import load_policy
+from router.policy import Policy, load_policy
 from router.providers import Provider, ProviderRegistry
 from tierwise.cli._common import console, fail, load_settings, resolve_policy
+from tierwise.cli.curve import curve_of
 from tierwise.planes import live_registry
 
 REPORT_FILES = ("report.md", "report.json", "report.html")
@@ -66,6 +67,33 @@ def _recommended_table(report: EvalReport) -> Table:
         evidence = "" if ev is None or ev.rate is None else f"{ev.k}/{ev.n} upper {ev.high:.1%}"
         table.add_row(r.task_class, r.model, evidence, r.reason)
     return table
+
+
+def _router_metrics(
+    report: EvalReport,
+    datasets: list[Path],
+    names: list[str],
+    ref: str,
+    policy: Policy,
+    routellm_evals: Path | None,
+) -> None:
+    """Fill ``report.router_metrics``: per benchmark whose file records both the cheapest
+    candidate and the reference, the cost-quality curve of class-level routing between them
+    (:func:`tierwise.cli.curve.curve_of`); a benchmark without those recordings gets a note."""
+    candidates = [m for m in names if m != ref]
+    if not candidates:
+        return
+    cheap = min(
+        candidates,
+        key=lambda m: policy.prices[m].input_usd_per_mtok + policy.prices[m].output_usd_per_mtok,
+    )
+    for path in datasets:
+        try:
+            result = curve_of(path, cheap=cheap, strong=ref, routellm_evals=routellm_evals)
+        except TierwiseError as exc:
+            report.notes.append(f"no router metrics for {path.name}: {exc.message}")
+            continue
+        report.router_metrics[str(result["benchmark"])] = result
 
 
 def run_cmd(
@@ -98,6 +126,13 @@ def run_cmd(
     concurrency: Annotated[
         int, typer.Option(help="Items and provider calls in flight.", min=1)
     ] = 8,
+    routellm_evals: Annotated[
+        Path | None,
+        typer.Option(
+            help="RouteLLM's routellm/evals folder: the router metrics drop the prompts its "
+            "<benchmark>/contaminated_prompts.jsonl lists, as RouteLLM does."
+        ),
+    ] = None,
 ) -> None:
     """Run candidate models on held-out sets, grade every answer against the reference, report
     per class and model (disagreement and accuracy with 95% intervals, invalid verdicts, tokens,
@@ -212,6 +247,7 @@ def run_cmd(
         log.close()
         fail(exc)
     log.close()
+    _router_metrics(report, datasets, names, ref, policy, routellm_evals)
     try:
         text = recommended_policy(policy, report.recommended, sets)
     except TierwiseError as exc:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from evaluator.calibration import uncalibrated_classes
 from router.errors import TierwiseError
 from router.policy import Policy, load_policy
 from router.table import apply_policy
@@ -61,6 +62,14 @@ def policy_apply(file: PolicyArgument, database_url: DbOption = None) -> None:
 
 @app.command("check")
 def policy_check(file: PolicyArgument) -> None:
-    """Validate a policy file without applying it."""
+    """Validate a policy file without applying it, and warn for every judge-graded class whose
+    judge is not calibrated: such a class is graded and reported but never escalates."""
     policy = _load(file)
     console.print(f"policy '{policy.name}' is valid: {len(policy.spec.rules)} rules")
+    for c in uncalibrated_classes(policy):
+        console.print(
+            f"warning: class '{c.task_class}' ({c.grader}, judge {c.judge}) will never escalate: "
+            f"{c.why}",
+            soft_wrap=True,
+            markup=False,
+        )

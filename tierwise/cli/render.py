@@ -20,6 +20,7 @@ from evaluator.calibration import (
     same_statistics,
 )
 from evaluator.costs import CostReport
+from evaluator.evidence import Evidence
 from evaluator.models import EscalationEvent
 from evaluator.report import Books, ClassReport, VerdictDelay
 from evaluator.simulate import Simulation
@@ -535,3 +536,101 @@ def calibration_notes(
             f"{no_majority} here."
         )
     return notes
+
+
+def _fraction(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def render_curves(results: Sequence[Mapping[str, Any]]) -> Table:
+    """One block of rows per benchmark of ``results`` (:func:`evaluator.routing_curve.
+    routing_curves`): tierwise's class-level router (mean [min, max] over seeds), the random
+    router and the oracle, then RouteLLM's published routers. CPT as a percentage of strong
+    calls."""
+    table = Table(
+        title="class-level routing, cheap vs strong model: APGR and CPT on held-out test splits",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("benchmark", "left"),
+        ("router", "left"),
+        ("APGR", "right"),
+        ("CPT(50%)", "right"),
+        ("CPT(80%)", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+
+    def spread(x: Mapping[str, float], pct: bool) -> str:
+        f = _fraction if pct else (lambda v: f"{v:.3f}")
+        return f"{f(x['mean'])} [{f(x['min'])}, {f(x['max'])}]"
+
+    for r in results:
+        table.add_row(
+            r["benchmark"],
+            f"tierwise class-level ({len(r['seeds'])} seeds)",
+            spread(r["apgr"], False),
+            spread(r["cpt_50"], True),
+            spread(r["cpt_80"], True),
+        )
+        for label, key in (("random", "random"), ("oracle (per item)", "oracle")):
+            base = r[key]
+            table.add_row(
+                "",
+                label,
+                f"{base['apgr']:.3f}",
+                _fraction(base["cpt_50"]),
+                _fraction(base["cpt_80"]),
+            )
+        for p in r["routellm"]:
+            table.add_row(
+                "",
+                f"RouteLLM: {p['router']}",
+                f"{p['apgr']:.3f}",
+                _fraction(p["cpt_50"]),
+                _fraction(p["cpt_80"]),
+            )
+    return table
+
+
+def _clip(text: str | None, width: int = 160) -> str:
+    if text is None:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def render_evidence_head(ev: Evidence) -> list[str]:
+    """The lines above the evidence table: the event, its k/n with the interval, its reason,
+    the verdict counts of every sample behind it."""
+    e = ev.event
+    rate = "-" if e.rate is None else f"{e.rate:.1%}"
+    ci = "" if e.ci_low is None or e.ci_high is None else f" [{e.ci_low:.1%}, {e.ci_high:.1%}]"
+    counts = ", ".join(f"{k} {v}" for k, v in ev.counts.items())
+    return [
+        f"event {e.id}: {render_event(e)} at {_when(e.created_at)}",
+        f"evidence: {e.k}/{e.n} disagreements, {rate}{ci} against threshold {e.threshold:.1%}; "
+        f"{e.rule}",
+        f"reason: {e.reason}",
+        f"samples behind it: {counts}",
+    ]
+
+
+def render_evidence(ev: Evidence) -> Table:
+    """One row per sample of the page: verdict, score, the input (last user message), the
+    graded answer, the grader's output (reference answer or judge explanation), clipped."""
+    table = Table(title_justify="left")
+    for name in ("grade", "verdict", "score", "model", "input", "answer", "reference / judge"):
+        table.add_column(name, overflow="fold")
+    for s in ev.samples:
+        users = [m for m in s.input_messages or [] if m.get("role") == "user"]
+        last = users[-1].get("content") if users else None
+        table.add_row(
+            str(s.grade_id),
+            s.verdict + (" (shadow)" if s.shadow else ""),
+            "-" if s.score is None else f"{s.score:g}",
+            s.model,
+            escape(_clip(last if isinstance(last, str) else None, 80)),
+            escape(_clip(s.answer, 80)),
+            escape(_clip(s.judge_output, 100)),
+        )
+    return table

@@ -4,8 +4,9 @@ package registers these functions on its app."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +17,17 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator import replay as replay_mod
+from evaluator.costs import parse_range
 from evaluator.datasets import load_held_out, replay_provider
-from evaluator.report import Books, ClassReport, VerdictDelay, books, class_reports, verdict_delays
+from evaluator.report import (
+    Books,
+    ClassReport,
+    VerdictDelay,
+    books,
+    class_reports,
+    report_json,
+    verdict_delays,
+)
 from evaluator.service import replay_env
 from router.errors import InvalidInput, TierwiseError
 from router.models import Decision
@@ -39,9 +49,16 @@ from tierwise.cli.render import render_books, render_classes, render_delays
 Report = tuple[list[ClassReport], Books, list[VerdictDelay]]
 
 
-async def _read_report(session: AsyncSession) -> Report:
-    """Per-class reports, the books and the time from sample to verdict, in one session."""
-    return await class_reports(session), await books(session), await verdict_delays(session)
+async def _read_report(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+) -> Report:
+    """Per-class reports, the books and the time from sample to verdict over
+    ``[since, until)``, in one session."""
+    return (
+        await class_reports(session, since=since, until=until),
+        await books(session, since=since, until=until),
+        await verdict_delays(session, since=since, until=until),
+    )
 
 
 def _print_report(report: Report, requests: int, *, replayed: bool = False) -> None:
@@ -148,13 +165,31 @@ def replay(
     run(main())
 
 
-def report(database_url: DbOption = None) -> None:
-    """Per-class quality and the books of what the database holds."""
+def report(
+    since: Annotated[
+        str | None, typer.Option(help="From this UTC date or ISO datetime (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="To this UTC date (that whole day included) or ISO datetime."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    database_url: DbOption = None,
+) -> None:
+    """Per-class quality and the books of what the database holds, over [--since, --until)
+    (decisions, outcomes and grades by their own time; the rule's state is as of now)."""
     settings = load_settings(database_url)
+    try:
+        start, end = parse_range(since, until)
+    except TierwiseError as exc:
+        fail(exc)
 
     async def main() -> None:
         async with open_session(settings.database_url) as session:
-            the_report = await _read_report(session)
+            the_report = await _read_report(session, since=start, until=end)
+        if as_json:
+            typer.echo(json.dumps(report_json(*the_report, since=start, until=end), indent=2))
+            return
         _print_report(the_report, the_report[1].outcomes)
 
-    asyncio.run(main())
+    run(main())
