@@ -280,4 +280,8 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "rule_state.state": True,
         "job_run.result": True,
         "grading_batch_item.response": True,
+        "lane_batch.meta": True,
+        "lane_item.body": True,
+        "lane_item.response": True,
+        "lane_item.error": True,
     }
