@@ -266,11 +266,14 @@ class LaneBatch(JSONTrackingModel, table=True):
     """A caller's batch (``POST /v1/batches``): the lines of ``input_file_id``, each routed
     and kept as a :class:`LaneItem`. ``status``: ``in_progress`` -> ``cancelling`` ->
     ``cancelled``, or ``completed`` | ``expired`` once every item ended (``expired`` when one
-    ran out of its window for good); the output and error files are assembled then."""
+    ran out of its window for good); the output and error files are assembled then. ``kind``
+    ``deferred`` is one gateway call on the batch lane (``X-Tierwise-Lane: batch`` or a class
+    on lane ``batch``): no input file, its answer at ``GET /v1/batches/{id}/result``."""
 
     __tablename__ = "lane_batch"
 
     id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(default="batch", max_length=16)
     caller: str | None = Field(default=None, max_length=32, index=True)
     input_file_id: str = Field(max_length=64)
     endpoint: str = Field(max_length=64)
@@ -315,7 +318,8 @@ class LaneItem(JSONTrackingModel, table=True):
     send (the caller's Chat Completions body). ``status``: ``queued`` -> ``submitted`` ->
     ``succeeded`` | ``failed`` | ``expired`` | ``cancelled``; an expired or transiently failed
     item goes back to ``queued`` until ``attempts`` reaches the lane's limit. ``response`` is
-    the chat completion (succeeded), ``error`` ``{"code", "message", "status"}`` otherwise."""
+    the chat completion (succeeded), ``error`` ``{"code", "message", "status"}`` otherwise.
+    ``not_before``: a deferred call of an off-peak class waits for its window to open."""
 
     __tablename__ = "lane_item"
     __table_args__ = (
@@ -340,4 +344,5 @@ class LaneItem(JSONTrackingModel, table=True):
     response: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     queued_at: datetime = _ts()
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from router.errors import PolicyError, field_path
 from router.money import price_nusd
+from router.offpeak import parse_window, zone
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,29 @@ class ClassSettings(_Strict):
     # the grading job) or "batch" (the providers' batch APIs at the catalog's batch_discount,
     # evaluator.grading.batch: cheaper, but a verdict may take up to the 24 h window).
     grading: Literal["realtime", "batch"] = "realtime"
+    # The lane of the class's gateway calls: "realtime" (answered in the call) or "batch"
+    # (deferred: queued durably and answered 202 with a result URL, sent through the
+    # providers' batch APIs at the catalog's batch_discount; router.lane). A call may ask for
+    # the batch lane itself with the header X-Tierwise-Lane: batch.
+    lane: Literal["realtime", "batch"] = "realtime"
+    # With lane_off_peak, deferred calls are sent only inside off_peak_window ("HH:MM-HH:MM",
+    # local time in lane_timezone, an IANA zone; it may wrap midnight and follows the zone's
+    # daylight-saving changes).
+    lane_off_peak: bool = False
+    off_peak_window: str = "22:00-06:00"
+    lane_timezone: str = "UTC"
+
+    @field_validator("off_peak_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("lane_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

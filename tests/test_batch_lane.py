@@ -11,18 +11,21 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
 from router.db import make_engine, session_factory, utcnow
+from router.errors import PolicyError
 from router.lane import Lane
 from router.models import Decision, LaneBatch, LaneItem, LaneUpstream, Outcome, Sample
+from router.offpeak import inside, next_open, parse_window, zone
 from router.policy import parse_policy
 from router.pricing import Usage, cost_nusd
 from tests.batch_wire import BatchWire, anthropic_succeeded, openai_ok
@@ -150,7 +153,7 @@ async def test_a_mixed_batch_is_routed_per_line_split_per_model_and_assembled_in
         ("POST", "/v1/messages/batches"),
     ]
     sent = {
-        bid: [r.get("body", r.get("params"))["model"] for r in rows]
+        bid: [(r["body"] if "body" in r else r["params"])["model"] for r in rows]
         for bid, rows in svc.wire.submitted.items()
     }
     assert sorted(m for models in sent.values() for m in models) == [
@@ -443,3 +446,217 @@ async def test_a_submission_cut_off_mid_call_is_reported_never_sent_again(
         assert errors[0]["error"]["code"] == "submission_unknown"
         creates = [h for h in wire.hits if h == ("POST", "/v1/batches")]
         assert len(creates) == 1
+
+
+# ---- the deferred lane: single gateway calls through the batch APIs --------------------------
+
+LOCAL_MODEL = """
+[[models]]
+name = "local"
+provider = "openai_compatible"
+input_usd_per_mtok = 0.06
+output_usd_per_mtok = 0.06
+
+[[classes]]
+match = "nightly_report"
+lane = "batch"
+
+[[classes]]
+match = "offpeak_report"
+lane = "batch"
+lane_off_peak = true
+off_peak_window = "{window}"
+lane_timezone = "Europe/Berlin"
+"""
+
+
+def lane_policy(window: str = "22:00-06:00") -> str:
+    return POLICY + LOCAL_MODEL.replace("{window}", window)
+
+
+@asynccontextmanager
+async def deferred_app(
+    database_url: str, wire: BatchWire, window: str = "22:00-06:00", **overrides: object
+) -> AsyncIterator[tuple[LaneService, httpx.AsyncClient]]:
+    engine = make_engine(database_url)
+    await apply(session_factory(engine), parse_policy(lane_policy(window)))
+    await engine.dispose()
+    async with (
+        lane_app(database_url, wire, apply_policy=False, **overrides) as svc,
+        httpx.AsyncClient(base_url=svc.url) as http,
+    ):
+        yield svc, http
+
+
+def chat(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+BATCH_LANE = {"x-tierwise-lane": "batch"}
+
+
+async def test_a_deferred_call_waits_for_the_max_wait_then_goes_and_its_answer_is_at_its_url(
+    database_url: str, wire: BatchWire
+) -> None:
+    async with deferred_app(database_url, wire) as (svc, http):
+        reply = await http.post(
+            "/v1/chat/completions", json=chat("tierwise/classify", "one"), headers=BATCH_LANE
+        )
+        assert reply.status_code == 202
+        body = reply.json()
+        assert reply.headers["location"] == body["result_url"] == f"/v1/batches/{body['id']}/result"
+        assert reply.headers["x-tierwise-task-class"] == "classify"
+        pending = await http.get(body["result_url"])
+        assert (pending.status_code, pending.json()["status"]) == (202, "queued")
+        assert pending.headers["retry-after"] == "30"
+
+        now = utcnow()
+        assert (await svc.lane.submit(now)).submitted == 0  # younger than the max wait
+        assert (await svc.lane.submit(now + timedelta(seconds=31))).items_sent == 1
+        assert (await svc.lane.poll()).succeeded == 1
+        done = await http.get(body["result_url"])
+        assert done.status_code == 200
+        assert done.json()["choices"][0]["message"]["content"] == "re: one"
+        outcome = (await svc.rows(Outcome))[0]
+        small = {m.name: m for m in parse_policy(POLICY).spec.models}["small"]
+        assert outcome.cost_nusd == cost_nusd(
+            Usage(input_tokens=100, output_tokens=10), small, discount=Decimal("0.5")
+        )
+        assert len(await svc.rows(Decision)) == 1
+
+
+async def test_deferred_calls_of_one_model_go_together_once_the_flush_size_is_reached(
+    database_url: str, wire: BatchWire
+) -> None:
+    async with deferred_app(database_url, wire, lane_flush_size=3) as (svc, http):
+        for i in range(2):
+            r = await http.post(
+                "/v1/chat/completions", json=chat("tierwise/classify", f"q{i}"), headers=BATCH_LANE
+            )
+            assert r.status_code == 202
+        # A class on lane "batch" in the policy is deferred without the header.
+        r = await http.post("/v1/chat/completions", json=chat("tierwise/nightly_report", "q2"))
+        assert r.status_code == 202
+        nightly = (await svc.rows(LaneItem))[-1]
+        run = await svc.lane.submit()
+        assert (run.submitted, run.items_sent) == (1 if nightly.model == "small" else 2, 3)
+        # The header can also keep a batch-lane class real-time: it is answered now (the
+        # batch wire serves no chat calls, so the attempt fails upstream: 5xx, not 202).
+        realtime = await http.post(
+            "/v1/chat/completions",
+            json=chat("tierwise/nightly_report", "now"),
+            headers={"x-tierwise-lane": "realtime"},
+        )
+        assert realtime.status_code != 202
+        bad = await http.post(
+            "/v1/chat/completions",
+            json=chat("tierwise/classify", "x"),
+            headers={"x-tierwise-lane": "slow"},
+        )
+        assert bad.status_code == 400
+        assert bad.json()["error"]["field"] == "x-tierwise-lane"
+
+
+async def test_an_off_peak_class_waits_for_its_window_to_open(
+    database_url: str, wire: BatchWire
+) -> None:
+    berlin = zone("Europe/Berlin")
+    now = utcnow().astimezone(berlin)
+    start, end = now + timedelta(hours=2), now + timedelta(hours=3)
+    window = f"{start:%H:%M}-{end:%H:%M}"
+    async with deferred_app(database_url, wire, window) as (svc, http):
+        r = await http.post("/v1/chat/completions", json=chat("tierwise/offpeak_report", "late"))
+        assert r.status_code == 202
+        opens = r.json()["not_before"]
+        assert opens is not None
+        expected = next_open(utcnow(), parse_window(window), berlin)
+        assert abs(opens - expected.timestamp()) < 61
+        at_open = datetime.fromtimestamp(opens, UTC)
+        assert (await svc.lane.submit(at_open - timedelta(minutes=1))).submitted == 0
+        assert (await svc.lane.submit(at_open + timedelta(seconds=31))).items_sent == 1
+
+
+async def test_a_deferred_call_that_could_never_be_sent_is_refused_at_once(
+    database_url: str, wire: BatchWire
+) -> None:
+    async with deferred_app(database_url, wire) as (svc, http):
+        r = await http.post("/v1/chat/completions", json=chat("local", "x"), headers=BATCH_LANE)
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["field"] == "model"
+        assert "local" in error["message"]
+        assert await svc.rows(LaneItem) == []
+        assert await svc.rows(Decision) == []
+        stream = await http.post(
+            "/v1/chat/completions",
+            json={**chat("tierwise/classify", "x"), "stream": True},
+            headers=BATCH_LANE,
+        )
+        assert (stream.status_code, stream.json()["error"]["field"]) == (400, "stream")
+
+
+async def test_a_failed_deferred_call_answers_its_error_and_a_file_batch_has_no_result_url(
+    database_url: str, wire: BatchWire
+) -> None:
+    def refused(lines: Lines) -> tuple[str, Lines | None, Lines | None]:
+        error = {
+            "id": "r",
+            "custom_id": lines[0]["custom_id"],
+            "response": None,
+            "error": {"code": "invalid_request", "message": "nope"},
+        }
+        return "completed", None, [error]
+
+    wire.openai_outcome = refused
+    async with deferred_app(database_url, wire, lane_flush_size=1) as (svc, http):
+        r = await http.post(
+            "/v1/chat/completions", json=chat("tierwise/classify", "x"), headers=BATCH_LANE
+        )
+        await svc.lane.submit()
+        assert (await svc.lane.poll()).failed == 1
+        failed = await http.get(r.json()["result_url"])
+        assert failed.status_code == 502
+        assert failed.json()["error"]["code"] == "upstream_error"
+        file_batch = await svc.create([line("a", "tierwise/classify", "x")])
+        refused_url = await http.get(f"/v1/batches/{file_batch}/result")
+        assert (refused_url.status_code, refused_url.json()["error"]["field"]) == (400, "batch_id")
+
+
+@pytest.mark.parametrize(
+    ("utc", "inside_window", "opens"),
+    [
+        # Spring forward (2026-03-29, 02:00 CET -> 03:00 CEST): 04:30 UTC is 06:30 local, out
+        # of 22:00-06:00 (a fixed +01:00 would say 05:30, in); it opens again at 20:00 UTC.
+        ("2026-03-29T04:30:00+00:00", False, "2026-03-29T20:00:00+00:00"),
+        ("2026-03-29T03:30:00+00:00", True, "2026-03-29T03:30:00+00:00"),
+        # Fall back (2026-10-25, 03:00 CEST -> 02:00 CET): 04:30 UTC is 05:30 local, in (a
+        # fixed +02:00 would say 06:30, out).
+        ("2026-10-25T04:30:00+00:00", True, "2026-10-25T04:30:00+00:00"),
+        ("2026-10-25T05:30:00+00:00", False, "2026-10-25T21:00:00+00:00"),
+        # Winter evening: 22:00 CET is 21:00 UTC.
+        ("2026-12-01T20:59:00+00:00", False, "2026-12-01T21:00:00+00:00"),
+    ],
+)
+def test_the_off_peak_window_follows_daylight_saving_changes(
+    utc: str, inside_window: bool, opens: str
+) -> None:
+    window, berlin = parse_window("22:00-06:00"), zone("Europe/Berlin")
+    at = datetime.fromisoformat(utc)
+    assert inside(at, window, berlin) is inside_window
+    assert next_open(at, window, berlin) == datetime.fromisoformat(opens)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("off_peak_window", "25:00-06:00"),
+        ("off_peak_window", "06:00-06:00"),
+        ("lane_timezone", "Mars/Olympus"),
+        ("lane", "later"),
+    ],
+)
+def test_bad_lane_settings_are_refused_naming_the_key(setting: str, value: str) -> None:
+    text = POLICY + f'\n[[classes]]\nmatch = "x"\n{setting} = "{value}"\n'
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text)
+    assert setting in str(caught.value)

@@ -209,6 +209,7 @@ SEEDERS: dict[str, list[Row]] = {
     "lane_batch": [
         {
             "id": "batch_1",
+            "kind": "batch",
             "caller": None,
             "input_file_id": "file-1",
             "endpoint": "/v1/chat/completions",
@@ -257,6 +258,7 @@ SEEDERS: dict[str, list[Row]] = {
             "response": None,
             "error": None,
             "queued_at": AT,
+            "not_before": None,
             "ended_at": None,
         }
     ],

@@ -178,6 +178,8 @@ async def running_planes(
             sessions,
             upstreams.adapter_for,
             max_attempts=settings.lane_max_attempts,
+            flush_size=settings.lane_flush_size,
+            max_wait_s=settings.lane_max_wait_s,
         )
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     lane_interval_s: float = Field(
         default=30.0, gt=0, description="batch lane: submit queued lines and poll batches, s"
     )
+    lane_flush_size: int = Field(
+        default=1000, ge=1, description="batch lane: deferred calls of a model sent together"
+    )
+    lane_max_wait_s: float = Field(
+        default=30.0, gt=0, description="batch lane: the longest a deferred call waits to go, s"
+    )
     lane_max_attempts: int = Field(
         default=3, ge=1, description="batch lane: submissions a line gets before it is reported"
     )

@@ -38,6 +38,7 @@ def upgrade() -> None:
     op.create_table(
         "lane_batch",
         sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("caller", sa.String(length=32), nullable=True),
         sa.Column("input_file_id", sa.String(length=64), nullable=False),
         sa.Column("endpoint", sa.String(length=64), nullable=False),
@@ -91,6 +92,7 @@ def upgrade() -> None:
         sa.Column("response", sa.JSON(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("queued_at", UTCDateTime(), nullable=False),
+        sa.Column("not_before", UTCDateTime(), nullable=True),
         sa.Column("ended_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["batch_id"], ["lane_batch.id"]),
         sa.ForeignKeyConstraint(["decision_id"], ["decision.id"]),

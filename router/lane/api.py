@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.keys import require
@@ -93,6 +93,15 @@ async def list_batches(
 async def get_batch(request: Request, caller: Caller, batch_id: str) -> dict[str, Any]:
     """The batch object: status and request counts over every line, wherever it went."""
     return await _lane(request).batch(caller, batch_id)
+
+
+@lane_api.get("/v1/batches/{batch_id}/result")
+async def deferred_result(request: Request, caller: Caller, batch_id: str) -> Response:
+    """A deferred gateway call's answer (``X-Tierwise-Lane: batch``): 200 with the chat
+    completion, 202 while it waits (``Retry-After``), 502 with the error when it failed."""
+    status, body = await _lane(request).result(caller, batch_id)
+    headers = {"retry-after": "30"} if status == 202 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @lane_api.post("/v1/batches/{batch_id}/cancel")

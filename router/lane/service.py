@@ -42,10 +42,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router import repository
 from router.db import utcnow
-from router.errors import InvalidInput, NotFound
-from router.gateway.service import answer_text
+from router.errors import InvalidInput, NotFound, error_body
+from router.gateway.service import Call, answer_text
 from router.lane.files import BATCH_ENDPOINT, BadBatchInput, parse_input
 from router.models import Decision, LaneBatch, LaneFile, LaneItem, LaneUpstream
+from router.offpeak import next_open, parse_window, zone
 from router.outcomes import OutcomeReport, outcome_values
 from router.pricing import Usage, cost_nusd, normalize_usage
 from router.providers.base import Completion, Provider, ProviderError
@@ -119,6 +120,9 @@ class Lane:
     Args:
         max_attempts: upstream submissions an item gets before an expiry or a transient error
             is final (reported in the error file).
+        max_file_bytes: the largest upload, bytes.
+        flush_size: deferred calls of one model sent together as soon as this many wait.
+        max_wait_s: else the oldest waits at most this long (s) before they are sent.
         clock: now, UTC.
     """
 
@@ -130,6 +134,8 @@ class Lane:
         *,
         max_attempts: int = 3,
         max_file_bytes: int = MAX_FILE_BYTES,
+        flush_size: int = 1000,
+        max_wait_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._router = router
@@ -137,6 +143,8 @@ class Lane:
         self._upstream = upstream
         self._max_attempts = max_attempts
         self._max_file_bytes = max_file_bytes
+        self._flush_size = flush_size
+        self._max_wait = timedelta(seconds=max_wait_s)
         self._clock = clock
 
     # ---- files -------------------------------------------------------------------------------
@@ -232,13 +240,11 @@ class Lane:
                 at=now,
             )
             model = call.shadow_model or decision.model
-            adapter, _ = self._upstream(model)
-            if adapter.batch_limits is None:
-                raise BadBatchInput(
-                    f"input file line {line.line}: {call.task_type!r} routes to {model}, whose "
-                    f"provider ({adapter.name}) has no batch API",
-                    field=f"line {line.line}: body.model",
-                )
+            self._batch_capable(
+                model,
+                f"input file line {line.line}",
+                f"line {line.line}: body.model",
+            )
             decisions.append(row)
             items.append(
                 {
@@ -361,6 +367,111 @@ class Lane:
                 await session.commit()
             return await self._batch_object(session, batch)
 
+    def _batch_capable(self, model: str, where: str, field: str) -> None:
+        """Raises BadBatchInput unless ``model``'s provider has a batch API."""
+        try:
+            adapter, _ = self._upstream(model)
+        except (InvalidInput, ProviderError) as exc:
+            raise BadBatchInput(
+                f"{where}: {model} cannot be sent: {exc.message}", field=field
+            ) from exc
+        if adapter.batch_limits is None:
+            raise BadBatchInput(
+                f"{where}: {model}'s provider ({adapter.name}) has no batch API", field=field
+            )
+
+    async def defer(self, call: Call, caller: str | None) -> dict[str, Any]:
+        """Queue one gateway call on the batch lane (its decision written with it); the
+        batch object of kind ``deferred`` with ``result_url`` (``GET`` it for the answer) and
+        ``not_before`` (Unix s: an off-peak class's window opens then; None: within
+        ``max_wait_s``). The call must not stream.
+
+        Raises:
+            BadBatchInput: the call streams, or its model's provider has no batch API (it
+                could never be sent: refused at once, not queued).
+        """
+        if call.request.stream:
+            raise BadBatchInput("a call on the batch lane cannot stream", field="stream")
+        decision = call.decision
+        model = call.chain[0]
+        self._batch_capable(model, f"class {decision.task_class}", "model")
+        now = self._clock()
+        settings = self._router.snapshot.policy.settings_for(decision.task_class)
+        not_before = None
+        if settings.lane_off_peak:
+            window = parse_window(settings.off_peak_window)
+            opens = next_open(now, window, zone(settings.lane_timezone))
+            not_before = opens if opens > now else None
+        batch = LaneBatch(
+            id=f"batch_{uuid.uuid4().hex[:24]}",
+            kind="deferred",
+            caller=caller,
+            input_file_id="",
+            endpoint=BATCH_ENDPOINT,
+            completion_window=COMPLETION_WINDOW,
+            status="in_progress",
+            total=1,
+            created_at=now,
+            expires_at=(not_before or now) + WINDOW,
+        )
+        item = LaneItem(
+            batch_id=batch.id,
+            custom_id=call.request.request_id or decision.decision_id,
+            line=1,
+            decision_id=decision.decision_id,
+            task_class=decision.task_class,
+            model=model,
+            provider=self._router.snapshot.provider_of(model),
+            body=call.body,
+            queued_at=now,
+            not_before=not_before,
+        )
+        call.recorded = True  # the lane writes the decision, and the outcome when answered
+        async with self._sessions() as session:
+            await repository.insert_decisions(session, [call.decision_row])
+            session.add(batch)
+            await session.flush()
+            session.add(item)
+            await session.commit()
+            obj = await self._batch_object(session, batch)
+        return {
+            **obj,
+            "result_url": f"/v1/batches/{batch.id}/result",
+            "not_before": _epoch(not_before),
+        }
+
+    async def result(self, caller: str | None, batch_id: str) -> tuple[int, dict[str, Any]]:
+        """A deferred call's answer: (200, the chat completion) once answered; (202, ``{"id",
+        "status", "not_before"}``) while it waits; (502, the error object) when it failed,
+        expired or was cancelled.
+
+        Raises:
+            NotFound: no such batch of this caller (field ``batch_id``).
+            BadBatchInput: a caller batch (its answers are in its output file).
+        """
+        async with self._sessions() as session:
+            batch = await self._owned(session, caller, batch_id)
+            if batch.kind != "deferred":
+                raise BadBatchInput(
+                    f"{batch_id} is a batch of an input file: read its output_file_id",
+                    field="batch_id",
+                )
+            item = (await session.exec(select(LaneItem).where(LaneItem.batch_id == batch_id))).one()
+        if item.status == "succeeded":
+            return 200, dict(item.response or {})
+        if item.status not in ENDED:
+            waiting = {"id": batch_id, "status": item.status, "not_before": _epoch(item.not_before)}
+            return 202, waiting
+        error = dict(item.error or {})
+        return 502, {
+            "error": error_body(
+                str(error.get("code") or item.status),
+                str(error.get("message") or item.status),
+                None,
+                502,
+            )
+        }
+
     async def _counts(self, session: AsyncSession, batch_id: str) -> dict[str, int]:
         rows = await session.exec(
             select(LaneItem.status, func.count())
@@ -476,7 +587,8 @@ class Lane:
     # ---- submit ------------------------------------------------------------------------------
     async def submit(self, now: datetime | None = None) -> LaneRun:
         """One submit run (see the module doc): stale claims become ``unknown``; each queued
-        (caller batch, model) group is claimed and sent as provider batches within limits."""
+        (caller batch, model) group is claimed and sent as provider batches within limits;
+        deferred calls are sent per model once the flush rule says so (:meth:`_ready`)."""
         now = now or self._clock()
         run = LaneRun()
         await self._expire_claims(now, run)
@@ -484,13 +596,64 @@ class Lane:
             groups = (
                 await session.exec(
                     select(LaneItem.batch_id, LaneItem.model)
-                    .where(LaneItem.status == "queued")
+                    .join(LaneBatch, col(LaneBatch.id) == col(LaneItem.batch_id))
+                    .where(LaneItem.status == "queued", LaneBatch.kind == "batch")
                     .group_by(col(LaneItem.batch_id), col(LaneItem.model))
                 )
             ).all()
+            deferred = (
+                await session.exec(
+                    select(LaneItem)
+                    .join(LaneBatch, col(LaneBatch.id) == col(LaneItem.batch_id))
+                    .where(LaneItem.status == "queued", LaneBatch.kind == "deferred")
+                    .order_by(col(LaneItem.id))
+                )
+            ).all()
         for batch_id, model in groups:
-            await self._submit_group(batch_id, model, now, run)
+            await self._submit_group(model, now, run, batch_id=batch_id)
+        by_model: dict[str, list[LaneItem]] = {}
+        for item in deferred:
+            by_model.setdefault(item.model, []).append(item)
+        for model, items in sorted(by_model.items()):
+            ready = await self._ready(items, now)
+            if ready:
+                await self._submit_group(model, now, run, only=ready)
         return run
+
+    async def _ready(self, items: Sequence[LaneItem], now: datetime) -> list[LaneItem]:
+        """Deferred items of one model to send now: those whose off-peak window is open (an
+        item whose window closed before it was sent waits for the next opening), and only
+        when they are ``flush_size`` or more or the oldest has waited ``max_wait_s``."""
+        policy = self._router.snapshot.policy
+        eligible: list[LaneItem] = []
+        later: dict[int, datetime] = {}
+        for item in items:
+            settings = policy.settings_for(item.task_class)
+            if settings.lane_off_peak:
+                window = parse_window(settings.off_peak_window)
+                opens = next_open(now, window, zone(settings.lane_timezone))
+                if opens > now:
+                    if item.not_before != opens:
+                        later[int(item.id or 0)] = opens
+                    continue
+            elif item.not_before is not None and item.not_before > now:
+                continue
+            eligible.append(item)
+        if later:
+            async with self._sessions() as session:
+                for item_id, opens in later.items():
+                    await session.exec(
+                        sa.update(LaneItem)
+                        .where(col(LaneItem.id) == item_id)
+                        .values(not_before=opens)
+                    )
+                await session.commit()
+        if not eligible:
+            return []
+        oldest = min(max(i.queued_at, i.not_before or i.queued_at) for i in eligible)
+        if len(eligible) >= self._flush_size or now - oldest >= self._max_wait:
+            return eligible
+        return []
 
     async def _expire_claims(self, now: datetime, run: LaneRun) -> None:
         stale = now - timedelta(seconds=SUBMIT_LEASE_S)
@@ -546,21 +709,34 @@ class Lane:
             if batch is not None and await self._finish(session, batch, now):
                 run.finished += 1
 
-    async def _submit_group(self, batch_id: str, model: str, now: datetime, run: LaneRun) -> None:
+    async def _submit_group(
+        self,
+        model: str,
+        now: datetime,
+        run: LaneRun,
+        *,
+        batch_id: str | None = None,
+        only: Sequence[LaneItem] | None = None,
+    ) -> None:
+        """Send the queued items of caller batch ``batch_id`` for ``model``, or ``only``
+        these (deferred calls of ``model``)."""
         adapter, api_model = self._upstream(model)
         limits = adapter.batch_limits
-        async with self._sessions() as session:
-            queued = (
-                await session.exec(
-                    select(LaneItem)
-                    .where(
-                        LaneItem.batch_id == batch_id,
-                        LaneItem.model == model,
-                        LaneItem.status == "queued",
+        if only is not None:
+            queued: Sequence[LaneItem] = only
+        else:
+            async with self._sessions() as session:
+                queued = (
+                    await session.exec(
+                        select(LaneItem)
+                        .where(
+                            LaneItem.batch_id == batch_id,
+                            LaneItem.model == model,
+                            LaneItem.status == "queued",
+                        )
+                        .order_by(col(LaneItem.id))
                     )
-                    .order_by(col(LaneItem.id))
-                )
-            ).all()
+                ).all()
         if not queued or limits is None:
             return
         by_id = {_upstream_id(item): item for item in queued}
@@ -609,7 +785,7 @@ class Lane:
                 "lane: %d %s items of %s submitted as %s batch %s",
                 len(items),
                 model,
-                batch_id,
+                batch_id or "deferred calls",
                 adapter.name,
                 provider_batch_id,
             )
