@@ -206,6 +206,9 @@ async def test_a_mixed_batch_is_routed_per_line_split_per_model_and_assembled_in
     # Sampled like any answer (the test policy samples every decision).
     samples = {s.decision_id: s for s in await svc.rows(Sample)}
     assert samples[items["second"].decision_id].output_text == "re: two"
+    # A shadow-mode line's sample grades the model tierwise would have chosen (small).
+    assert samples[items["fourth"].decision_id].answer_model == "small"
+    assert samples[items["first"].decision_id].answer_model is None
 
     # A second poll finds nothing more to do and books nothing twice.
     again = await svc.lane.poll()

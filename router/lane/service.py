@@ -585,10 +585,11 @@ class Lane:
         return True
 
     # ---- submit ------------------------------------------------------------------------------
-    async def submit(self, now: datetime | None = None) -> LaneRun:
+    async def submit(self, now: datetime | None = None, *, flush: bool = False) -> LaneRun:
         """One submit run (see the module doc): stale claims become ``unknown``; each queued
         (caller batch, model) group is claimed and sent as provider batches within limits;
-        deferred calls are sent per model once the flush rule says so (:meth:`_ready`)."""
+        deferred calls are sent per model once the flush rule says so (:meth:`_ready`), or
+        with ``flush`` at once (off-peak windows still hold)."""
         now = now or self._clock()
         run = LaneRun()
         await self._expire_claims(now, run)
@@ -615,12 +616,14 @@ class Lane:
         for item in deferred:
             by_model.setdefault(item.model, []).append(item)
         for model, items in sorted(by_model.items()):
-            ready = await self._ready(items, now)
+            ready = await self._ready(items, now, flush=flush)
             if ready:
                 await self._submit_group(model, now, run, only=ready)
         return run
 
-    async def _ready(self, items: Sequence[LaneItem], now: datetime) -> list[LaneItem]:
+    async def _ready(
+        self, items: Sequence[LaneItem], now: datetime, *, flush: bool = False
+    ) -> list[LaneItem]:
         """Deferred items of one model to send now: those whose off-peak window is open (an
         item whose window closed before it was sent waits for the next opening), and only
         when they are ``flush_size`` or more or the oldest has waited ``max_wait_s``."""
@@ -651,7 +654,7 @@ class Lane:
         if not eligible:
             return []
         oldest = min(max(i.queued_at, i.not_before or i.queued_at) for i in eligible)
-        if len(eligible) >= self._flush_size or now - oldest >= self._max_wait:
+        if flush or len(eligible) >= self._flush_size or now - oldest >= self._max_wait:
             return eligible
         return []
 
@@ -1059,8 +1062,12 @@ class Lane:
                 input_messages=report.input_messages,
                 output_text=text,
                 meta=None,
-                item_id=None,
-                answer_model=None,
+                item_id=decision.item_id,
+                # A shadow-mode call's sample grades the answer of the model tierwise would
+                # have chosen, as the gateway's does (router.models.Sample).
+                answer_model=(
+                    decision.model if decision.shadow and decision.model != item.model else None
+                ),
                 status="queued",
                 attempts=0,
                 decided_at=decision.created_at,
