@@ -319,7 +319,9 @@ class LaneItem(JSONTrackingModel, table=True):
     ``succeeded`` | ``failed`` | ``expired`` | ``cancelled``; an expired or transiently failed
     item goes back to ``queued`` until ``attempts`` reaches the lane's limit. ``response`` is
     the chat completion (succeeded), ``error`` ``{"code", "message", "status"}`` otherwise.
-    ``not_before``: a deferred call of an off-peak class waits for its window to open."""
+    ``not_before``: a deferred call of an off-peak class waits for its window to open.
+    ``realtime_cost_nusd``: what the answer would have cost without the batch discount (the
+    outcome holds the discounted cost), for the books' batch savings."""
 
     __tablename__ = "lane_item"
     __table_args__ = (
@@ -343,6 +345,7 @@ class LaneItem(JSONTrackingModel, table=True):
     )
     response: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+    realtime_cost_nusd: int | None = Field(default=None, sa_type=sa.BigInteger)
     queued_at: datetime = _ts()
     not_before: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

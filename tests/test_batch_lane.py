@@ -210,6 +210,22 @@ async def test_a_mixed_batch_is_routed_per_line_split_per_model_and_assembled_in
     assert samples[items["fourth"].decision_id].answer_model == "small"
     assert samples[items["first"].decision_id].answer_model is None
 
+    # The cost view shows the batch share and what the discount saved, to the nano-USD.
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        view = (await http.get("/v1/costs")).json()
+    totals = view["totals"]
+    lane_items = await svc.rows(LaneItem)
+    assert (totals["batch_requests"], totals["batch_share"]) == (4, 1.0)
+    assert (
+        totals["batch_serving_nusd"]
+        == totals["serving_nusd"]
+        == sum(o.cost_nusd or 0 for o in outcomes.values())
+    )
+    assert totals["batch_saved_nusd"] == sum(
+        (i.realtime_cost_nusd or 0) - (outcomes[i.decision_id].cost_nusd or 0) for i in lane_items
+    )
+    assert totals["batch_saved_nusd"] == totals["batch_serving_nusd"]  # a 50% discount
+
     # A second poll finds nothing more to do and books nothing twice.
     again = await svc.lane.poll()
     assert (again.ended, again.succeeded) == (0, 0)

@@ -257,6 +257,7 @@ SEEDERS: dict[str, list[Row]] = {
             "upstream_id": 1,
             "response": None,
             "error": None,
+            "realtime_cost_nusd": None,
             "queued_at": AT,
             "not_before": None,
             "ended_at": None,

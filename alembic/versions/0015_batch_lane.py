@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.Column("upstream_id", sa.Integer(), nullable=True),
         sa.Column("response", sa.JSON(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
+        sa.Column("realtime_cost_nusd", sa.BigInteger(), nullable=True),
         sa.Column("queued_at", UTCDateTime(), nullable=False),
         sa.Column("not_before", UTCDateTime(), nullable=True),
         sa.Column("ended_at", UTCDateTime(), nullable=True),

@@ -1044,11 +1044,11 @@ class Lane:
             usage, readable = Usage(), False
         row = outcome_values(snapshot, item.task_class, report, usage, now, decision.created_at)
         price = snapshot.price_at(item.model, decision.created_at)
+        priced = readable and price is not None
         row["cost_nusd"] = (
-            cost_nusd(usage, price, discount=price.batch_discount)
-            if readable and price is not None
-            else None
+            cost_nusd(usage, price, discount=price.batch_discount) if priced and price else None
         )
+        item.realtime_cost_nusd = cost_nusd(usage, price) if priced else None
         row["attempts"] = [
             {"model": item.model, "status": "ok", "lane": "batch", "attempt": item.attempts}
         ]
