@@ -29,6 +29,10 @@ Definitions (all money in nano-USD, shown as USD; tokens are counts):
   money was spent). **unpriced grades**: grades whose ``cost_nusd`` is NULL.
 - **premium share**: decisions routed to the premium model (``decision.model ==
   premium_model``, as stored) over requests.
+- **batch lane** (:mod:`router.lane`): ``batch_requests`` are the requests answered through the
+  providers' batch APIs, ``batch_serving`` their (discounted) cost, inside serving, and
+  ``batch_saved`` = the same answers at the models' real-time prices - batch_serving
+  (``lane_item.realtime_cost_nusd``, fixed when the answer was booked).
 
 Break-even sampling rate of a class (:attr:`ClassEconomics.break_even_rate`): grading spend is
 proportional to the number of graded samples, so at sample rate ``r`` it is
@@ -52,7 +56,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.models import Grade
 from router.errors import InvalidInput
-from router.models import Decision, Outcome
+from router.models import Decision, LaneItem, Outcome
 from router.money import usd
 from router.policy import ModelPrice
 from router.pricing import Usage, cost_nusd
@@ -150,6 +154,14 @@ class CostRow:
     shadow_grading_nusd: int = 0
     grades: int = 0
     unpriced_grades: int = 0
+    batch_requests: int = 0
+    batch_serving_nusd: int = 0
+    batch_saved_nusd: int = 0
+
+    @property
+    def batch_share(self) -> float | None:
+        """Requests answered through the batch lane / requests (None without requests)."""
+        return self.batch_requests / self.requests if self.requests else None
 
     @property
     def savings_nusd(self) -> int | None:
@@ -217,6 +229,12 @@ class CostRow:
             "shadow_grading_nusd": self.shadow_grading_nusd,
             "grades": self.grades,
             "unpriced_grades": self.unpriced_grades,
+            "batch_requests": self.batch_requests,
+            "batch_share": self.batch_share,
+            "batch_serving_usd": usd(self.batch_serving_nusd) or 0.0,
+            "batch_saved_usd": usd(self.batch_saved_nusd) or 0.0,
+            "batch_serving_nusd": self.batch_serving_nusd,
+            "batch_saved_nusd": self.batch_saved_nusd,
         }
 
 
@@ -361,9 +379,16 @@ async def _outcome_groups(
             _priced(col(Outcome.cached_input_tokens)),
             _priced(col(Outcome.cache_write_tokens)),
             _priced(col(Outcome.output_tokens)),
+            func.count(col(LaneItem.id)),
+            func.coalesce(
+                func.sum(sa.case((col(LaneItem.id).is_not(None), col(Outcome.cost_nusd)), else_=0)),
+                0,
+            ),
+            func.coalesce(func.sum(col(LaneItem.realtime_cost_nusd) - col(Outcome.cost_nusd)), 0),
         )
         .select_from(Outcome)
         .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+        .outerjoin(LaneItem, col(LaneItem.decision_id) == col(Outcome.decision_id))
         .where(*_in_range(col(Outcome.created_at), since, until))
         .group_by(*keys, period)
     )
@@ -417,14 +442,16 @@ def _rows(
         "output_tokens",
         "serving_nusd",
     )
+    lane_names = ("batch_requests", "batch_serving_nusd", "batch_saved_nusd")
     for r in outcome_rows:
         key, period = r[:n], int(r[n])
         v = [int(x or 0) for x in r[n + 1 : n + 10]]
         priced = Usage(*(int(x or 0) for x in r[n + 10 : n + 14]))
+        lane = [int(x or 0) for x in r[n + 14 : n + 17]]
         if v[0] == 0:
             continue  # the ungrouped aggregate over no outcome at all
         row = merged.setdefault(key, {"counterfactual_nusd": 0 if history else None})
-        for name, value in zip(names, v, strict=True):
+        for name, value in zip(names + lane_names, v + lane, strict=True):
             row[name] = row.get(name, 0) + value
         counterfactual = cost_nusd(priced, history[period] if period >= 0 else None)
         if priced == Usage():

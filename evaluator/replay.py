@@ -29,6 +29,7 @@ import numpy as np
 from evaluator.datasets import HeldOutItem, HeldOutSet
 from evaluator.service import Evaluator
 from router.errors import InvalidInput
+from router.lane import Lane as BatchLane
 from router.policy import Policy, parse_policy
 from router.service import Router
 from router.tokens import estimate_message_tokens, estimate_text_tokens
@@ -121,8 +122,15 @@ GATEWAY_CONCURRENCY = 16
 """Gateway calls a replay keeps in flight (the order within a tick changes nothing)."""
 
 
+Lane = Literal["realtime", "batch"]
+
+
 async def _through_gateway(
-    client: httpx.AsyncClient, items: Sequence[HeldOutItem], seed: int, start: int
+    client: httpx.AsyncClient,
+    items: Sequence[HeldOutItem],
+    seed: int,
+    start: int,
+    lane: Lane = "realtime",
 ) -> None:
     gate = asyncio.Semaphore(GATEWAY_CONCURRENCY)
 
@@ -134,6 +142,7 @@ async def _through_gateway(
                 headers={
                     "x-tierwise-request-id": f"replay-{seed}-{start + offset}",
                     "x-tierwise-item-id": item.id,
+                    "x-tierwise-lane": lane,
                 },
             )
             resp.raise_for_status()
@@ -150,13 +159,16 @@ async def run(
     tick: int = 500,
     via: Via = "api",
     grading: Grading = "realtime",
+    lane: BatchLane | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send the plan through ``client`` (the tierwise HTTP API: the decision API and outcome
     reports, or with ``via="gateway"`` the gateway, whose upstream must be the replay
     provider), running the grading and escalation jobs every ``tick`` requests and once at the
     end; with ``grading="batch"`` the batch submit and poll jobs run after the grading job
-    (the policy must be :func:`with_grading` ``"batch"`` for them to find work). Returns
+    (the policy must be :func:`with_grading` ``"batch"`` for them to find work). With ``lane``
+    (the app's batch lane; ``via`` must be ``"gateway"``) the calls go on the batch lane and
+    each tick runs its submit job (every queue flushed) and poll job before grading. Returns
     requests sent.
 
     Raises:
@@ -167,7 +179,12 @@ async def run(
     for start in range(0, len(items), tick):
         chunk = items[start : start + tick]
         if via == "gateway":
-            await _through_gateway(client, chunk, replay_plan.seed, start)
+            await _through_gateway(
+                client, chunk, replay_plan.seed, start, "realtime" if lane is None else "batch"
+            )
+            if lane is not None:
+                await lane.submit(flush=True)
+                await lane.poll()
             await router.flush()
             sent += len(chunk)
             await evaluator.grade()

@@ -119,6 +119,12 @@ class CostRowOut(BaseModel):
     shadow_grading_nusd: int
     grades: int
     unpriced_grades: int
+    batch_requests: int = Field(description="requests answered through the batch lane")
+    batch_share: float | None = Field(description="batch_requests / requests")
+    batch_serving_usd: float = Field(description="their discounted cost, inside serving")
+    batch_saved_usd: float = Field(description="their cost at real-time prices - batch_serving")
+    batch_serving_nusd: int
+    batch_saved_nusd: int
 
 
 class ClassEconomicsOut(BaseModel):

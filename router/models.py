@@ -245,5 +245,111 @@ class Sample(JSONTrackingModel, table=True):
     created_at: datetime = _ts()
 
 
+class LaneFile(SQLModel, table=True):
+    """A file of the batch lane's Files API (``POST /v1/files``, purpose ``batch``): a caller's
+    input file, or an output or error file tierwise assembled for a batch (``batch_id``).
+    ``caller`` is the API key id that owns it (None in open mode); ``size`` its bytes."""
+
+    __tablename__ = "lane_file"
+
+    id: str = Field(primary_key=True, max_length=64)
+    purpose: str = Field(max_length=32)
+    filename: str = Field(max_length=256)
+    size: int
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    caller: str | None = Field(default=None, max_length=32, index=True)
+    batch_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+
+
+class LaneBatch(JSONTrackingModel, table=True):
+    """A caller's batch (``POST /v1/batches``): the lines of ``input_file_id``, each routed
+    and kept as a :class:`LaneItem`. ``status``: ``in_progress`` -> ``cancelling`` ->
+    ``cancelled``, or ``completed`` | ``expired`` once every item ended (``expired`` when one
+    ran out of its window for good); the output and error files are assembled then. ``kind``
+    ``deferred`` is one gateway call on the batch lane (``X-Tierwise-Lane: batch`` or a class
+    on lane ``batch``): no input file, its answer at ``GET /v1/batches/{id}/result``."""
+
+    __tablename__ = "lane_batch"
+
+    id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(default="batch", max_length=16)
+    caller: str | None = Field(default=None, max_length=32, index=True)
+    input_file_id: str = Field(max_length=64)
+    endpoint: str = Field(max_length=64)
+    completion_window: str = Field(max_length=16)
+    meta: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+    status: str = Field(default="in_progress", max_length=16, index=True)
+    total: int = 0
+    output_file_id: str | None = Field(default=None, max_length=64)
+    error_file_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts(index=True)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    cancelling_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class LaneUpstream(SQLModel, table=True):
+    """One provider batch the lane submitted: items of one model. ``key`` (unique) is a hash
+    of its item ids, written before the provider is called, so the same items are never
+    submitted twice. ``status``: ``submitting`` (claimed, provider not yet answered; a row
+    left so by a crash is ``unknown`` after its lease: it may or may not have reached the
+    provider, and its items are reported, never sent again) -> ``submitted`` -> ``ended``."""
+
+    __tablename__ = "lane_upstream"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=128)
+    provider_batch_id: str | None = Field(default=None, max_length=128)
+    status: str = Field(default="submitting", max_length=16, index=True)
+    provider_status: str = Field(default="submitting", max_length=32)
+    items: int = 0
+    cancel_requested: bool = False
+    created_at: datetime = _ts()
+    submitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class LaneItem(JSONTrackingModel, table=True):
+    """One line of a caller's batch: its custom id and line number, the decision it was routed
+    by (``decision_id``, written at create), the routed catalog ``model`` and the ``body`` to
+    send (the caller's Chat Completions body). ``status``: ``queued`` -> ``submitted`` ->
+    ``succeeded`` | ``failed`` | ``expired`` | ``cancelled``; an expired or transiently failed
+    item goes back to ``queued`` until ``attempts`` reaches the lane's limit. ``response`` is
+    the chat completion (succeeded), ``error`` ``{"code", "message", "status"}`` otherwise.
+    ``not_before``: a deferred call of an off-peak class waits for its window to open.
+    ``realtime_cost_nusd``: what the answer would have cost without the batch discount (the
+    outcome holds the discounted cost), for the books' batch savings."""
+
+    __tablename__ = "lane_item"
+    __table_args__ = (
+        sa.UniqueConstraint("batch_id", "custom_id", name="uq_lane_item_custom_id"),
+        sa.Index("ix_lane_item_status_model", "status", "model"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: str = Field(foreign_key="lane_batch.id", max_length=64, index=True)
+    custom_id: str = Field(max_length=512)
+    line: int
+    decision_id: str = Field(foreign_key="decision.id", max_length=64, unique=True)
+    task_class: str = Field(max_length=200)
+    model: str = Field(max_length=128)
+    provider: str = Field(max_length=64)
+    body: dict[str, Any] = Field(sa_type=JSONDict)
+    status: str = Field(default="queued", max_length=16)
+    attempts: int = 0
+    upstream_id: int | None = Field(
+        default=None, foreign_key="lane_upstream.id", nullable=True, index=True
+    )
+    response: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
+    realtime_cost_nusd: int | None = Field(default=None, sa_type=sa.BigInteger)
+    queued_at: datetime = _ts()
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
 # The compression stage's tables (router.compression.models) belong to the data plane's schema.
 import router.compression.models  # noqa: E402, F401

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from router.compression.compressors import COMPRESSORS
 from router.errors import PolicyError, field_path
 from router.money import price_nusd
+from router.offpeak import parse_window, zone
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,29 @@ class ClassSettings(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("a compressor is named twice")
         return v
+    # The lane of the class's gateway calls: "realtime" (answered in the call) or "batch"
+    # (deferred: queued durably and answered 202 with a result URL, sent through the
+    # providers' batch APIs at the catalog's batch_discount; router.lane). A call may ask for
+    # the batch lane itself with the header X-Tierwise-Lane: batch.
+    lane: Literal["realtime", "batch"] = "realtime"
+    # With lane_off_peak, deferred calls are sent only inside off_peak_window ("HH:MM-HH:MM",
+    # local time in lane_timezone, an IANA zone; it may wrap midnight and follows the zone's
+    # daylight-saving changes).
+    lane_off_peak: bool = False
+    off_peak_window: str = "22:00-06:00"
+    lane_timezone: str = "UTC"
+
+    @field_validator("off_peak_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("lane_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

@@ -11,12 +11,18 @@ A batch has ended as soon as it is created; what it ended with is scripted: ``op
 gets the uploaded input lines (dicts) and returns ``(status, output lines, error lines)`` (None
 for a file that is absent), ``anthropic_outcome`` gets the submitted requests and returns the
 result rows, in whatever order and with whatever ids the test wants. ``not_found_after_create``
-answers the first retrieve of each new batch 404, as the APIs may right after create. Every
+answers the first retrieve of each new batch 404, as the APIs may right after create. With
+``hold`` set, a new batch stays in progress (its scripted outcome kept) until :meth:`release`
+or a cancel (``POST /v1/batches/{id}/cancel``, ``POST /v1/messages/batches/{id}/cancel``: the
+batch ends cancelled, every request ``batch_cancelled`` / ``canceled``). ``create_gate``, when
+set, is waited on (in a worker thread) before a create answers: a test holds it closed to
+catch a submission mid-call (``create_arrived`` is set when a create came in). Every
 request is recorded in ``hits`` as (method, path).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
@@ -102,6 +108,10 @@ class BatchWire:
         self.openai_outcome: OpenAIOutcome = lambda lines: ("completed", [], None)
         self.anthropic_outcome: AnthropicOutcome = lambda requests: []
         self.not_found_after_create = False
+        self.hold = False
+        self.create_gate: threading.Event | None = None
+        self.create_arrived = threading.Event()
+        self._held: dict[str, dict[str, Any]] = {}
         self._unseen: set[str] = set()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,9 +123,13 @@ class BatchWire:
                 Route("/v1/files/{fid}/content", self._content, methods=["GET"]),
                 Route("/v1/batches", self._openai_create, methods=["POST"]),
                 Route("/v1/batches/{bid}", self._openai_get, methods=["GET"]),
+                Route("/v1/batches/{bid}/cancel", self._openai_cancel, methods=["POST"]),
                 Route("/v1/messages/batches", self._anthropic_create, methods=["POST"]),
                 Route("/v1/messages/batches/{bid}", self._anthropic_get, methods=["GET"]),
                 Route("/v1/messages/batches/{bid}/results", self._anthropic_rows, methods=["GET"]),
+                Route(
+                    "/v1/messages/batches/{bid}/cancel", self._anthropic_cancel, methods=["POST"]
+                ),
             ]
         )
         config = uvicorn.Config(
@@ -194,8 +208,25 @@ class BatchWire:
         self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
         return fid
 
+    async def _gate(self) -> None:
+        self.create_arrived.set()
+        gate = self.create_gate
+        if gate is not None:
+            await asyncio.to_thread(gate.wait)
+
+    def release(self) -> None:
+        """End every held batch with its scripted outcome."""
+        with self._lock:
+            held, self._held = self._held, {}
+        for bid, ended in held.items():
+            if bid in self.openai_batches:
+                self.openai_batches[bid].update(ended)
+            else:
+                self.anthropic_batches[bid].update(ended)
+
     async def _openai_create(self, request: Request) -> Response:
         self._hit(request)
+        await self._gate()
         body = await request.json()
         lines = [json.loads(ln) for ln in self.files[body["input_file_id"]].splitlines() if ln]
         status, output, errors = self.openai_outcome(lines)
@@ -213,9 +244,32 @@ class BatchWire:
             "error_file_id": self._file(errors),
             "request_counts": {"total": len(lines), "completed": len(output or []), "failed": 0},
         }
+        if self.hold:
+            batch = self.openai_batches[bid]
+            self._held[bid] = {k: batch[k] for k in ("status", "output_file_id", "error_file_id")}
+            batch.update(status="in_progress", output_file_id=None, error_file_id=None)
         if self.not_found_after_create:
             self._unseen.add(bid)
         return JSONResponse({**self.openai_batches[bid], "status": "validating"})
+
+    async def _openai_cancel(self, request: Request) -> Response:
+        self._hit(request)
+        bid = request.path_params["bid"]
+        with self._lock:
+            self._held.pop(bid, None)
+        batch = self.openai_batches[bid]
+        if batch["status"] in ("validating", "in_progress"):
+            errors = [
+                {
+                    "id": f"batch_req_{line['custom_id']}",
+                    "custom_id": line["custom_id"],
+                    "response": None,
+                    "error": {"code": "batch_cancelled", "message": "cancelled"},
+                }
+                for line in self.submitted[bid]
+            ]
+            batch.update(status="cancelled", output_file_id=None, error_file_id=self._file(errors))
+        return JSONResponse({**batch, "status": "cancelling"})
 
     def _visible(self, bid: str) -> bool:
         with self._lock:
@@ -236,6 +290,7 @@ class BatchWire:
 
     async def _anthropic_create(self, request: Request) -> Response:
         self._hit(request)
+        await self._gate()
         body = await request.json()
         requests = list(body["requests"])
         rows = self.anthropic_outcome(requests)
@@ -259,11 +314,29 @@ class BatchWire:
             "ended_at": now,
             "results_url": f"{self.url}/v1/messages/batches/{bid}/results",
         }
+        if self.hold:
+            self._held[bid] = {"processing_status": "ended"}
+            self.anthropic_batches[bid]["processing_status"] = "in_progress"
         if self.not_found_after_create:
             self._unseen.add(bid)
         return JSONResponse(
             {**self.anthropic_batches[bid], "processing_status": "in_progress", "results_url": None}
         )
+
+    async def _anthropic_cancel(self, request: Request) -> Response:
+        self._hit(request)
+        bid = request.path_params["bid"]
+        with self._lock:
+            self._held.pop(bid, None)
+        batch = self.anthropic_batches[bid]
+        if batch["processing_status"] == "in_progress":
+            rows = [
+                {"custom_id": r["custom_id"], "result": {"type": "canceled"}}
+                for r in self.submitted[bid]
+            ]
+            self.anthropic_results[bid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            batch["processing_status"] = "ended"
+        return JSONResponse({**batch, "processing_status": "canceling"})
 
     async def _anthropic_get(self, request: Request) -> Response:
         self._hit(request)

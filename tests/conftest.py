@@ -38,6 +38,10 @@ DATASETS = ROOT / "datasets"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN = os.environ.get("TIERWISE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = (
+    "lane_item",
+    "lane_upstream",
+    "lane_batch",
+    "lane_file",
     "grading_cost",
     "grading_batch_item",
     "grading_batch",

@@ -284,4 +284,8 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "compression_probe.input_messages": True,
         "compression_state.rule_state": True,
         "compression_event.evidence": True,
+        "lane_batch.meta": True,
+        "lane_item.body": True,
+        "lane_item.response": True,
+        "lane_item.error": True,
     }

@@ -194,6 +194,75 @@ SEEDERS: dict[str, list[Row]] = {
             "response": {"text": "A cat sat.", "usage": {"input_tokens": 300}},
         }
     ],
+    "lane_file": [
+        {
+            "id": "file-1",
+            "purpose": "batch",
+            "filename": "in.jsonl",
+            "size": 3,
+            "content": b"{}\n",
+            "caller": None,
+            "batch_id": None,
+            "created_at": AT,
+        }
+    ],
+    "lane_batch": [
+        {
+            "id": "batch_1",
+            "kind": "batch",
+            "caller": None,
+            "input_file_id": "file-1",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "meta": {"job": "nightly"},
+            "status": "in_progress",
+            "total": 1,
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": AT,
+            "expires_at": AT,
+            "cancelling_at": None,
+            "ended_at": None,
+        }
+    ],
+    "lane_upstream": [
+        {
+            "id": 1,
+            "key": "0" * 64,
+            "provider": "openai",
+            "model": "small-model",
+            "provider_batch_id": "batch_up_1",
+            "status": "submitted",
+            "provider_status": "in_progress",
+            "items": 1,
+            "cancel_requested": False,
+            "created_at": AT,
+            "submitted_at": AT,
+            "ended_at": None,
+        }
+    ],
+    "lane_item": [
+        {
+            "id": 1,
+            "batch_id": "batch_1",
+            "custom_id": "request-1",
+            "line": 1,
+            "decision_id": "dec-1",
+            "task_class": CLASS,
+            "model": "small-model",
+            "provider": "openai",
+            "body": {"model": "tierwise/x", "messages": [{"role": "user", "content": "hi"}]},
+            "status": "submitted",
+            "attempts": 1,
+            "upstream_id": 1,
+            "response": None,
+            "error": None,
+            "realtime_cost_nusd": None,
+            "queued_at": AT,
+            "not_before": None,
+            "ended_at": None,
+        }
+    ],
     "grading_cost": [
         {
             "id": 1,

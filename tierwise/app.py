@@ -18,6 +18,7 @@ from evaluator.graders import GraderEnv
 from router.errors import TierwiseError, error_body, field_path
 from router.gateway.api import gateway_api
 from router.keys import KeyRing
+from router.lane.api import lane_api
 from router.providers import Provider
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
@@ -104,6 +105,7 @@ def create_app(
                 app.state.sessions = planes.sessions
                 app.state.router = planes.router
                 app.state.gateway = planes.gateway
+                app.state.lane = planes.lane
                 app.state.evaluator = planes.evaluator
                 app.state.compression = planes.compression
                 yield
@@ -146,5 +148,6 @@ def create_app(
 
     app.include_router(router.api.api)
     app.include_router(gateway_api)
+    app.include_router(lane_api)
     app.include_router(evaluator.api.api)
     return app

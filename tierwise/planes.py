@@ -32,6 +32,8 @@ from router.compression.store import CompressionStore
 from router.db import make_engine, session_factory
 from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
+from router.lane import Lane
+from router.lane.tasks import lane_jobs
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     Provider,
@@ -61,10 +63,11 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
             log.info("applied policy %s at start-up: table version %d", path, result.version)
 
 
-def jobs_of(settings: Settings, control_plane: Evaluator) -> list[Job]:
+def jobs_of(settings: Settings, control_plane: Evaluator, lane: Lane) -> list[Job]:
     """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
-    each domain declares its own; the data plane declares none yet)."""
-    return control_plane.jobs(
+    each domain declares its own: the data plane the batch lane's, the control plane grading
+    and escalation)."""
+    return lane_jobs(lane, settings.lane_interval_s) + control_plane.jobs(
         grading_interval_s=settings.grading_interval_s,
         escalation_interval_s=settings.escalation_interval_s,
     )
@@ -120,6 +123,7 @@ class Planes:
     sessions: async_sessionmaker[AsyncSession]
     router: Router
     gateway: Gateway
+    lane: Lane
     evaluator: Evaluator
     scheduler: JobScheduler
     compression: CompressionStore
@@ -177,6 +181,14 @@ async def running_planes(
             upstreams.adapter_for,
             stages=[CompressionStage(lambda: data_plane.snapshot, compression)],
         )
+        lane = Lane(
+            data_plane,
+            sessions,
+            upstreams.adapter_for,
+            max_attempts=settings.lane_max_attempts,
+            flush_size=settings.lane_flush_size,
+            max_wait_s=settings.lane_max_wait_s,
+        )
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)
         registry = live
@@ -211,10 +223,17 @@ async def running_planes(
                         provider,
                         ", ".join(sorted(models)),
                     )
-            scheduler = JobScheduler(jobs_of(settings, control_plane))
+            scheduler = JobScheduler(jobs_of(settings, control_plane, lane))
             try:
                 yield Planes(
-                    engine, sessions, data_plane, gateway, control_plane, scheduler, compression
+                    engine,
+                    sessions,
+                    data_plane,
+                    gateway,
+                    lane,
+                    control_plane,
+                    scheduler,
+                    compression,
                 )
             finally:
                 await scheduler.aclose()

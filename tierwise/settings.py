@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     decision_flush_s: float = Field(default=0.2, gt=0, description="decision batch writer, s")
     grading_interval_s: float = Field(default=30.0, gt=0)
     escalation_interval_s: float = Field(default=3600.0, gt=0)
+    lane_interval_s: float = Field(
+        default=30.0, gt=0, description="batch lane: submit queued lines and poll batches, s"
+    )
+    lane_flush_size: int = Field(
+        default=1000, ge=1, description="batch lane: deferred calls of a model sent together"
+    )
+    lane_max_wait_s: float = Field(
+        default=30.0, gt=0, description="batch lane: the longest a deferred call waits to go, s"
+    )
+    lane_max_attempts: int = Field(
+        default=3, ge=1, description="batch lane: submissions a line gets before it is reported"
+    )
     grading_batch_size: int = Field(default=200, ge=1)
     grading_concurrency: int = Field(default=8, ge=1, description="reference calls in flight")
     grading_lease_s: float = Field(default=600.0, gt=0, description="claim lease on a sample, s")

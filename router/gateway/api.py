@@ -18,6 +18,10 @@ from router.service import Router
 
 gateway_api = APIRouter(prefix="/v1", tags=["gateway"])
 
+LANE_HEADER = "x-tierwise-lane"
+"""``batch`` defers the call to the batch lane (202 with a result URL, :mod:`router.lane`);
+``realtime`` answers it now even when its class is on the batch lane."""
+
 
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
@@ -53,7 +57,9 @@ async def chat_completions(request: Request) -> Response:
     routing table; a catalog model is served as named while tierwise records what it would
     have chosen (shadow mode). Streams when ``stream`` is true. A request tierwise or the
     chosen upstream cannot take is answered 400 (OpenAI's status for an invalid request) with
-    ``param`` naming the field, and nothing is stored unless an upstream was already called."""
+    ``param`` naming the field, and nothing is stored unless an upstream was already called.
+    ``X-Tierwise-Lane: batch`` (or a class on lane ``batch``) queues the call for the
+    providers' batch APIs instead: 202 with the batch object and ``Location`` its result URL."""
     try:
         return await _chat_completions(request)
     except InvalidInput as exc:
@@ -72,7 +78,18 @@ async def _chat_completions(request: Request) -> Response:
         raise InvalidInput("the body nests too deeply", field="body") from exc
     except ValueError as exc:
         raise InvalidInput("the body is not valid JSON", field="body") from exc
-    call = gateway.start(checked, caller=getattr(request.state, "caller", None))
+    caller = getattr(request.state, "caller", None)
+    lane = request.headers.get(LANE_HEADER)
+    if lane not in (None, "realtime", "batch"):
+        raise InvalidInput(f"{LANE_HEADER}: 'realtime' or 'batch', not {lane!r}", field=LANE_HEADER)
+    call = gateway.start(checked, caller=caller)
+    if (lane or router.snapshot.policy.settings_for(call.decision.task_class).lane) == "batch":
+        deferred = await request.app.state.lane.defer(call, caller)
+        return JSONResponse(
+            deferred,
+            status_code=202,
+            headers={**_headers(gateway, call, None), "location": deferred["result_url"]},
+        )
     if not checked.stream:
         try:
             completion = await gateway.complete(call)

@@ -56,6 +56,8 @@ from router.providers.batch import (
     ANTHROPIC_LIMITS,
     BatchItem,
     BatchPoll,
+    BodyItem,
+    ChatBatchPoll,
     check_anthropic_custom_id,
     read_anthropic_results,
 )
@@ -341,21 +343,13 @@ class AnthropicProvider(SDKProvider):
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
         return batch.id
 
-    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
-        """``GET /v1/messages/batches/{id}``; once ``processing_status`` is ``ended``, its
-        results (``GET`` the batch's ``results_url``, JSONL) read by
-        :func:`router.providers.batch.read_anthropic_results`. ``in_progress`` and
-        ``canceling`` are not ended. A results stream that breaks off keeps the rows read
-        before (the rest are missing, as if they never ran).
-
-        Raises:
-            ProviderError: the call failed (:func:`map_error`); a 404 is transient (a batch just
-                created may not be visible yet).
-        """
+    async def _ended_rows(self, batch_id: str) -> list[dict[str, Any]] | str:
+        """The batch's result rows once ``processing_status`` is ``ended``; before, that
+        status (a str)."""
         try:
             batch = await self._client.messages.batches.retrieve(batch_id)
             if batch.processing_status != "ended":
-                return BatchPoll(False, batch.processing_status)
+                return str(batch.processing_status)
             decoder = await self._client.messages.batches.results(batch_id)
         except anthropic.NotFoundError as exc:
             raise ProviderError(
@@ -371,6 +365,86 @@ class AnthropicProvider(SDKProvider):
             log.warning(
                 "anthropic batch %s: results broke off after %d rows: %s", batch_id, len(rows), exc
             )
+        return rows
+
+    def _chat_params(self, item: BodyItem) -> dict[str, Any]:
+        kwargs = dict(to_anthropic(item[1]).kwargs)
+        kwargs.pop("stream", None)
+        return {"custom_id": item[0], "params": kwargs}
+
+    def chat_batch_size_of(self, item: BodyItem) -> int:
+        return len(json.dumps(self._chat_params(item), ensure_ascii=False).encode()) + 1
+
+    async def submit_chat_batch(self, items: Sequence[BodyItem]) -> str:
+        """``POST /v1/messages/batches`` with each body translated into Messages ``params`` by
+        :func:`router.providers.anthropic_chat.to_anthropic`, as :meth:`submit_batch`.
+
+        Raises:
+            InvalidInput: no items, over the limits, a bad custom id, or a body Anthropic
+                cannot express (``field`` names it).
+            ProviderError: the create call failed (:func:`map_error`).
+        """
+        for custom_id, _ in items:
+            check_anthropic_custom_id(custom_id)
+        if not items or len(items) > ANTHROPIC_LIMITS.max_requests:
+            raise InvalidInput(
+                f"a batch holds 1 to 100,000 requests, not {len(items)}", field="items"
+            )
+        requests = [self._chat_params(item) for item in items]
+        size = sum(len(json.dumps(r, ensure_ascii=False).encode()) + 1 for r in requests)
+        if size > ANTHROPIC_LIMITS.max_bytes:
+            raise InvalidInput(f"a batch is at most 256 MB, not {size} bytes", field="items")
+        async with self.slot(str(items[0][1].get("model"))):
+            try:
+                batch = await self._client.messages.batches.create(requests=cast("Any", requests))
+            except anthropic.AnthropicError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return batch.id
+
+    async def poll_chat_batch(self, batch_id: str, expected: Collection[str]) -> ChatBatchPoll:
+        """:meth:`poll_batch` with each ``succeeded`` message translated into an OpenAI
+        ``chat.completion`` (:func:`router.providers.anthropic_chat.to_openai`), its usage
+        Anthropic's own.
+
+        Raises:
+            ProviderError: as :meth:`poll_batch`.
+        """
+        rows = await self._ended_rows(batch_id)
+        if isinstance(rows, str):
+            return ChatBatchPoll(False, rows)
+
+        def parse(message: dict[str, Any]) -> Completion:
+            Message.model_validate(message)
+            return Completion(body=to_openai(message), usage=message.get("usage"))
+
+        results, rejected = read_anthropic_results(rows, batch_id, expected, parse)
+        return ChatBatchPoll(True, "ended", results, rejected)
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """``POST /v1/messages/batches/{id}/cancel``.
+
+        Raises:
+            ProviderError: the call failed (:func:`map_error`).
+        """
+        try:
+            await self._client.messages.batches.cancel(batch_id)
+        except anthropic.AnthropicError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+
+    async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
+        """``GET /v1/messages/batches/{id}``; once ``processing_status`` is ``ended``, its
+        results (``GET`` the batch's ``results_url``, JSONL) read by
+        :func:`router.providers.batch.read_anthropic_results`. ``in_progress`` and
+        ``canceling`` are not ended. A results stream that breaks off keeps the rows read
+        before (the rest are missing, as if they never ran).
+
+        Raises:
+            ProviderError: the call failed (:func:`map_error`); a 404 is transient (a batch just
+                created may not be visible yet).
+        """
+        rows = await self._ended_rows(batch_id)
+        if isinstance(rows, str):
+            return BatchPoll(False, rows)
         results, rejected = read_anthropic_results(
             rows, batch_id, expected, lambda m: message_response_of(Message.model_validate(m))
         )

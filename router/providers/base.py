@@ -26,7 +26,7 @@ from router.errors import InvalidInput, TierwiseError
 from router.pricing import Usage
 
 if TYPE_CHECKING:
-    from router.providers.batch import BatchItem, BatchLimits, BatchPoll
+    from router.providers.batch import BatchItem, BatchLimits, BatchPoll, BodyItem, ChatBatchPoll
 
 FinishReason = Literal["stop", "length", "refusal", "other"]
 
@@ -208,6 +208,39 @@ class Provider(abc.ABC):
         Raises:
             ProviderError: the look failed; transient (try again later) for a batch the
                 provider does not know yet (a 404 right after create) or a 429/5xx.
+        """
+        raise ProviderError(f"provider {self.name} has no batch API", transient=False)
+
+    def chat_batch_size_of(self, item: BodyItem) -> int:
+        """Bytes a passed-through ``item`` adds to a batch's payload (its line or request)."""
+        return len(json.dumps({"custom_id": item[0], "body": item[1]}).encode()) + 1
+
+    async def submit_chat_batch(self, items: Sequence[BodyItem]) -> str:
+        """Submit passed-through Chat Completions bodies (unique custom id, body with ``model``
+        the id to send), all for one model, as one batch within ``batch_limits``; returns the
+        provider's batch id. The batch lane's path (:mod:`router.lane`).
+
+        Raises:
+            InvalidInput: over the limits, or a body the provider cannot express.
+            ProviderError: the submission failed; permanent for a provider without a batch API.
+        """
+        raise ProviderError(f"provider {self.name} has no batch API", transient=False)
+
+    async def poll_chat_batch(self, batch_id: str, expected: Collection[str]) -> ChatBatchPoll:
+        """:meth:`poll_batch` for a batch of :meth:`submit_chat_batch`: answers as OpenAI
+        ``chat.completion`` bodies with the provider's usage.
+
+        Raises:
+            ProviderError: as :meth:`poll_batch`.
+        """
+        raise ProviderError(f"provider {self.name} has no batch API", transient=False)
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the provider to cancel batch ``batch_id`` (it ends as cancelled later, with the
+        results it already has).
+
+        Raises:
+            ProviderError: the call failed; permanent for a provider without a batch API.
         """
         raise ProviderError(f"provider {self.name} has no batch API", transient=False)
 

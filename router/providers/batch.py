@@ -24,15 +24,21 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from router.errors import InvalidInput
-from router.providers.base import ChatRequest, ChatResponse
+from router.providers.base import ChatRequest, ChatResponse, Completion
 
 log = logging.getLogger(__name__)
 
 BatchItem = tuple[str, ChatRequest]
 """One request of a batch: its custom id and the call."""
+
+BodyItem = tuple[str, dict[str, Any]]
+"""One passed-through request of a batch: its custom id and an OpenAI Chat Completions body
+(``model`` already the id to send)."""
+
+T = TypeVar("T")
 
 ItemFailure = Literal["errored", "expired", "canceled"]
 
@@ -68,6 +74,18 @@ class BatchPoll:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatBatchPoll:
+    """:class:`BatchPoll` of a passed-through batch (the batch lane): each answer is a
+    :class:`~router.providers.base.Completion`, an OpenAI ``chat.completion`` body (translated
+    from Anthropic's Messages reply where that is the provider) and the provider's own usage."""
+
+    ended: bool
+    status: str
+    results: Mapping[str, Completion | BatchItemError] = field(default_factory=dict)
+    rejected: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class BatchLimits:
     """A provider's limits for one batch: requests, and bytes of the submitted payload."""
 
@@ -94,8 +112,8 @@ def check_anthropic_custom_id(custom_id: str) -> None:
 
 
 def plan_batches(
-    items: Sequence[BatchItem], limits: BatchLimits, size_of: Callable[[BatchItem], int]
-) -> list[list[BatchItem]]:
+    items: Sequence[tuple[str, T]], limits: BatchLimits, size_of: Callable[[tuple[str, T]], int]
+) -> list[list[tuple[str, T]]]:
     """Split ``items`` into batches of at most ``limits.max_requests`` items and
     ``limits.max_bytes`` bytes (``size_of`` gives one item's bytes, a newline included), in
     order.
@@ -106,8 +124,8 @@ def plan_batches(
     ids = [custom_id for custom_id, _ in items]
     if len(set(ids)) != len(ids):
         raise InvalidInput("custom ids of one submission must be unique", field="custom_id")
-    batches: list[list[BatchItem]] = []
-    current: list[BatchItem] = []
+    batches: list[list[tuple[str, T]]] = []
+    current: list[tuple[str, T]] = []
     size = 0
     for item in items:
         item_size = size_of(item)
@@ -127,17 +145,17 @@ def plan_batches(
     return batches
 
 
-class _Matcher:
+class _Matcher(Generic[T]):
     """Collects results by custom id: the first answer for a submitted id counts; an unknown or
     repeated id is rejected and logged."""
 
     def __init__(self, batch_id: str, expected: Collection[str]) -> None:
         self.batch_id = batch_id
         self.expected = set(expected)
-        self.results: dict[str, ChatResponse | BatchItemError] = {}
+        self.results: dict[str, T | BatchItemError] = {}
         self.rejected: list[str] = []
 
-    def add(self, custom_id: str, result: ChatResponse | BatchItemError) -> None:
+    def add(self, custom_id: str, result: T | BatchItemError) -> None:
         if custom_id not in self.expected:
             log.warning(
                 "batch %s: result for unknown custom_id %r rejected", self.batch_id, custom_id
@@ -175,8 +193,8 @@ def read_openai_results(
     texts: Iterable[str],
     batch_id: str,
     expected: Collection[str],
-    parse: Callable[[dict[str, Any]], ChatResponse],
-) -> tuple[dict[str, ChatResponse | BatchItemError], list[str]]:
+    parse: Callable[[dict[str, Any]], T],
+) -> tuple[dict[str, T | BatchItemError], list[str]]:
     """Results of an OpenAI batch from its output and error files' text (JSONL), by custom id.
 
     Each line is ``{"id", "custom_id", "response": {"status_code", "request_id", "body"} |
@@ -188,16 +206,14 @@ def read_openai_results(
     ``errored`` (permanent). A body ``parse`` cannot read is an ``errored`` item. Returns
     (results, rejected ids). Never raises.
     """
-    matcher = _Matcher(batch_id, expected)
+    matcher: _Matcher[T] = _Matcher(batch_id, expected)
     for text in texts:
         for row in _json_lines(text, batch_id):
             matcher.add(row["custom_id"], _openai_item(row, parse))
     return matcher.results, matcher.rejected
 
 
-def _openai_item(
-    row: dict[str, Any], parse: Callable[[dict[str, Any]], ChatResponse]
-) -> ChatResponse | BatchItemError:
+def _openai_item(row: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T | BatchItemError:
     response = row.get("response")
     error = row.get("error")
     if isinstance(response, dict) and isinstance(response.get("status_code"), int):
@@ -230,8 +246,8 @@ def read_anthropic_results(
     rows: Iterable[Mapping[str, Any]],
     batch_id: str,
     expected: Collection[str],
-    parse: Callable[[dict[str, Any]], ChatResponse],
-) -> tuple[dict[str, ChatResponse | BatchItemError], list[str]]:
+    parse: Callable[[dict[str, Any]], T],
+) -> tuple[dict[str, T | BatchItemError], list[str]]:
     """Results of an Anthropic message batch from its result rows (the ``.jsonl`` lines as
     dicts), by custom id: ``{"custom_id", "result": {"type": "succeeded", "message"} |
     {"type": "errored", "error": {"type": "error", "error": {"type", "message"}}} |
@@ -239,7 +255,7 @@ def read_anthropic_results(
     (``parse`` reads it); ``errored`` is transient only for :data:`ANTHROPIC_TRANSIENT` types.
     Returns (results, rejected ids). Never raises (an unreadable row is logged and skipped).
     """
-    matcher = _Matcher(batch_id, expected)
+    matcher: _Matcher[T] = _Matcher(batch_id, expected)
     for row in rows:
         custom_id = row.get("custom_id")
         result = row.get("result")
@@ -251,8 +267,8 @@ def read_anthropic_results(
 
 
 def _anthropic_item(
-    result: dict[str, Any], parse: Callable[[dict[str, Any]], ChatResponse]
-) -> ChatResponse | BatchItemError:
+    result: dict[str, Any], parse: Callable[[dict[str, Any]], T]
+) -> T | BatchItemError:
     kind = result.get("type")
     if kind == "succeeded" and isinstance(result.get("message"), dict):
         try:

@@ -41,6 +41,8 @@ from router.providers.batch import (
     OPENAI_LIMITS,
     BatchItem,
     BatchPoll,
+    BodyItem,
+    ChatBatchPoll,
     read_openai_results,
 )
 
@@ -147,6 +149,11 @@ def _batch_line(custom_id: str, request: ChatRequest) -> str:
     response_format = response_format_of(request)
     if response_format is not None:
         body["response_format"] = response_format
+    return _body_line(custom_id, body)
+
+
+def _body_line(custom_id: str, body: Mapping[str, Any]) -> str:
+    """One line of a batch input file for a Chat Completions ``body``, as JSON."""
     line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
     return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
@@ -327,19 +334,21 @@ class OpenAIProvider(SDKProvider):
             ProviderError: an upload or create call failed (:func:`map_error`).
         """
         data = "".join(_batch_line(custom_id, request) + "\n" for custom_id, request in items)
-        payload = data.encode()
-        if not items or len(items) > OPENAI_LIMITS.max_requests:
-            raise InvalidInput(
-                f"a batch holds 1 to 50,000 requests, not {len(items)}", field="items"
-            )
+        return await self._submit_file(
+            data.encode(), len(items), items[0][1].model if items else ""
+        )
+
+    async def _submit_file(self, payload: bytes, count: int, model: str) -> str:
+        if not count or count > OPENAI_LIMITS.max_requests:
+            raise InvalidInput(f"a batch holds 1 to 50,000 requests, not {count}", field="items")
         if len(payload) > OPENAI_LIMITS.max_bytes:
             raise InvalidInput(
                 f"a batch file is at most 200 MB, not {len(payload)} bytes", field="items"
             )
-        async with self.slot(items[0][1].model):
+        async with self.slot(model):
             try:
                 uploaded = await self._client.files.create(
-                    file=("grading.jsonl", payload, "application/jsonl"), purpose="batch"
+                    file=("batch.jsonl", payload, "application/jsonl"), purpose="batch"
                 )
                 batch = await self._client.batches.create(
                     input_file_id=uploaded.id,
@@ -349,6 +358,72 @@ class OpenAIProvider(SDKProvider):
             except openai.OpenAIError as exc:
                 raise map_error(exc, timeout_s=self._timeout_s) from exc
         return batch.id
+
+    def chat_batch_size_of(self, item: BodyItem) -> int:
+        return len(_body_line(*item).encode()) + 1
+
+    async def submit_chat_batch(self, items: Sequence[BodyItem]) -> str:
+        """Upload the bodies as one JSONL file, one line each ``{"custom_id", "method": "POST",
+        "url": "/v1/chat/completions", "body"}`` (the body as the caller sent it, ``model`` the
+        id to send), then ``POST /batches`` as :meth:`submit_batch`.
+
+        Raises:
+            InvalidInput: more than 50,000 requests or 200 MB, or no items.
+            ProviderError: an upload or create call failed (:func:`map_error`).
+        """
+        data = "".join(_body_line(custom_id, body) + "\n" for custom_id, body in items)
+        model = str(items[0][1].get("model")) if items else ""
+        return await self._submit_file(data.encode(), len(items), model)
+
+    async def _ended_texts(self, batch_id: str) -> tuple[str, list[str] | None]:
+        """The batch's status, and once it ended its output and error files' text (None while
+        it runs)."""
+        try:
+            batch = await self._client.batches.retrieve(batch_id)
+            if batch.status not in ("completed", "expired", "cancelled", "failed"):
+                return batch.status, None
+            texts = []
+            for file_id in (batch.output_file_id, batch.error_file_id):
+                if file_id:
+                    texts.append((await self._client.files.content(file_id)).text)
+        except openai.NotFoundError as exc:
+            raise ProviderError(
+                f"openai: batch {batch_id} not found (yet)", transient=True, upstream_status=404
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        return batch.status, texts
+
+    async def poll_chat_batch(self, batch_id: str, expected: Collection[str]) -> ChatBatchPoll:
+        """:meth:`poll_batch` with each answer the result line's chat completion body as
+        sent, its ``usage`` as the usage.
+
+        Raises:
+            ProviderError: as :meth:`poll_batch`.
+        """
+        status, texts = await self._ended_texts(batch_id)
+        if texts is None:
+            return ChatBatchPoll(False, status)
+
+        def parse(body: dict[str, Any]) -> Completion:
+            if not isinstance(body.get("choices"), list):
+                raise ValueError("a chat completion without choices")
+            usage = body.get("usage")
+            return Completion(body=body, usage=usage if isinstance(usage, dict) else None)
+
+        results, rejected = read_openai_results(texts, batch_id, expected, parse)
+        return ChatBatchPoll(True, status, results, rejected)
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """``POST /batches/{id}/cancel``.
+
+        Raises:
+            ProviderError: the call failed (:func:`map_error`).
+        """
+        try:
+            await self._client.batches.cancel(batch_id)
+        except openai.OpenAIError as exc:
+            raise map_error(exc, timeout_s=self._timeout_s) from exc
 
     async def poll_batch(self, batch_id: str, expected: Collection[str]) -> BatchPoll:
         """``GET /batches/{id}``; once the batch is ``completed``, ``expired``, ``cancelled``
@@ -361,27 +436,16 @@ class OpenAIProvider(SDKProvider):
             ProviderError: the call failed (:func:`map_error`); a 404 is transient (a batch just
                 created may not be visible yet).
         """
-        try:
-            batch = await self._client.batches.retrieve(batch_id)
-            if batch.status not in ("completed", "expired", "cancelled", "failed"):
-                return BatchPoll(False, batch.status)
-            texts = []
-            for file_id in (batch.output_file_id, batch.error_file_id):
-                if file_id:
-                    texts.append((await self._client.files.content(file_id)).text)
-        except openai.NotFoundError as exc:
-            raise ProviderError(
-                f"openai: batch {batch_id} not found (yet)", transient=True, upstream_status=404
-            ) from exc
-        except openai.OpenAIError as exc:
-            raise map_error(exc, timeout_s=self._timeout_s) from exc
+        status, texts = await self._ended_texts(batch_id)
+        if texts is None:
+            return BatchPoll(False, status)
         results, rejected = read_openai_results(
             texts,
             batch_id,
             expected,
             lambda body: chat_response_of(ChatCompletion.model_validate(body)),
         )
-        return BatchPoll(True, batch.status, results, rejected)
+        return BatchPoll(True, status, results, rejected)
 
     async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
         """One gateway call, passed through: ``body`` goes upstream as sent, through the SDK's

@@ -26,7 +26,14 @@ from router.providers.base import (
     ProviderError,
     ReplayMiss,
 )
-from router.providers.batch import BatchItem, BatchItemError, BatchLimits, BatchPoll
+from router.providers.batch import (
+    BatchItem,
+    BatchItemError,
+    BatchLimits,
+    BatchPoll,
+    BodyItem,
+    ChatBatchPoll,
+)
 from router.tokens import estimate_message_tokens, estimate_text_tokens, text_of
 
 
@@ -142,6 +149,7 @@ class ReplayProvider(Provider):
         }
         self._judgments: dict[str, str] = {_key("judge", j.prompt): j.judgment for j in judgments}
         self._batches: dict[str, list[BatchItem]] = {}
+        self._chat_batches: dict[str, list[BodyItem]] = {}
         self._batch_ids = itertools.count(1)
 
     @property
@@ -202,6 +210,33 @@ class ReplayProvider(Provider):
             except ReplayMiss as exc:
                 results[custom_id] = BatchItemError("errored", str(exc))
         return BatchPoll(True, "ended", results)
+
+    async def submit_chat_batch(self, items: Sequence[BodyItem]) -> str:
+        """Keep passed-through bodies under a new id, as :meth:`submit_batch` (the batch
+        lane's replay)."""
+        batch_id = f"replay-batch-{next(self._batch_ids)}"
+        self._chat_batches[batch_id] = list(items)
+        return batch_id
+
+    async def poll_chat_batch(self, batch_id: str, expected: Collection[str]) -> ChatBatchPoll:
+        """The batch has ended: each body answered as :meth:`chat_completion` answers it; a
+        missing recording is a permanent ``errored`` item.
+
+        Raises:
+            ProviderError: an unknown batch id (permanent: this process never made it).
+        """
+        items = self._chat_batches.get(batch_id)
+        if items is None:
+            raise ProviderError(f"replay: no batch {batch_id}", transient=False)
+        results: dict[str, Completion | BatchItemError] = {}
+        for custom_id, body in items:
+            if custom_id not in expected:
+                continue
+            try:
+                results[custom_id] = await self.chat_completion(body)
+            except ReplayMiss as exc:
+                results[custom_id] = BatchItemError("errored", str(exc))
+        return ChatBatchPoll(True, "ended", results)
 
     def _gateway_lookup(self, body: Mapping[str, Any]) -> dict[str, Any]:
         model = str(body["model"])

@@ -26,6 +26,7 @@ from evaluator.report import Books, ClassReport, VerdictDelay
 from evaluator.simulate import Simulation
 from router.errors import TierwiseError
 from router.keys import KeyInfo
+from router.money import usd
 from router.policy import Policy
 from router.table import ApplyResult, RoutingSnapshot
 
@@ -202,7 +203,8 @@ def _usd(x: float | None) -> str:
 def render_costs(report: CostReport) -> Table:
     """The cost view: one row per group (its keys first), then the totals; requests (unpriced),
     premium share, tokens (input / cached / cache write / output), serving, counterfactual on
-    the premium model, savings, grading and shadow probes (USD)."""
+    the premium model, savings, grading and shadow probes (USD), and the batch lane's share of
+    requests and what its discount saved (USD)."""
     since = "start" if report.since is None else f"{report.since:%Y-%m-%d %H:%M}Z"
     until = "now" if report.until is None else f"{report.until:%Y-%m-%d %H:%M}Z"
     table = Table(title=f"costs {since} .. {until} (premium: {report.premium_model or '-'})")
@@ -212,6 +214,8 @@ def render_costs(report: CostReport) -> Table:
     for head in heads:
         table.add_column(head, justify="right")
     for head in ("serving", "all on premium", "savings", "grading", "shadow probes"):
+        table.add_column(head, justify="right")
+    for head in ("batch share", "batch saved"):
         table.add_column(head, justify="right")
     for row in [*report.rows, report.totals]:
         keys = (
@@ -233,6 +237,8 @@ def render_costs(report: CostReport) -> Table:
             _usd(row.savings_usd),
             _usd(row.grading_usd),
             _usd(row.shadow_grading_usd),
+            _percent(row.batch_share),
+            _usd(usd(row.batch_saved_nusd)),
         )
     return table
 

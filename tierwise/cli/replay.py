@@ -94,6 +94,14 @@ def replay(
             "through the replay provider's batch mode, the submit and poll jobs run each tick."
         ),
     ] = "realtime",
+    lane: Annotated[
+        str,
+        typer.Option(
+            help="realtime: answered in the call; batch: through the gateway's batch lane "
+            "(implies --via gateway): queued, sent through the replay provider's batch mode "
+            "each tick and booked at the batch discount."
+        ),
+    ] = "realtime",
     database_url: DbOption = None,
 ) -> None:
     """Drive the service with recorded traffic: route, outcomes, sampling, grading, escalation;
@@ -102,6 +110,10 @@ def replay(
         fail(InvalidInput(f"--via must be api or gateway, not {via!r}", field="via"))
     if grading not in ("realtime", "batch"):
         fail(InvalidInput(f"--grading must be realtime or batch, not {grading!r}", field="grading"))
+    if lane not in ("realtime", "batch"):
+        fail(InvalidInput(f"--lane must be realtime or batch, not {lane!r}", field="lane"))
+    if lane == "batch":
+        via = "gateway"
     settings = load_settings(database_url, run_scheduler=False)
     try:
         policy = load_policy(
@@ -155,6 +167,7 @@ def replay(
                         tick=tick,
                         via="gateway" if via == "gateway" else "api",
                         grading="batch" if grading == "batch" else "realtime",
+                        lane=service.state.lane if lane == "batch" else None,
                         on_progress=lambda n: progress.advance(task, n),
                     )
             async with sessions() as session:
