@@ -244,6 +244,7 @@ SEEDERS: dict[str, list[Row]] = {
             "action": "continue",
             "reason": "",
             "updated_at": AT,
+            "counts": None,  # from revision 0011
         }
     ],
     "job_run": [

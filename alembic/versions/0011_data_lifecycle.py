@@ -3,7 +3,9 @@ decision time, and the sample text's deletion time
 
 Both backends: ``outcome.decided_at`` (the decision's ``created_at``, filled from ``decision``),
 ``sample.text_deleted_at`` (NULL: the text is kept) and the partial index ``ix_sample_text_kept``
-(task_class, created_at) over the samples still holding text, for the text retention job.
+(task_class, created_at) over the samples still holding text, for the text retention job;
+``rule_state.counts`` (the escalation rule's settled verdict counts, so a run reads only the
+grades written since) with the index ``ix_grade_class_model_created``.
 
 PostgreSQL only: ``decision`` becomes a table partitioned by range of ``created_at`` and
 ``outcome`` one partitioned by range of ``decided_at`` (declarative partitioning), one partition
@@ -120,6 +122,8 @@ def upgrade() -> None:
         sqlite_where=sa.text("text_deleted_at IS NULL"),
         postgresql_where=sa.text("text_deleted_at IS NULL"),
     )
+    op.create_index("ix_grade_class_model_created", "grade", ["task_class", "model", "created_at"])
+    op.add_column("rule_state", sa.Column("counts", sa.JSON(), nullable=True))
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, name in FOREIGN_KEYS:
@@ -135,6 +139,9 @@ def downgrade() -> None:
         _unpartition("outcome", "decision_id", PARTITIONED[1][3])
         for table, name in FOREIGN_KEYS:
             op.create_foreign_key(name, table, "decision", ["decision_id"], ["id"])
+    with op.batch_alter_table("rule_state") as batch_op:
+        batch_op.drop_column("counts")
+    op.drop_index("ix_grade_class_model_created", table_name="grade")
     op.drop_index("ix_sample_text_kept", table_name="sample")
     with op.batch_alter_table("sample") as batch_op:
         batch_op.drop_column("text_deleted_at")

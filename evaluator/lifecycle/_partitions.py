@@ -92,7 +92,7 @@ async def day_partitions(conn: AsyncConnection, table: str) -> dict[date, str]:
     return found
 
 
-async def _create(conn: AsyncConnection, table: str, key: str, day: date) -> int:
+async def create_day_partition(conn: AsyncConnection, table: str, key: str, day: date) -> int:
     """Create and attach ``table``'s partition of ``day``, moving its rows out of the default
     partition first; the rows moved."""
     name, lo, hi = f"{table}_p{day:%Y%m%d}", _bound(day), _bound(day + timedelta(days=1))
@@ -134,7 +134,7 @@ async def maintain(
         wanted |= {d for d in stray if cutoff is None or d >= cutoff}
         run.created[table], run.moved[table] = [], 0
         for day in sorted(wanted - set(have)):
-            run.moved[table] += await _create(conn, table, key, day)
+            run.moved[table] += await create_day_partition(conn, table, key, day)
             run.created[table].append(day)
         run.dropped[table], run.expired[table] = [], 0
         if cutoff is None:
