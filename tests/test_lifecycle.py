@@ -384,3 +384,40 @@ async def test_the_lifecycle_jobs_are_scheduled(database_url: str) -> None:
 
         names = [j.name for j in jobs_of(svc.app.state.settings, svc.evaluator)]
     assert names[-2:] == ["text-retention", "partitions"]
+
+
+async def test_a_decision_id_stored_on_another_day_is_not_stored_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A retried call's decision id (derived from its request id) a day later: on PostgreSQL
+    the primary key (id, created_at) would not conflict, the insert skips it anyway."""
+    from router import repository
+
+    def row(at: datetime) -> dict[str, Any]:
+        return {
+            "id": "req-1.abc",
+            "task_type": "classify",
+            "task_class": "classify",
+            "tier": "trivial",
+            "model": "gpt-4o-mini",
+            "provider": "openai",
+            "table_version": 1,
+            "sampled": True,
+            "input_tokens": 10,
+            "has_tool_calls": False,
+            "meta": {"team": "search"},
+            "item_id": None,
+            "caller": None,
+            "shadow": False,
+            "created_at": at,
+        }
+
+    for at in (NOW, NOW + timedelta(days=1), NOW):
+        async with sessions() as session:
+            await repository.insert_decisions(session, [row(at)])
+            await session.commit()
+    async with sessions() as session:
+        stored = (await session.exec(select(Decision))).all()
+    assert [(d.id, d.created_at, d.meta) for d in stored] == [
+        ("req-1.abc", NOW, {"team": "search"})
+    ]
