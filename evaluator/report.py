@@ -202,7 +202,13 @@ async def books(session: AsyncSession, *, now: datetime | None = None) -> Books:
                 func.coalesce(func.sum(Outcome.output_tokens), 0),
             )
             .select_from(Outcome)
-            .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+            .join(
+                Decision,
+                sa.and_(
+                    col(Decision.id) == col(Outcome.decision_id),
+                    col(Decision.created_at) == col(Outcome.decided_at),
+                ),
+            )
             .group_by(period)
         )
     ).all()

@@ -208,7 +208,7 @@ class Outcome(JSONTrackingModel, table=True):
     # The decision's ``created_at``: the partition key on PostgreSQL (``router.partitions``), so a
     # decision's outcome lives in the same UTC day's partition and a repeated report conflicts on
     # (decision_id, decided_at) exactly as on decision_id alone.
-    decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    decided_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     created_at: datetime = _ts(index=True)
 
 

@@ -46,6 +46,7 @@ def _rows() -> list[SQLModel]:
             served_model="small-model",
             status="ok",
             usage_raw={"prompt_tokens": 10, "details": {"cached_tokens": 2}},
+            decided_at=AT,
             created_at=AT,
         ),
         Sample(
