@@ -75,17 +75,24 @@ async def settled_window_counts(
         through = datetime.fromisoformat(settled["through"])
         horizon = max(horizon, through)
     is_settled = (col(Grade.created_at) < horizon).label("settled")
-    stmt = select(Grade.verdict, is_settled, func.count()).where(
+    in_window = (col(Grade.decided_at) >= since).label("in_window")
+    stmt = select(Grade.verdict, is_settled, in_window, func.count()).where(
         col(Grade.task_class) == task_class,
         col(Grade.model) == model,
-        col(Grade.decided_at) >= since,
         col(Grade.shadow) == shadow,
     )
-    if through is not None:
+    if through is None:
+        stmt = stmt.where(col(Grade.decided_at) >= since)
+    else:
+        # The only range condition is on created_at, so even a generic plan of the prepared
+        # statement takes ix_grade_class_model_created rather than scanning the window by
+        # decided_at; the window's bound is applied by the grouping instead.
         stmt = stmt.where(col(Grade.created_at) >= through)
-    rows = await session.exec(stmt.group_by(col(Grade.verdict), is_settled))
+    rows = await session.exec(stmt.group_by(col(Grade.verdict), is_settled, in_window))
     total, settled_now = dict(base), dict(base)
-    for verdict, old, count in rows.all():
+    for verdict, old, inside, count in rows.all():
+        if not inside:
+            continue
         total[verdict] = total.get(verdict, 0) + int(count)
         if old:
             settled_now[verdict] = settled_now.get(verdict, 0) + int(count)
