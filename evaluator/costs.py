@@ -387,12 +387,22 @@ async def _outcome_groups(
             func.coalesce(func.sum(col(LaneItem.realtime_cost_nusd) - col(Outcome.cost_nusd)), 0),
         )
         .select_from(Outcome)
-        .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+        .join(Decision, _decision_of(col(Outcome.decision_id), col(Outcome.decided_at)))
         .outerjoin(LaneItem, col(LaneItem.decision_id) == col(Outcome.decision_id))
         .where(*_in_range(col(Outcome.created_at), since, until))
+        # An outcome comes after its decision: the same bound on the decision's time, so
+        # PostgreSQL prunes the day partitions after ``until`` (partition key ``decided_at``).
+        .where(*([] if until is None else [col(Outcome.decided_at) < until]))
         .group_by(*keys, period)
     )
     return [tuple(r) for r in (await conn.execute(stmt)).all()]
+
+
+def _decision_of(decision_id: Any, decided_at: Any) -> Any:
+    """The join condition to a row's decision: its id and its time (an outcome's
+    ``decided_at`` and a grade's are the decision's ``created_at``), so on PostgreSQL each
+    probe goes to one day partition instead of every one."""
+    return sa.and_(col(Decision.id) == decision_id, col(Decision.created_at) == decided_at)
 
 
 async def _grade_groups(
@@ -414,8 +424,14 @@ async def _grade_groups(
             func.coalesce(func.sum(sa.case((shadow.is_(True), col(Grade.cost_nusd)), else_=0)), 0),
         )
         .select_from(Grade)
-        .join(Decision, col(Decision.id) == col(Grade.decision_id))
-        .outerjoin(Outcome, col(Outcome.decision_id) == col(Grade.decision_id))
+        .join(Decision, _decision_of(col(Grade.decision_id), col(Grade.decided_at)))
+        .outerjoin(
+            Outcome,
+            sa.and_(
+                col(Outcome.decision_id) == col(Grade.decision_id),
+                col(Outcome.decided_at) == col(Grade.decided_at),
+            ),
+        )
         .where(*_in_range(col(Grade.created_at), since, until))
     )
     if keys:

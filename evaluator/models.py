@@ -33,6 +33,8 @@ class Grade(SQLModel, table=True):
             "verdict IN ('agree', 'disagree', 'invalid', 'refused')", name="ck_grade_verdict"
         ),
         sa.Index("ix_grade_class_model_decided", "task_class", "model", "decided_at"),
+        # The escalation job's read of the grades written since its settled counts.
+        sa.Index("ix_grade_class_model_created", "task_class", "model", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -106,6 +108,10 @@ class RuleStateRow(JSONTrackingModel, table=True):
     action: str = Field(max_length=16)
     reason: str = Field(default="", sa_type=sa.Text)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The window's settled verdict counts, so a run reads only the grades written since
+    # (evaluator.escalation._repository.settled_window_counts): {"own": cache, "shadow": cache
+    # or None}; replaced whole (nested values read-only); None = none yet.
+    counts: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
 
 
 class JobRun(JSONTrackingModel, table=True):

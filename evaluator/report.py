@@ -246,7 +246,13 @@ async def books(
                 func.coalesce(func.sum(Outcome.output_tokens), 0),
             )
             .select_from(Outcome)
-            .join(Decision, col(Decision.id) == col(Outcome.decision_id))
+            .join(
+                Decision,
+                sa.and_(
+                    col(Decision.id) == col(Outcome.decision_id),
+                    col(Decision.created_at) == col(Outcome.decided_at),
+                ),
+            )
             .where(*_in_range(col(Outcome.created_at), since, until))
             .group_by(period)
         )

@@ -32,6 +32,7 @@ from evaluator.graders import GraderEnv
 from evaluator.grading import GradingRun, grade_pending
 from evaluator.grading.batch import BatchRun, poll_batches, submit_batches
 from evaluator.grading.tasks import batch_grading_jobs, grading_job
+from evaluator.lifecycle.tasks import lifecycle_jobs
 from router.jobs import Job
 from router.providers.base import Provider
 
@@ -137,6 +138,25 @@ class Evaluator:
     def worker(self) -> str:
         """This worker's name in ``job_run``: host:pid."""
         return f"{socket.gethostname()}:{os.getpid()}"
+
+    def lifecycle_jobs(
+        self,
+        *,
+        interval_s: float,
+        ahead_days: int,
+        partition_retention_days: int | None,
+        text_batch_size: int,
+    ) -> list[Job]:
+        """The data lifecycle's jobs (``evaluator.lifecycle.tasks``): text retention and
+        PostgreSQL's day partitions, every ``interval_s`` s, once per tick across workers."""
+        return lifecycle_jobs(
+            self._sessions,
+            interval_s=interval_s,
+            worker=self.worker,
+            ahead_days=ahead_days,
+            partition_retention_days=partition_retention_days,
+            text_batch_size=text_batch_size,
+        )
 
     def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
         """The control plane's scheduled jobs, each declared by its domain: grading and batch

@@ -2,7 +2,9 @@
 
 Every module that needs one of these asks here instead of branching on the dialect itself:
 
-- :func:`insert_ignore`: ``INSERT ... ON CONFLICT DO NOTHING`` (both dialects have it).
+- :func:`insert_ignore`: ``INSERT ... ON CONFLICT DO NOTHING`` (both dialects have it);
+  :func:`insert_rows_ignore` the same for an executemany, skipping on PostgreSQL an id already
+  stored in another day partition of ``decision``.
 - :func:`skip_locked`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers never
   claim the same row; SQLite takes no row locks (one process owns an embedded database, and
   SQLite serialises writers).
@@ -14,6 +16,7 @@ Every module that needs one of these asks here instead of branching on the diale
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -32,6 +35,35 @@ def insert_ignore(session: AsyncSession, table: Any) -> Any:
     if dialect_of(session) == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+# Tables partitioned on PostgreSQL (revision 0011) whose id alone must stay unique: their
+# primary key there includes the partition key, so a repeated id with another timestamp (a
+# retried call's decision id, derived from its request id) would not conflict by itself.
+UNIQUE_ACROSS_PARTITIONS = {"decision": "id"}
+
+
+def insert_rows_ignore(
+    session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> Any:
+    """:func:`insert_ignore` for an executemany of ``rows`` (all with the same keys; pass them
+    as ``params``). On PostgreSQL, for a table of :data:`UNIQUE_ACROSS_PARTITIONS`, it is
+    ``INSERT ... SELECT ... WHERE NOT EXISTS (a row with that id) ON CONFLICT DO NOTHING``, so
+    an id already stored in any partition is skipped. (Two transactions inserting one id at
+    the same moment with different timestamps can still both insert.)"""
+    key = UNIQUE_ACROSS_PARTITIONS.get(table.name)
+    if dialect_of(session) != "postgresql" or key is None or not rows:
+        return insert_ignore(session, table)
+    columns = list(rows[0])
+    params = {c: sa.bindparam(c, type_=table.c[c].type) for c in columns}
+    values = [sa.cast(params[c], table.c[c].type).label(c) for c in columns]
+    stored = (
+        sa.select(sa.literal(1))
+        .select_from(table)
+        .where(table.c[key] == values[columns.index(key)])
+    )
+    source = sa.select(*values).where(~sa.exists(stored))
+    return postgresql.insert(table).from_select(columns, source).on_conflict_do_nothing()
 
 
 def skip_locked(session: AsyncSession, stmt: T) -> T:

@@ -205,11 +205,18 @@ class Outcome(JSONTrackingModel, table=True):
     usage_raw: dict[str, Any] | None = Field(default=None, sa_type=JSONDict)
     attempts: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONList)
     ttft_ms: float | None = None
+    # The decision's ``created_at``: the partition key on PostgreSQL (``router.partitions``), so a
+    # decision's outcome lives in the same UTC day's partition and a repeated report conflicts on
+    # (decision_id, decided_at) exactly as on decision_id alone.
+    decided_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     created_at: datetime = _ts(index=True)
 
 
 class Sample(JSONTrackingModel, table=True):
     """A sampled outcome's text, queued for grading.
+
+    The text is stored after the class's redaction (``router.lifecycle.stored_text``) and kept
+    for the class's ``text_retention_days``; a class with 0 never stores it (nothing is queued).
 
     ``status``: ``queued`` -> ``claimed`` (lease until ``lease_until``) -> ``graded`` | ``failed``.
 
@@ -225,6 +232,16 @@ class Sample(JSONTrackingModel, table=True):
     """
 
     __tablename__ = "sample"
+    __table_args__ = (
+        # The text retention job's scan: per class, the oldest samples still holding text.
+        sa.Index(
+            "ix_sample_text_kept",
+            "task_class",
+            "created_at",
+            sqlite_where=sa.text("text_deleted_at IS NULL"),
+            postgresql_where=sa.text("text_deleted_at IS NULL"),
+        ),
+    )
 
     decision_id: str = Field(primary_key=True, foreign_key="decision.id", max_length=64)
     task_class: str = Field(max_length=200, index=True)
@@ -243,6 +260,10 @@ class Sample(JSONTrackingModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     decided_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = _ts()
+    # When the text retention job (``evaluator.lifecycle``) deleted this sample's text
+    # (``input_messages`` emptied, ``output_text`` blanked, its grade's ``raw_output`` too);
+    # None while the text is kept.
+    text_deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
 class LaneFile(SQLModel, table=True):
@@ -333,7 +354,9 @@ class LaneItem(JSONTrackingModel, table=True):
     batch_id: str = Field(foreign_key="lane_batch.id", max_length=64, index=True)
     custom_id: str = Field(max_length=512)
     line: int
-    decision_id: str = Field(foreign_key="decision.id", max_length=64, unique=True)
+    # No foreign key: decision is partitioned by day on PostgreSQL (its key is (id, created_at))
+    # and a day may be dropped while the batch is kept; the lane writes both in one transaction.
+    decision_id: str = Field(max_length=64, unique=True)
     task_class: str = Field(max_length=200)
     model: str = Field(max_length=128)
     provider: str = Field(max_length=64)

@@ -22,6 +22,7 @@ from router.errors import NotFound
 from router.models import Decision
 from router.money import usd
 from router.pricing import Usage, cost_nusd, normalize_usage
+from router.redaction import stored_text
 from router.table import RoutingSnapshot
 
 
@@ -84,8 +85,12 @@ def outcome_values(
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_nusd": None if report.usage is None else cost_nusd(usage, price),
         "usage_raw": report.usage,
+        "decided_at": decided_at,
         "created_at": now,
     }
+
+
+NO_TEXT_NOTE = "sampled, but the class keeps no text (text_retention_days = 0): not graded"
 
 
 def _gradable(decision: Decision, report: OutcomeReport) -> bool:
@@ -142,14 +147,24 @@ async def record_outcomes(
     now = utcnow()
     seen: set[str] = set()
 
-    async def queue(decision: Decision, report: OutcomeReport) -> None:
+    async def queue(decision: Decision, report: OutcomeReport) -> bool:
+        """Queue the report's text as a sample; False when the class keeps no text."""
+        settings = snapshot.policy.settings_for(decision.task_class)
+        text = stored_text(
+            retention_days=settings.text_retention_days,
+            redactor=settings.redactor,
+            input_messages=report.input_messages or [],
+            output_text=report.output_text or "",
+        )
+        if text is None:
+            return False
         await repository.queue_sample(
             session,
             decision_id=report.decision_id,
             task_class=decision.task_class,
             model=report.served_model,
-            input_messages=report.input_messages,
-            output_text=report.output_text,
+            input_messages=text[0],
+            output_text=text[1],
             meta=decision.meta,
             item_id=decision.item_id,
             status="queued",
@@ -158,13 +173,14 @@ async def record_outcomes(
             created_at=now,
         )
         sampled_done.add(report.decision_id)
+        return True
 
     for report, usage in zip(reports, usages, strict=True):
         decision = decisions[report.decision_id]
         if report.decision_id in done or report.decision_id in seen:
             queued = report.decision_id not in sampled_done and _gradable(decision, report)
             if queued:
-                await queue(decision, report)
+                queued = await queue(decision, report)
             dup_note = (
                 "duplicate: text attached to the earlier report"
                 if queued
@@ -192,9 +208,10 @@ async def record_outcomes(
                     "sampled, but input_messages/output_text missing: not graded yet "
                     "(send them again with the same decision_id)"
                 )
-            else:
-                await queue(decision, report)
+            elif await queue(decision, report):
                 queued = True
+            else:
+                note = NO_TEXT_NOTE
         results.append(OutcomeResult(report.decision_id, True, cost, queued, note))
     await session.flush()
     return results

@@ -24,6 +24,7 @@ from router.compression.compressors import COMPRESSORS
 from router.errors import PolicyError, field_path
 from router.money import price_nusd
 from router.offpeak import parse_window, zone
+from router.redaction import Redactor, redactor
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,26 @@ class ClassSettings(_Strict):
     def _zone(cls, value: str) -> str:
         zone(value)
         return value
+    # Data lifecycle (router.redaction, evaluator.lifecycle): a sample's text (input messages,
+    # the answer, the judge's raw output) is deleted text_retention_days days after it is stored,
+    # its grade kept; 0 = the text is never stored (nothing is queued, so the class is not
+    # graded). redact: built-in patterns replaced before the text is stored ("email", "phone",
+    # "card": Luhn-checked); redact_patterns: further regular expressions (Python re), each match
+    # replaced by "[redacted]".
+    text_retention_days: int = Field(default=30, ge=0, le=36500)
+    redact: list[Literal["email", "phone", "card"]] = Field(default_factory=list)
+    redact_patterns: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        Redactor((), patterns)  # raises ValueError naming the pattern's index
+        return patterns
+
+    @property
+    def redactor(self) -> Redactor:
+        """The class's redaction, compiled once (:func:`router.redaction.redactor`)."""
+        return redactor(tuple(self.redact), tuple(self.redact_patterns))
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.dialect import insert_ignore
+from router.dialect import insert_ignore, insert_rows_ignore
 from router.models import Decision, Outcome, Sample, TaskClass
 
 
@@ -60,7 +60,8 @@ async def insert_decisions(session: AsyncSession, rows: Iterable[dict[str, Any]]
     await register_classes(session, first_seen(rows))
     # In id order, as the batch writer inserts them (one lock order: no deadlock).
     rows.sort(key=lambda row: str(row["id"]))
-    await session.exec(insert_ignore(session, Decision), params=rows)
+    table = Decision.__table__  # type: ignore[attr-defined]
+    await session.exec(insert_rows_ignore(session, table, rows), params=rows)
 
 
 async def insert_outcome(session: AsyncSession, **values: Any) -> None:

@@ -29,6 +29,7 @@ from router.models import Decision, Outcome, Sample
 from router.outcomes import OutcomeReport, OutcomeResult, outcome_values, record_outcomes
 from router.policy import ModelPrice
 from router.pricing import Usage, normalize_usage
+from router.redaction import stored_text
 from router.table import RoutingSnapshot, current_version, load_snapshot
 from router.writer import Batch, BatchWriter
 
@@ -234,20 +235,31 @@ class Router:
         row["ttft_ms"] = ttft_ms
         self.writer.add(Decision, decision_row)
         self.writer.add(Outcome, row)
-        if (
-            decision.sampled
-            and report.status == "ok"
-            and report.output_text is not None
-            and report.input_messages
-        ):
+        settings = snapshot.policy.settings_for(decision.task_class)
+        text = (
+            stored_text(
+                retention_days=settings.text_retention_days,
+                redactor=settings.redactor,
+                input_messages=report.input_messages,
+                output_text=report.output_text,
+            )
+            if (
+                decision.sampled
+                and report.status == "ok"
+                and report.output_text is not None
+                and report.input_messages
+            )
+            else None
+        )
+        if text is not None:
             self.writer.add(
                 Sample,
                 {
                     "decision_id": decision.decision_id,
                     "task_class": decision.task_class,
                     "model": report.served_model,
-                    "input_messages": report.input_messages,
-                    "output_text": report.output_text,
+                    "input_messages": text[0],
+                    "output_text": text[1],
                     "meta": None,
                     "item_id": item_id,
                     "answer_model": answer_model,

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.dialect import insert_ignore
+from router.dialect import insert_rows_ignore
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class BatchWriter:
                 # The table's Core insert, not the ORM-enabled one: an executemany of plain rows
                 # (column defaults still apply), about a third less CPU per row.
                 core = table.__table__  # type: ignore[attr-defined]
-                await session.exec(insert_ignore(session, core), params=rows)
+                await session.exec(insert_rows_ignore(session, core, rows), params=rows)
             await session.commit()
 
     async def start(self) -> None:

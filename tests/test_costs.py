@@ -105,6 +105,7 @@ async def _seed(url: str) -> None:
                     cache_write_tokens=tw,
                     output_tokens=tout,
                     cost_nusd=None if cost is None else nusd_of_usd(cost),
+                    decided_at=at,
                     created_at=at,
                 )
             )

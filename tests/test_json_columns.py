@@ -46,6 +46,7 @@ def _rows() -> list[SQLModel]:
             served_model="small-model",
             status="ok",
             usage_raw={"prompt_tokens": 10, "details": {"cached_tokens": 2}},
+            decided_at=AT,
             created_at=AT,
         ),
         Sample(
@@ -87,6 +88,7 @@ def _rows() -> list[SQLModel]:
             state={"v": 1, "n": 40, "k": 12},
             action="continue",
             updated_at=AT,
+            counts={"own": {"through": AT.isoformat(), "counts": {"agree": 28}}, "shadow": None},
         ),
         JobRun(
             id=1,
@@ -115,6 +117,7 @@ WHERE: dict[str, tuple[type[SQLModel], object, str]] = {
     "sample.meta": (Sample, "dec-1", "meta"),
     "escalation_event.evidence": (EscalationEvent, 1, "evidence"),
     "rule_state.state": (RuleStateRow, "summarise", "state"),
+    "rule_state.counts": (RuleStateRow, "summarise", "counts"),
     "job_run.result": (JobRun, 1, "result"),
 }
 
@@ -278,6 +281,7 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "sample.meta": True,
         "escalation_event.evidence": True,
         "rule_state.state": True,
+        "rule_state.counts": True,
         "job_run.result": True,
         "grading_batch_item.response": True,
         "compression_probe.pipeline": True,

@@ -82,6 +82,7 @@ async def test_a_sum_over_many_rows_equals_the_sum_of_their_costs_exactly(
                     "status": "ok",
                     "input_tokens": 1,
                     "cost_nusd": each,
+                    "decided_at": at,
                     "created_at": at,
                 }
                 for i in range(n)

@@ -53,7 +53,8 @@ async def test_the_worker_runs_the_jobs_and_escalates(database_url: str) -> None
         "claude-3-5-haiku",
         "escalation-job",
     )
-    assert [r.job for r in runs] == ["escalation"]
+    # The lifecycle jobs (text retention, partitions) run on their own ticks beside it.
+    assert [r.job for r in runs if r.job not in ("text-retention", "partitions")] == ["escalation"]
 
 
 def test_tierwise_worker_stops_cleanly_on_sigterm(tmp_path: object) -> None:

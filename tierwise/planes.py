@@ -65,12 +65,21 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
 
 def jobs_of(settings: Settings, control_plane: Evaluator, lane: Lane) -> list[Job]:
     """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
-    each domain declares its own: the data plane the batch lane's, the control plane grading
-    and escalation)."""
-    return lane_jobs(lane, settings.lane_interval_s) + control_plane.jobs(
-        grading_interval_s=settings.grading_interval_s,
-        escalation_interval_s=settings.escalation_interval_s,
-    )
+    each domain declares its own: the data plane the batch lane's, the control plane grading,
+    escalation and the data lifecycle)."""
+    return [
+        *lane_jobs(lane, settings.lane_interval_s),
+        *control_plane.jobs(
+            grading_interval_s=settings.grading_interval_s,
+            escalation_interval_s=settings.escalation_interval_s,
+        ),
+        *control_plane.lifecycle_jobs(
+            interval_s=settings.lifecycle_interval_s,
+            ahead_days=settings.partitions_ahead_days,
+            partition_retention_days=settings.partition_retention_days,
+            text_batch_size=settings.text_retention_batch,
+        ),
+    ]
 
 
 def live_registry(

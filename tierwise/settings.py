@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     lane_max_attempts: int = Field(
         default=3, ge=1, description="batch lane: submissions a line gets before it is reported"
     )
+    lifecycle_interval_s: float = Field(
+        default=3600.0, gt=0, description="text retention and partition maintenance jobs, s"
+    )
+    text_retention_batch: int = Field(
+        default=1000, ge=1, description="samples whose text one retention transaction deletes"
+    )
+    partitions_ahead_days: int = Field(
+        default=7, ge=1, le=366, description="PostgreSQL day partitions created ahead, days"
+    )
+    partition_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="PostgreSQL: decision and outcome day partitions older than this many days "
+        "are dropped whole (None = kept forever)",
+    )
     grading_batch_size: int = Field(default=200, ge=1)
     grading_concurrency: int = Field(default=8, ge=1, description="reference calls in flight")
     grading_lease_s: float = Field(default=600.0, gt=0, description="claim lease on a sample, s")

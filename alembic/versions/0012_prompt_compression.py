@@ -1,7 +1,7 @@
 """prompt compression: the books per day, the quality guard's probes, state and events
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 """
 
@@ -14,7 +14,7 @@ from router.db import UTCDateTime
 
 # revision identifiers, used by Alembic.
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0010"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

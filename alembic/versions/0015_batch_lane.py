@@ -96,7 +96,6 @@ def upgrade() -> None:
         sa.Column("not_before", UTCDateTime(), nullable=True),
         sa.Column("ended_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["batch_id"], ["lane_batch.id"]),
-        sa.ForeignKeyConstraint(["decision_id"], ["decision.id"]),
         sa.ForeignKeyConstraint(["upstream_id"], ["lane_upstream.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("batch_id", "custom_id", name="uq_lane_item_custom_id"),

@@ -128,6 +128,7 @@ async def run_escalation(
                     cs.state,
                     cs.decision.action,
                     cs.decision.reason,
+                    cs.counts,
                 )
                 move = _plan(policy, cs, now, run)
                 if move is None:

@@ -11,12 +11,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.calibration import may_escalate
 from evaluator.escalation._repository import (
+    SETTLE,
     graded_counts,
     routed_classes,
     rule_states,
     save_state,
+    settled_window_counts,
     table_entries,
-    window_counts,
 )
 from evaluator.models import EscalationEvent, RuleStateRow
 from evaluator.sequential import RuleState, SequentialDecision, SequentialParams, step
@@ -53,7 +54,9 @@ class ClassState:
 
     ``state`` is the rule state after the pending verdicts; ``cheaper`` the next cheaper model
     whose shadow verdicts can bring an escalated class back; ``base_model`` the model the
-    policy gives the class; ``blocked`` why the class may not be escalated (None: it may).
+    policy gives the class; ``blocked`` why the class may not be escalated (None: it may);
+    ``counts`` the settled-counts cache the job stores with the state
+    (:func:`evaluator.escalation._repository.settled_window_counts`).
     """
 
     task_class: str
@@ -67,6 +70,7 @@ class ClassState:
     cheaper: str | None
     base_model: str
     blocked: str | None
+    counts: dict[str, Any] | None = None
 
 
 async def evaluate(
@@ -88,14 +92,27 @@ async def evaluate(
     state = RuleState.fresh(since)
     if stored is not None and stored.model == model and stored.window_start == since:
         state = RuleState.from_dict(stored.state)
-    counts = await window_counts(session, task_class, model, since)
+    cache = (stored.counts if stored is not None else None) or {}
+    horizon = utcnow() - SETTLE  # the real clock: grade rows are written at it
+    counts, own = await settled_window_counts(
+        session, task_class, model, since, shadow=False, settled=cache.get("own"), horizon=horizon
+    )
     n, k = graded_counts(counts)
     if n < state.n or k < state.k:  # grades were removed: start the window again
         state = RuleState.fresh(since)
     cheaper = policy.previous_model(model) if status == "escalated" else None
     sn = sk = 0
+    shadow_cache: dict[str, Any] | None = None
     if cheaper is not None:
-        shadow = await window_counts(session, task_class, cheaper, since, shadow=True)
+        shadow, shadow_cache = await settled_window_counts(
+            session,
+            task_class,
+            cheaper,
+            since,
+            shadow=True,
+            settled=cache.get("shadow"),
+            horizon=horizon,
+        )
         sn, sk = graded_counts(shadow)
         sn, sk = max(sn - state.dn, 0), max(sk - state.dk, 0)
     new, decision = step(
@@ -126,6 +143,7 @@ async def evaluate(
         cheaper,
         base_model,
         blocked,
+        {"own": own, "shadow": shadow_cache},
     )
 
 

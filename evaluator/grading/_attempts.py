@@ -68,7 +68,8 @@ async def write_grade(
             verdict=result.verdict,
             score=result.score,
             parse_status=result.parse_status,
-            raw_output=result.raw_output,
+            # The judge may quote the sample: the class's redaction applies to its text too.
+            raw_output=policy.settings_for(row.task_class).redactor.text(result.raw_output),
             input_tokens=tokens_in,
             output_tokens=tokens_out,
             cost_nusd=total,

@@ -35,7 +35,6 @@ async def claim_samples(
     now: datetime | None = None,
     skip_classes: Collection[str] = (),
     only_classes: Collection[str] | None = None,
-
 ) -> list[Sample]:
     """Claim up to ``limit`` queued samples (or claimed ones whose lease expired) for
     ``lease_s`` seconds, and commit. ``skip_classes``: task classes left to another job (the
