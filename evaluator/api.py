@@ -18,7 +18,7 @@ from evaluator.escalation import ClassState, class_state, override_class, pin_cl
 from evaluator.models import EscalationEvent
 from evaluator.schemas import CostsOut, EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 from router.errors import Unauthorized
-from router.keys import keyring_of, presented_key, require
+from router.keys import bearer_token, keyring_of, presented_key, require
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
@@ -40,24 +40,28 @@ async def require_operator(
 ) -> None:
     """Operator calls (pin, unpin, override) need ``Authorization: Bearer <admin token>`` when
     the service has one (``TIERWISE_ADMIN_TOKEN``, passed in by the app factory as
-    ``app.state.admin_token``; the bare token is accepted too), or an API key with the scope
+    ``app.state.admin_token``; only as a bearer token), or an API key with the scope
     ``admin`` once any key exists (:mod:`router.keys`). With neither, they are open. Sets
     ``request.state.caller`` (the key's id; None for the admin token or when open).
 
     Raises:
         Unauthorized: a token or keys are configured and the request has neither a matching
-            token nor a live key (401).
+            token nor a live key, or its ``Authorization`` is not ``Bearer <token>`` (401).
         Forbidden: a live key without the scope ``admin`` (403).
     """
     request.state.caller = None
     token: SecretStr | None = getattr(request.app.state, "admin_token", None)
     ring = keyring_of(request)
     if token is not None:
-        given = (authorization or "").removeprefix("Bearer ").strip()
+        given = bearer_token(authorization) or ""
         if hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             return
         if ring.open:
-            raise Unauthorized("operator calls need Authorization: Bearer <admin token>")
+            raise Unauthorized(
+                "operator calls need Authorization: Bearer <admin token>", field="authorization"
+            )
+    if ring.open:
+        return
     request.state.caller = ring.authenticate(presented_key(authorization, x_api_key), "admin")
 
 
