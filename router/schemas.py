@@ -191,8 +191,30 @@ class RoutingEntryOut(BaseModel):
     changed_at: str
 
 
+class UnknownTaskTypeOut(BaseModel):
+    """How often this process saw one unknown task type since it started, and what it did:
+    ``default`` (routed as the ``default`` class) or ``reject`` (refused)."""
+
+    task_type: str
+    action: Literal["default", "reject"]
+    count: int
+
+
+class UnknownTaskTypesOut(BaseModel):
+    """The policy's ``unknown_task_types`` and this process's counts (in memory, since start;
+    each router replica counts its own)."""
+
+    policy: Literal["default", "reject"]
+    routed_as_default: int
+    rejected: int
+    task_types: list[UnknownTaskTypeOut] = Field(
+        description="most frequent first; past 1000 distinct types the rest count as (other)"
+    )
+
+
 class RoutingTableOut(BaseModel):
     table_version: int
     policy: str
     premium_model: str
     entries: list[RoutingEntryOut]
+    unknown_task_types: UnknownTaskTypesOut

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.asyncio
         ("code_generation", 50, False, "code_generation", "complex", "claude-3-5-sonnet"),
         ("synthesis", 90_000, True, "synthesis", "complex", "claude-3-5-sonnet"),
         ("legal_review", 1, False, "legal_review", "critical", "claude-3-5-sonnet"),
-        ("poetry", 100, False, "poetry", "standard", "claude-3-5-haiku"),
+        # No rule names it: routed as the "default" class (unknown_task_types = "default").
+        ("poetry", 100, False, "default", "standard", "claude-3-5-haiku"),
     ],
 )
 async def test_default_policy_rules(

@@ -97,6 +97,8 @@ class GatewayCall:
     input_tokens: int
     request_id: str | None
     item_id: str | None
+    task_type_field: str = "model"
+    """Where the task type was read: ``model`` or the :data:`TASK_TYPE_HEADER` header."""
 
 
 def _header(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], size: int) -> str:
@@ -134,6 +136,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         _header(headers, TASK_TYPE_HEADER, _TASK_TYPE, 200) if TASK_TYPE_HEADER in headers else None
     )
     shadow_model: str | None = None
+    task_type_field = "model"
     if body.model == ROUTE_MODEL:
         if header_type is None:
             raise InvalidInput(
@@ -142,6 +145,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
                 field="model",
             )
         task_type = header_type
+        task_type_field = TASK_TYPE_HEADER
     elif body.model.startswith(ROUTE_PREFIX):
         task_type = body.model.removeprefix(ROUTE_PREFIX)
         if not task_type or len(task_type) > 200 or not _TASK_TYPE.fullmatch(task_type):
@@ -159,6 +163,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
             )
         shadow_model = name
         task_type = header_type or SHADOW_TASK_TYPE
+        task_type_field = TASK_TYPE_HEADER
     request_id = (
         _header(headers, REQUEST_ID_HEADER, _ID, 48) if REQUEST_ID_HEADER in headers else None
     )
@@ -179,4 +184,5 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         input_tokens=estimate_message_tokens(messages),
         request_id=request_id,
         item_id=item_id,
+        task_type_field=task_type_field,
     )
