@@ -19,10 +19,11 @@ from evaluator.models import EscalationEvent
 from evaluator.schemas import CostsOut, EscalationOut, ManualChangeIn, OverrideIn, QualityOut
 from router.errors import Unauthorized
 from router.keys import bearer_token, keyring_of, presented_key, require
+from router.schemas import PRINTABLE_PATTERN
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
-ClassPath = Annotated[str, Path(min_length=1, max_length=200)]
+ClassPath = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE_PATTERN)]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -112,7 +113,7 @@ async def class_quality(task_class: ClassPath, session: SessionDep) -> QualityOu
 @api.get("/escalations", response_model=list[EscalationOut], dependencies=READ)
 async def escalations(
     session: SessionDep,
-    task_class: Annotated[str | None, Query(max_length=200)] = None,
+    task_class: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EscalationOut]:
     """Escalation events (automatic and manual), newest first, optionally for one class."""
@@ -126,9 +127,9 @@ async def escalations(
 @api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)
 async def costs(
     session: SessionDep,
-    since: Annotated[str | None, Query(max_length=64)] = None,
-    until: Annotated[str | None, Query(max_length=64)] = None,
-    group_by: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_PATTERN)] = None,
+    until: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_PATTERN)] = None,
+    group_by: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE_PATTERN)] = None,
 ) -> CostsOut:
     """The cost view (:mod:`evaluator.costs`) over ``[since, until)``: ISO dates or datetimes,
     UTC (a bare ``until`` date includes that day), grouped by ``group_by``

@@ -19,6 +19,7 @@ from router.errors import TierwiseError, error_body, field_path
 from router.gateway.api import gateway_api
 from router.keys import KeyRing
 from router.providers import Provider
+from tierwise.limits import BodyLimit, RequestTooLarge
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
@@ -123,8 +124,11 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = error_body(code, str(exc.detail), None, exc.status_code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        field = "body" if isinstance(exc, RequestTooLarge) else None
+        body = error_body(code, str(exc.detail), field, exc.status_code)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -143,6 +147,8 @@ def create_app(
         """Liveness, with the serving snapshot's table version (null before any policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}
 
+    # Outermost of the app's own middleware: a body over the limit never reaches a route.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(router.api.api)
     app.include_router(gateway_api)
     app.include_router(evaluator.api.api)

@@ -65,7 +65,7 @@ async def _chat_completions(request: Request) -> Response:
     router: Router = request.app.state.router
     raw = await request.body()
     try:
-        payload: Any = json.loads(raw)
+        payload: Any = json.loads(raw, parse_constant=_no_constant)
         checked = parse_call(payload, request.headers, router.snapshot)
     except RecursionError as exc:
         raise InvalidInput("the body nests too deeply", field="body") from exc
@@ -93,6 +93,11 @@ async def _chat_completions(request: Request) -> Response:
         headers={**_headers(gateway, call, served), "cache-control": "no-cache"},
         background=BackgroundTask(gateway.settle, call, served, stream),
     )
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity``, ``-Infinity``: Python's JSON reader takes them, JSON does not."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:

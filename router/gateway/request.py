@@ -17,7 +17,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import InvalidInput, NotFound, field_path
-from router.schemas import ID_PATTERN, TASK_TYPE_PATTERN, Message
+from router.schemas import (
+    ID_PATTERN,
+    MAX_MESSAGES,
+    MAX_TOOLS,
+    TASK_TYPE_PATTERN,
+    JSONLimitError,
+    Message,
+    check_json,
+)
 from router.table import RoutingSnapshot
 from router.tokens import estimate_message_tokens
 
@@ -71,10 +79,10 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
-    messages: list[Message] = Field(min_length=1, max_length=1000)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = Field(default=False, strict=True)
     stream_options: _StreamOptions | None = None
-    tools: list[_Tool] | None = Field(default=None, max_length=128)
+    tools: list[_Tool] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +126,22 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     the decision repeatable, as ``request_id`` does for ``POST /v1/route``;
     ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for.
 
+    Every part of the body, passed through or not, is held to the limits of
+    :func:`router.schemas.check_json` (nesting depth 32, 10,000 items per list or object, 2M
+    characters per string); messages, content parts and tools to theirs (1000, 500, 128).
+
     Raises:
-        InvalidInput: the body is not a JSON object, a checked field is invalid, or a header
-            is malformed (``field`` names it: ``messages[0].content``, ``model``,
-            ``x-tierwise-request-id``).
+        InvalidInput: the body is not a JSON object, is past a limit, a checked field is
+            invalid, or a header is malformed (``field`` names it: ``messages[0].content``,
+            ``model``, ``x-tierwise-request-id``).
         ModelNotFound: ``model`` is neither routable nor in the catalog (404, field ``model``).
     """
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
+    try:  # the passthrough too: depth, list lengths, string sizes (router.schemas limits)
+        check_json(payload, text=False)
+    except JSONLimitError as exc:
+        raise InvalidInput(str(exc), field=exc.path or "body") from exc
     try:
         body = _Body.model_validate(payload)
     except ValidationError as exc:
