@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import httpx
 import openai
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from router.db import make_engine, session_factory
 from router.errors import PolicyError
@@ -50,7 +50,7 @@ async def on_policy(database_url: str, body: str) -> AsyncIterator[Service]:
 async def decisions(svc: Service) -> list[Decision]:
     await svc.router.flush()
     async with svc.sessions() as session:
-        return list((await session.exec(select(Decision).order_by(Decision.created_at))).all())
+        return list((await session.exec(select(Decision).order_by(col(Decision.created_at)))).all())
 
 
 async def test_the_default_is_default_and_a_typo_lands_in_the_default_class(

@@ -20,29 +20,11 @@ from router.gateway.api import gateway_api
 from router.keys import KeyRing
 from router.providers import Provider
 from tierwise.limits import BodyLimit, RequestTooLarge
+from tierwise.openapi import HealthOut, openapi_document
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {
-        "description": text,
-        "content": {
-            "application/json": {
-                "example": {"error": {"code": name, "message": "...", "field": "..."}}
-            }
-        },
-    }
-    for code, text, name in (
-        (401, "No API key, or an unknown or revoked one", "unauthorized"),
-        (403, "The API key lacks the endpoint's scope", "forbidden"),
-        (404, "Unknown decision id, task class or model", "not_found"),
-        (422, "Invalid input; `field` names the offending field", "invalid_input"),
-        (503, "No routing policy applied yet", "no_policy"),
-    )
-}
-
 
 def _field_of(error: Mapping[str, Any]) -> str:
     """Field name of a validation error: ``messages[0].content``, ``[2].usage``; ``body`` for a
@@ -115,8 +97,8 @@ def create_app(
         version="0.1.0",
         summary="Routing decisions, sampled grading and escalation for LLM traffic",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
     )
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
@@ -127,6 +109,9 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
             exc.status_code, "http_error"
         )
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": not JSON, or not UTF-8
+            body = error_body("invalid_input", "body: not valid JSON (UTF-8)", "body", 422)
+            return JSONResponse({"error": body}, status_code=422)
         field = "body" if isinstance(exc, RequestTooLarge) else None
         body = error_body(code, str(exc.detail), field, exc.status_code)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
@@ -142,7 +127,7 @@ def create_app(
         }
         return JSONResponse({"error": body}, status_code=422)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=HealthOut)
     async def healthz(request: Request) -> dict[str, object]:
         """Liveness, with the serving snapshot's table version (null before any policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}

@@ -53,36 +53,38 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class _Function(BaseModel):
+class ChatFunction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
-class _Tool(BaseModel):
+class ChatTool(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(pattern=r"^function$")
-    function: _Function
+    function: ChatFunction
 
 
-class _StreamOptions(BaseModel):
+class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     include_usage: bool = Field(default=False, strict=True)
 
 
-class _Body(BaseModel):
-    """The fields of a Chat Completions request tierwise reads (OpenAI API reference, "Create
-    chat completion"); the rest are allowed and passed through."""
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``: the fields of a Chat Completions request tierwise reads
+    (OpenAI API reference, "Create chat completion"); the rest are allowed and passed through
+    to the upstream, within the limits of free JSON (depth 32, 10,000 items per list, 2M
+    characters per string)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = Field(default=False, strict=True)
-    stream_options: _StreamOptions | None = None
-    tools: list[_Tool] | None = Field(default=None, max_length=MAX_TOOLS)
+    stream_options: StreamOptions | None = None
+    tools: list[ChatTool] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     except JSONLimitError as exc:
         raise InvalidInput(str(exc), field=exc.path or "body") from exc
     try:
-        body = _Body.model_validate(payload)
+        body = ChatCompletionRequest.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = field_path(err["loc"]) or "body"
