@@ -33,7 +33,7 @@ from tests.wire import OPENAI_PATH, Hit, Reply, WireServer, openai_chat, openai_
 from tierwise.app import create_app
 from tierwise.settings import Settings
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 """Examples per operation and generation mode (the run's time grows with it; ~13 operations x 2
 modes)."""
 
