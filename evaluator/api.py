@@ -28,11 +28,12 @@ from evaluator.schemas import (
     QualityOut,
 )
 from router.errors import Forbidden, Unauthorized
-from router.keys import keyring_of, presented_key, require
+from router.keys import bearer_token, keyring_of, presented_key, require
+from router.schemas import PRINTABLE_PATTERN
 
 api = APIRouter(prefix="/v1", tags=["evaluator"])
 
-ClassPath = Annotated[str, Path(min_length=1, max_length=200)]
+ClassPath = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE_PATTERN)]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -50,24 +51,28 @@ async def require_operator(
 ) -> None:
     """Operator calls (pin, unpin, override) need ``Authorization: Bearer <admin token>`` when
     the service has one (``TIERWISE_ADMIN_TOKEN``, passed in by the app factory as
-    ``app.state.admin_token``; the bare token is accepted too), or an API key with the scope
+    ``app.state.admin_token``; only as a bearer token), or an API key with the scope
     ``admin`` once any key exists (:mod:`router.keys`). With neither, they are open. Sets
     ``request.state.caller`` (the key's id; None for the admin token or when open).
 
     Raises:
         Unauthorized: a token or keys are configured and the request has neither a matching
-            token nor a live key (401).
+            token nor a live key, or its ``Authorization`` is not ``Bearer <token>`` (401).
         Forbidden: a live key without the scope ``admin`` (403).
     """
     request.state.caller = None
     token: SecretStr | None = getattr(request.app.state, "admin_token", None)
     ring = keyring_of(request)
     if token is not None:
-        given = (authorization or "").removeprefix("Bearer ").strip()
+        given = bearer_token(authorization) or ""
         if hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             return
         if ring.open:
-            raise Unauthorized("operator calls need Authorization: Bearer <admin token>")
+            raise Unauthorized(
+                "operator calls need Authorization: Bearer <admin token>", field="authorization"
+            )
+    if ring.open:
+        return
     request.state.caller = ring.authenticate(presented_key(authorization, x_api_key), "admin")
 
 
@@ -118,7 +123,7 @@ async def class_quality(task_class: ClassPath, session: SessionDep) -> QualityOu
 @api.get("/escalations", response_model=list[EscalationOut], dependencies=READ)
 async def escalations(
     session: SessionDep,
-    task_class: Annotated[str | None, Query(max_length=200)] = None,
+    task_class: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EscalationOut]:
     """Escalation events (automatic and manual), newest first, optionally for one class."""
@@ -208,9 +213,9 @@ async def escalation_detail(
 @api.get("/costs", response_model=CostsOut, response_model_exclude_unset=True, dependencies=READ)
 async def costs(
     session: SessionDep,
-    since: Annotated[str | None, Query(max_length=64)] = None,
-    until: Annotated[str | None, Query(max_length=64)] = None,
-    group_by: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_PATTERN)] = None,
+    until: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE_PATTERN)] = None,
+    group_by: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE_PATTERN)] = None,
 ) -> CostsOut:
     """The cost view (:mod:`evaluator.costs`) over ``[since, until)``: ISO dates or datetimes,
     UTC (a bare ``until`` date includes that day), grouped by ``group_by``

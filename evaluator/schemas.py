@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from router.schemas import PRINTABLE_PATTERN, Text
+
 
 class QualityOut(BaseModel):
     """A class's disagreement rate over its current window, with its Wilson interval.
@@ -74,15 +76,15 @@ class ManualChangeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
-    actor: str = Field(default="operator", min_length=1, max_length=64)
+    reason: Text = Field(min_length=1, max_length=2000)
+    actor: str = Field(default="operator", min_length=1, max_length=64, pattern=PRINTABLE_PATTERN)
 
 
 class OverrideIn(ManualChangeIn):
     """Move a class to ``model``; ``pin`` also freezes it there."""
 
-    model: str = Field(min_length=1, max_length=128)
-    pin: bool = False
+    model: str = Field(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)
+    pin: bool = Field(default=False, strict=True)
 
 
 class CostRowOut(BaseModel):

@@ -21,6 +21,8 @@ from router.schemas import (
     RouteResponse,
     RoutingEntryOut,
     RoutingTableOut,
+    UnknownTaskTypeOut,
+    UnknownTaskTypesOut,
 )
 from router.service import Router
 from router.tokens import estimate_message_tokens
@@ -43,7 +45,9 @@ READ = [Depends(require("read-samples"))]
 @api.post("/route", response_model=RouteResponse)
 async def route(body: RouteRequest, router: RouterDep, caller: RouteCaller) -> RouteResponse:
     """Which model for this request? Answered from the in-memory routing snapshot; the
-    decision records the caller's API key id (scope ``route``)."""
+    decision records the caller's API key id (scope ``route``). A task type the policy does
+    not know is routed as ``default`` or refused with 422 (the policy's
+    ``unknown_task_types``)."""
     if body.input_tokens is not None:
         tokens = body.input_tokens
     elif body.messages is not None:
@@ -134,8 +138,11 @@ async def outcomes(
 
 @api.get("/routing-table", response_model=RoutingTableOut, dependencies=READ)
 async def routing_table(router: RouterDep) -> RoutingTableOut:
-    """The routing table as the serving snapshot sees it."""
+    """The routing table as the serving snapshot sees it, and the unknown task types this
+    process has seen (``unknown_task_types``: routed as ``default`` or refused, by the
+    policy's setting of that name)."""
     snap = router.snapshot
+    unknown = router.unknown_task_types
     return RoutingTableOut(
         table_version=snap.version,
         policy=snap.policy.name,
@@ -152,4 +159,13 @@ async def routing_table(router: RouterDep) -> RoutingTableOut:
             )
             for e in sorted(snap.entries.values(), key=lambda e: e.task_class)
         ],
+        unknown_task_types=UnknownTaskTypesOut(
+            policy=snap.policy.spec.unknown_task_types,
+            routed_as_default=unknown.total("default"),
+            rejected=unknown.total("reject"),
+            task_types=[
+                UnknownTaskTypeOut(task_type=c.task_type, action=c.action, count=c.count)
+                for c in unknown.counts()
+            ],
+        ),
     )

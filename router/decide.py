@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from router.sampling import is_sampled
 from router.table import RoutingSnapshot
+from router.task_types import DEFAULT_TASK_TYPE, UnknownTaskType
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class RouteDecision:
     reason: str
     input_tokens: int
     has_tool_calls: bool
+    unknown_task_type: bool = False
+    """The policy does not know ``task_type``: routed as ``default`` (``task_class`` says so)."""
 
 
 def decide(
@@ -49,9 +52,24 @@ def decide(
     its reference model: its samples are the shadow probes that can bring it back down (the
     grading job asks the next cheaper model for its answer, off the hot path; see
     ``evaluator.grading.shadow_model``).
+
+    A task type the policy does not know (:meth:`router.policy.Policy.is_known`) follows its
+    ``unknown_task_types``: ``"default"`` routes it as the task type ``default`` (the decision
+    keeps the task type as sent and says ``unknown_task_type``), ``"reject"`` raises.
+
+    Raises:
+        UnknownTaskType: an unknown task type under ``unknown_task_types = "reject"`` (422,
+            field ``task_type``).
     """
     policy = snapshot.policy
-    match = policy.match(task_type, input_tokens, has_tool_calls)
+    unknown = not policy.is_known(task_type)
+    if unknown and policy.spec.unknown_task_types == "reject":
+        raise UnknownTaskType(task_type, policy.known_task_types())
+    match = policy.match(DEFAULT_TASK_TYPE if unknown else task_type, input_tokens, has_tool_calls)
+    if unknown:
+        match = replace(
+            match, reason=f"unknown task type '{task_type}' -> {DEFAULT_TASK_TYPE}: {match.reason}"
+        )
     entry = snapshot.entries.get(match.task_class)
     if entry is None:
         tier, model, status = match.tier, policy.model_for_tier(match.tier), "baseline"
@@ -81,6 +99,7 @@ def decide(
         reason=reason,
         input_tokens=input_tokens,
         has_tool_calls=has_tool_calls,
+        unknown_task_type=unknown,
     )
 
 

@@ -369,13 +369,36 @@ def keyring_of(request: Request) -> KeyRing:
     return ring
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, RFC
+    6750 section 2.1); None when the header is absent or empty.
+
+    Raises:
+        Unauthorized: the header is there but not ``Bearer <token>`` (a bare token, another
+            scheme, no token; 401, field ``authorization``).
+    """
+    if authorization is None or not authorization.strip():
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized(
+            "Authorization must be 'Bearer <token>': put 'Bearer ' before the key or token",
+            field="authorization",
+        )
+    return value.strip()
+
+
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The key a request presents: ``Authorization: Bearer <key>`` (the raw header value), else
-    ``x-api-key``; None when neither is there."""
-    if authorization:
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+    """The key a request presents: ``Authorization: Bearer <key>``, else ``x-api-key``; None
+    when neither is there.
+
+    Raises:
+        Unauthorized: an ``Authorization`` header that is not ``Bearer <key>``
+            (:func:`bearer_token`).
+    """
+    key = bearer_token(authorization)
+    if key is not None:
+        return key
     return x_api_key.strip() if x_api_key and x_api_key.strip() else None
 
 
@@ -399,8 +422,12 @@ def require(scope: str) -> Callable[..., Awaitable[str | None]]:
         _bearer_credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         x_api_key: Annotated[str | None, Security(_x_api_key)],
     ) -> str | None:
-        key = presented_key(request.headers.get("authorization"), x_api_key)
-        caller = keyring_of(request).authenticate(key, scope)
+        ring = keyring_of(request)
+        if ring.open:  # no key was ever created: nothing presented is read
+            caller = None
+        else:
+            key = presented_key(request.headers.get("authorization"), x_api_key)
+            caller = ring.authenticate(key, scope)
         request.state.caller = caller
         return caller
 

@@ -25,6 +25,7 @@ from router.errors import PolicyError, field_path
 from router.money import price_nusd
 from router.offpeak import parse_window, zone
 from router.redaction import Redactor, redactor
+from router.task_types import DEFAULT_TASK_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,12 @@ class PolicyFile(_Strict):
         allow_inf_nan=False,
         description="grading spend of every class together, USD per UTC day (None = unlimited)",
     )
+    unknown_task_types: Literal["default", "reject"] = Field(
+        default="default",
+        description="a task type no rule names and no [[classes]] glob matches: 'default' "
+        "routes it as the task type 'default' (counted, warned about once), 'reject' refuses "
+        "it (422 naming task_type, with the known task types)",
+    )
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict,
         description="model -> the models the gateway tries next, in order, when a call to it "
@@ -470,6 +477,8 @@ class Policy:
             for task_type in rule.task_types:
                 self._by_type.setdefault(task_type, []).append((i, rule))
         self._settings_cache: dict[str, ClassSettings] = {}
+        self._known_cache: dict[str, bool] = {}
+        self._globs = tuple(c.match for c in spec.classes)
 
     @property
     def name(self) -> str:
@@ -488,6 +497,27 @@ class Policy:
                 continue
             return Match(task_type + rule.class_suffix, rule.tier, f"rules[{i}]")
         return Match(task_type, self.spec.default_tier, "default_tier")
+
+    def is_known(self, task_type: str) -> bool:
+        """Whether the policy knows ``task_type``: a rule names it, a ``[[classes]]`` glob
+        matches it (as the task class it would be without a rule), or it is ``default``
+        (:data:`router.task_types.DEFAULT_TASK_TYPE`). Cached; no I/O."""
+        known = self._known_cache.get(task_type)
+        if known is None:
+            known = (
+                task_type in self._by_type
+                or task_type == DEFAULT_TASK_TYPE
+                or any(fnmatch.fnmatchcase(task_type, g) for g in self._globs)
+            )
+            if len(self._known_cache) < 100_000:
+                self._known_cache[task_type] = known
+        return known
+
+    def known_task_types(self) -> list[str]:
+        """What :meth:`is_known` accepts, for an error message: the rules' task types, then
+        the ``[[classes]]`` globs, then ``default``."""
+        named = list(dict.fromkeys(t for r in self.spec.rules for t in r.task_types))
+        return [*named, *(g for g in self._globs if g not in named), DEFAULT_TASK_TYPE]
 
     def fallback_chain(self, model: str) -> tuple[str, ...]:
         """``model`` then the models its ``fallbacks`` entry names, in order (just ``model``

@@ -31,6 +31,7 @@ from router.policy import ModelPrice
 from router.pricing import Usage, normalize_usage
 from router.redaction import stored_text
 from router.table import RoutingSnapshot, current_version, load_snapshot
+from router.task_types import UnknownTaskType, UnknownTaskTypes
 from router.writer import Batch, BatchWriter
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class Router:
         )
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self.unknown_task_types = UnknownTaskTypes()
+        """Unknown task types this process routed as ``default`` or refused, counted (a
+        metrics counter attaches to its ``listeners``)."""
 
     # ---- snapshot -------------------------------------------------------------------------
     @property
@@ -136,6 +140,7 @@ class Router:
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
+            UnknownTaskType: an unknown task type the policy rejects (422).
         """
         decision, row = self.decide_call(
             task_type,
@@ -171,9 +176,17 @@ class Router:
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
+            UnknownTaskType: an unknown task type the policy rejects (422); counted, as an
+                unknown task type routed as ``default`` is (:attr:`unknown_task_types`).
         """
         decision_id = decision_id_for(request_id, task_type, input_tokens, has_tool_calls)
-        decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, decision_id)
+        try:
+            decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, decision_id)
+        except UnknownTaskType:
+            self.unknown_task_types.record(task_type, "reject")
+            raise
+        if decision.unknown_task_type:
+            self.unknown_task_types.record(task_type, "default")
         row = {
             "id": decision.decision_id,
             "task_type": task_type,

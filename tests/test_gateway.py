@@ -382,12 +382,12 @@ async def test_a_shadow_mode_sample_grades_the_routed_models_answer_as_its_evide
         )
 
 
-async def test_a_task_type_no_rule_names_routes_at_the_default_tier(gw: Gateway) -> None:
+async def test_a_task_type_no_rule_names_routes_as_the_default_class(gw: Gateway) -> None:
     gw.wire.enqueue(OPENAI_PATH, Reply(body=openai_chat("ok")))
     raw = await gw.client.chat.completions.with_raw_response.create(
         model="tierwise/translate", messages=HELLO
     )
-    assert raw.headers["x-tierwise-task-class"] == "translate"
+    assert raw.headers["x-tierwise-task-class"] == "default"
     assert raw.headers["x-tierwise-tier"] == "standard"
     assert raw.headers["x-tierwise-model"] == "small"
 

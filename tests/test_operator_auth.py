@@ -17,8 +17,10 @@ TOKEN = "s3cret-admin-token"
     [
         ({}, 401),
         ({"authorization": "Bearer wrong"}, 401),
-        ({"authorization": TOKEN}, 200),
+        ({"authorization": TOKEN}, 401),
+        ({"authorization": f"Basic {TOKEN}"}, 401),
         ({"authorization": f"Bearer {TOKEN}"}, 200),
+        ({"authorization": f"bearer {TOKEN}"}, 200),
     ],
 )
 async def test_pin_needs_the_admin_token(
@@ -30,7 +32,10 @@ async def test_pin_needs_the_admin_token(
         )
         assert resp.status_code == status, resp.text
         if status == 401:
-            assert resp.json()["error"]["code"] == "unauthorized"
+            error = resp.json()["error"]
+            assert (error["code"], error["field"]) == ("unauthorized", "authorization")
+            if "authorization" in headers and not headers["authorization"].startswith("Bearer"):
+                assert "'Bearer <token>'" in error["message"]
             assert (await svc.client.get("/v1/escalations")).json() == []
 
 

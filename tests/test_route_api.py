@@ -29,7 +29,8 @@ pytestmark = pytest.mark.asyncio
         ("code_generation", 50, False, "code_generation", "complex", "claude-3-5-sonnet"),
         ("synthesis", 90_000, True, "synthesis", "complex", "claude-3-5-sonnet"),
         ("legal_review", 1, False, "legal_review", "critical", "claude-3-5-sonnet"),
-        ("poetry", 100, False, "poetry", "standard", "claude-3-5-haiku"),
+        # No rule names it: routed as the "default" class (unknown_task_types = "default").
+        ("poetry", 100, False, "default", "standard", "claude-3-5-haiku"),
     ],
 )
 async def test_default_policy_rules(
@@ -147,7 +148,8 @@ async def test_routed_classes_enter_the_class_registry_once(service: Service) ->
 
     from router.models import TaskClass
 
-    for task_type, tokens in [("classify", 10), ("classify", 900), ("classify", 20), ("poem", 5)]:
+    routed = [("classify", 10), ("classify", 900), ("classify", 20), ("summarize", 5)]
+    for task_type, tokens in routed:
         r = await service.client.post(
             "/v1/route", json={"task_type": task_type, "input_tokens": tokens}
         )
@@ -155,7 +157,7 @@ async def test_routed_classes_enter_the_class_registry_once(service: Service) ->
         await service.router.flush()
     async with service.sessions() as session:
         names = (await session.exec(select(TaskClass.name).order_by(TaskClass.name))).all()
-    assert names == ["classify", "classify:large", "poem"]
-    quality = await service.client.get("/v1/classes/poem/quality")
+    assert names == ["classify", "classify:large", "summarize"]
+    quality = await service.client.get("/v1/classes/summarize/quality")
     assert quality.status_code == 200 and quality.json()["n_graded"] == 0
     assert (await service.client.get("/v1/classes/never-routed/quality")).status_code == 404

@@ -20,29 +20,12 @@ from router.gateway.api import gateway_api
 from router.keys import KeyRing
 from router.lane.api import lane_api
 from router.providers import Provider
+from tierwise.limits import BodyLimit, RequestTooLarge
+from tierwise.openapi import HealthOut, openapi_document
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {
-        "description": text,
-        "content": {
-            "application/json": {
-                "example": {"error": {"code": name, "message": "...", "field": "..."}}
-            }
-        },
-    }
-    for code, text, name in (
-        (401, "No API key, or an unknown or revoked one", "unauthorized"),
-        (403, "The API key lacks the endpoint's scope", "forbidden"),
-        (404, "Unknown decision id, task class or model", "not_found"),
-        (422, "Invalid input; `field` names the offending field", "invalid_input"),
-        (503, "No routing policy applied yet", "no_policy"),
-    )
-}
-
 
 def _field_of(error: Mapping[str, Any]) -> str:
     """Field name of a validation error: ``messages[0].content``, ``[2].usage``; ``body`` for a
@@ -117,8 +100,8 @@ def create_app(
         version="0.1.0",
         summary="Routing decisions, sampled grading and escalation for LLM traffic",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
     )
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
@@ -126,8 +109,14 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = error_body(code, str(exc.detail), None, exc.status_code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": not JSON, or not UTF-8
+            body = error_body("invalid_input", "body: not valid JSON (UTF-8)", "body", 422)
+            return JSONResponse({"error": body}, status_code=422)
+        field = "body" if isinstance(exc, RequestTooLarge) else None
+        body = error_body(code, str(exc.detail), field, exc.status_code)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -141,11 +130,13 @@ def create_app(
         }
         return JSONResponse({"error": body}, status_code=422)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=HealthOut)
     async def healthz(request: Request) -> dict[str, object]:
         """Liveness, with the serving snapshot's table version (null before any policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}
 
+    # Outermost of the app's own middleware: a body over the limit never reaches a route.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(router.api.api)
     app.include_router(gateway_api)
     app.include_router(lane_api)

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.providers import ProviderConfig
+from tierwise.limits import DEFAULT_MAX_REQUEST_BYTES
 
 
 class Settings(BaseSettings):
@@ -126,5 +127,11 @@ class Settings(BaseSettings):
         default=None,
         description="required as 'Authorization: Bearer <token>' by the operator endpoints "
         "(pin, unpin, override); unset = open, as suits a single embedded process",
+    )
+    max_request_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        ge=1024,
+        description="largest request body any endpoint accepts, bytes (gateway included); "
+        "a larger one is answered 413 before it is read",
     )
     log_level: str = "INFO"

@@ -4,10 +4,11 @@ OpenAI's wire format (OpenAI API reference, "Chat" and "Models")."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from router.errors import InvalidInput, error_body
@@ -21,6 +22,58 @@ gateway_api = APIRouter(prefix="/v1", tags=["gateway"])
 LANE_HEADER = "x-tierwise-lane"
 """``batch`` defers the call to the batch lane (202 with a result URL, :mod:`router.lane`);
 ``realtime`` answers it now even when its class is on the batch lane."""
+
+
+class ChatCompletionOut(BaseModel):
+    """OpenAI's chat completion object (API reference, "The chat completion object"), as the
+    upstream answered it (an Anthropic answer translated); fields beyond these pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str = Field(description='"chat.completion"')
+    created: int = Field(description="Unix seconds")
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ModelOut(BaseModel):
+    """One entry of ``GET /v1/models`` (OpenAI's model object)."""
+
+    id: str
+    object: Literal["model"]
+    created: int = Field(description="Unix seconds; 0: routes and catalog entries have none")
+    owned_by: str
+
+
+class ModelListOut(BaseModel):
+    """``GET /v1/models``: OpenAI's list shape."""
+
+    object: Literal["list"]
+    data: list[ModelOut]
+
+
+CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The completion, or with ``stream`` its server-sent events",
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ChatCompletionOut"}
+                },
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        }
+    },
+}
+"""The call's OpenAPI: the handler reads the body itself (to pass it through as sent)."""
 
 
 def _gateway(request: Request) -> Gateway:
@@ -50,7 +103,10 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
 
 
 @gateway_api.post(
-    "/chat/completions", response_model=None, dependencies=[Depends(require("route"))]
+    "/chat/completions",
+    response_model=None,
+    openapi_extra=CHAT_OPENAPI,
+    dependencies=[Depends(require("route"))],
 )
 async def chat_completions(request: Request) -> Response:
     """An OpenAI Chat Completions call, routed. ``model: "tierwise/<task_type>"`` routes by the
@@ -72,7 +128,7 @@ async def _chat_completions(request: Request) -> Response:
     router: Router = request.app.state.router
     raw = await request.body()
     try:
-        payload: Any = json.loads(raw)
+        payload: Any = json.loads(raw, parse_constant=_no_constant)
         checked = parse_call(payload, request.headers, router.snapshot)
     except RecursionError as exc:
         raise InvalidInput("the body nests too deeply", field="body") from exc
@@ -113,6 +169,11 @@ async def _chat_completions(request: Request) -> Response:
     )
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity``, ``-Infinity``: Python's JSON reader takes them, JSON does not."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:
     headers = _headers(gateway, call, None)
     if exc.retry_after_s is not None:
@@ -120,7 +181,9 @@ def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
 
-@gateway_api.get("/models", dependencies=[Depends(require("route"))])
+@gateway_api.get(
+    "/models", response_model=ModelListOut, dependencies=[Depends(require("route"))]
+)
 async def models(request: Request) -> dict[str, Any]:
     """The routable task types (``tierwise/<task_type>``, from the policy's rules, and
     ``tierwise`` itself) and the catalog's models (shadow mode), in OpenAI's list shape:

@@ -17,7 +17,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import InvalidInput, NotFound, field_path
-from router.schemas import ID_PATTERN, TASK_TYPE_PATTERN, Message
+from router.schemas import (
+    ID_PATTERN,
+    MAX_MESSAGES,
+    MAX_TOOLS,
+    TASK_TYPE_PATTERN,
+    JSONLimitError,
+    Message,
+    check_json,
+)
 from router.table import RoutingSnapshot
 from router.tokens import estimate_message_tokens
 
@@ -45,36 +53,38 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class _Function(BaseModel):
+class ChatFunction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
-class _Tool(BaseModel):
+class ChatTool(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(pattern=r"^function$")
-    function: _Function
+    function: ChatFunction
 
 
-class _StreamOptions(BaseModel):
+class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     include_usage: bool = Field(default=False, strict=True)
 
 
-class _Body(BaseModel):
-    """The fields of a Chat Completions request tierwise reads (OpenAI API reference, "Create
-    chat completion"); the rest are allowed and passed through."""
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``: the fields of a Chat Completions request tierwise reads
+    (OpenAI API reference, "Create chat completion"); the rest are allowed and passed through
+    to the upstream, within the limits of free JSON (depth 32, 10,000 items per list, 2M
+    characters per string)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
-    messages: list[Message] = Field(min_length=1, max_length=1000)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = Field(default=False, strict=True)
-    stream_options: _StreamOptions | None = None
-    tools: list[_Tool] | None = Field(default=None, max_length=128)
+    stream_options: StreamOptions | None = None
+    tools: list[ChatTool] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,8 @@ class GatewayCall:
     input_tokens: int
     request_id: str | None
     item_id: str | None
+    task_type_field: str = "model"
+    """Where the task type was read: ``model`` or the :data:`TASK_TYPE_HEADER` header."""
 
 
 def _header(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], size: int) -> str:
@@ -116,16 +128,24 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     the decision repeatable, as ``request_id`` does for ``POST /v1/route``;
     ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for.
 
+    Every part of the body, passed through or not, is held to the limits of
+    :func:`router.schemas.check_json` (nesting depth 32, 10,000 items per list or object, 2M
+    characters per string); messages, content parts and tools to theirs (1000, 500, 128).
+
     Raises:
-        InvalidInput: the body is not a JSON object, a checked field is invalid, or a header
-            is malformed (``field`` names it: ``messages[0].content``, ``model``,
-            ``x-tierwise-request-id``).
+        InvalidInput: the body is not a JSON object, is past a limit, a checked field is
+            invalid, or a header is malformed (``field`` names it: ``messages[0].content``,
+            ``model``, ``x-tierwise-request-id``).
         ModelNotFound: ``model`` is neither routable nor in the catalog (404, field ``model``).
     """
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
+    try:  # the passthrough too: depth, list lengths, string sizes (router.schemas limits)
+        check_json(payload, text=False)
+    except JSONLimitError as exc:
+        raise InvalidInput(str(exc), field=exc.path or "body") from exc
     try:
-        body = _Body.model_validate(payload)
+        body = ChatCompletionRequest.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = field_path(err["loc"]) or "body"
@@ -134,6 +154,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         _header(headers, TASK_TYPE_HEADER, _TASK_TYPE, 200) if TASK_TYPE_HEADER in headers else None
     )
     shadow_model: str | None = None
+    task_type_field = "model"
     if body.model == ROUTE_MODEL:
         if header_type is None:
             raise InvalidInput(
@@ -142,6 +163,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
                 field="model",
             )
         task_type = header_type
+        task_type_field = TASK_TYPE_HEADER
     elif body.model.startswith(ROUTE_PREFIX):
         task_type = body.model.removeprefix(ROUTE_PREFIX)
         if not task_type or len(task_type) > 200 or not _TASK_TYPE.fullmatch(task_type):
@@ -159,6 +181,7 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
             )
         shadow_model = name
         task_type = header_type or SHADOW_TASK_TYPE
+        task_type_field = TASK_TYPE_HEADER
     request_id = (
         _header(headers, REQUEST_ID_HEADER, _ID, 48) if REQUEST_ID_HEADER in headers else None
     )
@@ -179,4 +202,5 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         input_tokens=estimate_message_tokens(messages),
         request_id=request_id,
         item_id=item_id,
+        task_type_field=task_type_field,
     )

@@ -38,6 +38,7 @@ from router.gateway.request import REQUEST_ID_HEADER, GatewayCall
 from router.outcomes import OutcomeReport
 from router.providers.base import ChatStream, Completion, Deferred, Provider, ProviderError
 from router.service import Router
+from router.task_types import UnknownTaskType
 from router.tokens import estimate_text_tokens
 
 log = logging.getLogger(__name__)
@@ -230,21 +231,28 @@ class Gateway:
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
+            UnknownTaskType: a task type the policy rejects (field ``model`` or
+                ``x-tierwise-task-type``: where it was read; the API answers 400).
             Conflict: ``X-Tierwise-Request-Id`` repeats one this process served lately (the
                 decision id derives from it, so a second call would lose its outcome; 409).
         """
         started = self._clock()
-        decision, row = self._router.decide_call(
-            request.task_type,
-            request.input_tokens,
-            request.has_tools,
-            None,
-            request_id=request.request_id,
-            item_id=request.item_id,
-            caller=caller,
-            shadow=request.shadow_model is not None,
-            at=utcnow(),
-        )
+        try:
+            decision, row = self._router.decide_call(
+                request.task_type,
+                request.input_tokens,
+                request.has_tools,
+                None,
+                request_id=request.request_id,
+                item_id=request.item_id,
+                caller=caller,
+                shadow=request.shadow_model is not None,
+                at=utcnow(),
+            )
+        except UnknownTaskType as exc:  # named where the caller put it
+            raise UnknownTaskType(
+                exc.task_type, exc.known, field=request.task_type_field
+            ) from None
         if request.request_id is not None:
             if decision.decision_id in self._recent_ids:
                 raise Conflict(
