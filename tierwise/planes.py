@@ -30,6 +30,7 @@ from evaluator.service import (
 from router.db import make_engine, session_factory
 from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
+from router.metrics import Metrics
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     Provider,
@@ -140,11 +141,13 @@ async def running_planes(
     *,
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Planes]:
     """Build and start both planes (the router's snapshot poller and decision writer run; the
     job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
     grading reaches a reference model (default: ``settings.reference_provider``);
-    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`).
+    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`);
+    ``metrics`` counts what the planes do (default: metrics of their own, exposed nowhere).
 
     Raises:
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
@@ -160,6 +163,7 @@ async def running_planes(
         sessions,
         poll_interval_s=settings.snapshot_poll_s,
         flush_interval_s=settings.decision_flush_s,
+        metrics=metrics,
     )
     live: ProviderRegistry | None = None
     upstreams: ProviderRegistry | None = None
@@ -204,6 +208,7 @@ async def running_planes(
                         ", ".join(sorted(models)),
                     )
             scheduler = JobScheduler(jobs_of(settings, control_plane))
+            data_plane.metrics.watch_jobs(scheduler)
             try:
                 yield Planes(engine, sessions, data_plane, gateway, control_plane, scheduler)
             finally:

@@ -379,11 +379,14 @@ class Gateway:
             if call.request.shadow_model is not None and decision.model != result.served_model
             else None
         )
+        took_s = self._clock() - call.started
+        ttft_s = None if ttft_ms is None else ttft_ms / 1000
+        self._router.metrics.gateway_call(result.status, took_s, ttft_s, call.attempts)
         report = OutcomeReport(
             decision_id=decision.decision_id,
             served_model=result.served_model,
             status=result.status,
-            latency_ms=round((self._clock() - call.started) * 1000, 3),
+            latency_ms=round(took_s * 1000, 3),
             usage=result.usage,
             input_messages=call.request.messages,
             output_text=result.text,
