@@ -141,6 +141,7 @@ wrk.headers["Content-Type"] = "application/json"
 UVICORN_OPTIONS: dict[str, Any] = {
     "log_level": "warning",
     "access_log": False,
+    "log_config": None,
     "http": "httptools",
     "loop": "uvloop",
 }

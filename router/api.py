@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -66,6 +67,7 @@ async def route(body: RouteRequest, request: Request) -> Response:
         item_id=body.item_id,
         caller=caller,
     )
+    structlog.contextvars.bind_contextvars(decision_id=d.decision_id)
     # Encoded here, once: returning the model would have FastAPI validate it again against the
     # response model and serialise it through jsonable_encoder (bench/route.py).
     return Response(_route_json(d), media_type="application/json")

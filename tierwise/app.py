@@ -21,6 +21,7 @@ from router.gateway.api import gateway_api
 from router.keys import KeyRing, require
 from router.metrics import CONTENT_TYPE, Metrics
 from router.providers import Provider
+from tierwise.logs import RequestContext
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
 
@@ -132,6 +133,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.metrics = metrics
+    app.add_middleware(RequestContext, access_log=settings.access_log)
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import structlog
 
 from router.db import utcnow
 from router.decide import RouteDecision
@@ -241,6 +242,7 @@ class Gateway:
             shadow=request.shadow_model is not None,
             at=utcnow(),
         )
+        structlog.contextvars.bind_contextvars(decision_id=decision.decision_id)
         if request.request_id is not None:
             if decision.decision_id in self._recent_ids:
                 raise Conflict(
