@@ -305,7 +305,7 @@ def stored_decisions(db: Path) -> int:
 
 
 def wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # a start-up on a loaded machine is slow
     while True:
         try:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()

@@ -24,8 +24,8 @@ request ends with one ``request`` line carrying its status and duration (ms).
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import sys
 import time
 from typing import Any, Literal, TextIO
@@ -101,7 +101,8 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID.match(text):
                 return text
             break
-    return secrets.token_hex(8)
+    # Not a secret, only unique: no system call per request (os.urandom is one).
+    return f"{random.getrandbits(64):016x}"
 
 
 class RequestContext:
@@ -118,8 +119,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
+        tokens = structlog.contextvars.bind_contextvars(
             request_id=request_id, method=scope["method"], path=scope["path"]
         )
         header = (b"x-request-id", request_id.encode("latin-1"))
@@ -147,4 +147,7 @@ class RequestContext:
                         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     },
                 )
-            structlog.contextvars.clear_contextvars()
+            # Put back what the caller's context held (an in-process ASGI client runs the app in
+            # its own task), and drop the decision id the handler bound.
+            structlog.contextvars.unbind_contextvars("decision_id")
+            structlog.contextvars.reset_contextvars(**tokens)
