@@ -8,7 +8,7 @@ snapshot. :func:`decision_id_for` makes a caller's retried request the same deci
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from dataclasses import dataclass, replace
 
 from router.sampling import is_sampled
@@ -103,6 +103,25 @@ def decide(
     )
 
 
+_ENTROPY = bytearray()
+_ENTROPY_BYTES = 4096
+# A forked child must never hand out its parent's unused bytes: the same ids in two processes.
+os.register_at_fork(after_in_child=_ENTROPY.clear)
+
+
+def _uuid4_hex() -> str:
+    """``uuid.uuid4().hex`` without building a ``UUID`` object or making a system call per id:
+    16 bytes from ``os.urandom``, drawn 4 KiB at a time, with the version (4) and variant
+    (RFC 4122) bits set as RFC 4122 section 4.4 says."""
+    if len(_ENTROPY) < 16:
+        _ENTROPY[:] = os.urandom(_ENTROPY_BYTES)
+    raw = _ENTROPY[-16:]
+    del _ENTROPY[-16:]
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 def decision_id_for(
     request_id: str | None, task_type: str, input_tokens: int, has_tool_calls: bool
 ) -> str:
@@ -111,6 +130,6 @@ def decision_id_for(
     call gets the same id and sampling answer and a reused request id with a different request
     gets a different one."""
     if request_id is None:
-        return uuid.uuid4().hex
+        return _uuid4_hex()
     key = f"{request_id}|{task_type}|{input_tokens}|{has_tool_calls}".encode()
     return f"{request_id}.{hashlib.blake2b(key, digest_size=6).hexdigest()}"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,6 +73,9 @@ class JobScheduler:
         self.jobs = list(jobs)
         self._scheduler: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[object]] = set()
+        self._runs: dict[str, Counter[str]] = {j.name: Counter() for j in jobs}
+        self._last_ok: dict[str, float] = {}
+        self._started = time.time()
 
     async def _tick(self, job: Job) -> object:
         tick = tick_of(datetime.now(UTC), job.interval_s)
@@ -78,14 +83,28 @@ class JobScheduler:
         self._running.add(task)
         try:
             result = await asyncio.shield(task)
+        except Exception:
+            self._runs[job.name]["error"] += 1
+            raise
         finally:
             if task.done():
                 self._running.discard(task)
+        self._runs[job.name]["ok"] += 1
+        self._last_ok[job.name] = time.time()
         log.debug("job %s tick %s: %s", job.name, tick.isoformat(), result)
         return result
 
+    def job_stats(self) -> list[tuple[str, float, Counter[str], float | None, float]]:
+        """Per job: name, interval (s), runs by result (``ok``, ``error``), Unix time of its last
+        good run (None before one), Unix time the scheduler started (``router.metrics``)."""
+        return [
+            (j.name, j.interval_s, self._runs[j.name], self._last_ok.get(j.name), self._started)
+            for j in self.jobs
+        ]
+
     def start(self) -> None:
         """Start the scheduler on the running event loop."""
+        self._started = time.time()
         scheduler = AsyncIOScheduler(timezone="UTC")
         common = {"coalesce": True, "max_instances": 1, "replace_existing": True}
         for job in self.jobs:

@@ -402,6 +402,28 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     return x_api_key.strip() if x_api_key and x_api_key.strip() else None
 
 
+def authenticate(request: Request, scope: str) -> str | None:
+    """What :func:`require`'s dependency does, called inline by an endpoint on the hot path
+    (``POST /v1/route``), where solving three more FastAPI dependencies per call would cost a
+    large share of the request (``bench/route.py``): the request's key checked against the
+    app's ring, ``request.state.caller`` set, the caller's key id returned (None in open mode).
+    Such an endpoint declares :data:`OPENAPI_SECURITY` for its OpenAPI document.
+
+    Raises:
+        Unauthorized, Forbidden: as :meth:`KeyRing.authenticate`.
+    """
+    headers = request.headers
+    key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+    caller = keyring_of(request).authenticate(key, scope)
+    request.state.caller = caller
+    return caller
+
+
+OPENAPI_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+"""The security requirement :func:`require` puts in the OpenAPI document, for an endpoint that
+calls :func:`authenticate` inline instead (``openapi_extra={"security": OPENAPI_SECURITY}``)."""
+
+
 def require(scope: str) -> Callable[..., Awaitable[str | None]]:
     """A FastAPI dependency for an endpoint that needs ``scope``: it checks the request's key
     against the app's key ring, sets ``request.state.caller`` (the key's id; None in open mode)

@@ -25,6 +25,7 @@ from router import repository
 from router.db import utcnow
 from router.decide import RouteDecision, decide, decision_id_for
 from router.errors import InvalidInput, TierwiseError
+from router.metrics import Metrics
 from router.models import Decision, Outcome, Sample
 from router.outcomes import OutcomeReport, OutcomeResult, outcome_values, record_outcomes
 from router.policy import ModelPrice
@@ -53,6 +54,7 @@ class Router:
         poll_interval_s: how often the snapshot's table version is checked, s.
         flush_interval_s: how often the batch writer writes, s.
         flush_size: buffered rows that make the writer write at once.
+        metrics: where decisions and outcomes are counted (default: metrics of its own).
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class Router:
         poll_interval_s: float = 1.0,
         flush_interval_s: float = 0.2,
         flush_size: int = 500,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self.metrics = metrics or Metrics()
         self._snapshot: RoutingSnapshot | None = None
         self._poll_interval_s = poll_interval_s
         self.writer = BatchWriter(
@@ -74,6 +78,7 @@ class Router:
             max_buffered=MAX_BUFFERED_ROWS,
             before_write=self._register_classes,
         )
+        self.metrics.watch_writer(lambda: self.writer.depth)
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self.unknown_task_types = UnknownTaskTypes()
@@ -154,6 +159,7 @@ class Router:
             at=at,
         )
         self.writer.add(Decision, row)
+        self.metrics.decided(decision.task_class, decision.model, decision.sampled)
         return decision
 
     def decide_call(
@@ -248,6 +254,8 @@ class Router:
         row["ttft_ms"] = ttft_ms
         self.writer.add(Decision, decision_row)
         self.writer.add(Outcome, row)
+        self.metrics.decided(decision.task_class, decision.model, decision.sampled)
+        self.metrics.outcome("gateway", report.status, row["cost_nusd"])
         settings = snapshot.policy.settings_for(decision.task_class)
         text = (
             stored_text(
@@ -324,6 +332,7 @@ class Router:
                 labels=labels,
             )
             await session.commit()
+        self.metrics.outcomes_reported(reports, results)
         return results
 
     # ---- lifecycle ------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.dialect import insert_rows_ignore
+from router.db import dialect_of
+from router.dialect import UNIQUE_ACROSS_PARTITIONS, insert_ignore_many, insert_rows_ignore
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,14 @@ class BatchWriter:
                     (row for t, row in batch if t is table),
                     key=lambda row: tuple(str(row[c]) for c in key),
                 )
-                # The table's Core insert, not the ORM-enabled one: an executemany of plain rows
-                # (column defaults still apply), about a third less CPU per row.
+                # One executemany of plain rows, bound without SQLAlchemy's per-row parameter
+                # machinery (router.dialect.insert_ignore_many): most of a row's CPU was there.
                 core = table.__table__  # type: ignore[attr-defined]
-                await session.exec(insert_rows_ignore(session, core, rows), params=rows)
+                if dialect_of(session) == "postgresql" and core.name in UNIQUE_ACROSS_PARTITIONS:
+                    # An id stored in another day partition is skipped (router.dialect).
+                    await session.exec(insert_rows_ignore(session, core, rows), params=rows)
+                else:
+                    await insert_ignore_many(session, core, rows)
             await session.commit()
 
     async def start(self) -> None:

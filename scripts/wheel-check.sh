@@ -78,7 +78,7 @@ print(f"wheel-check: {len(names)} files, {sum(i.file_size for i in wheel.infolis
 EOF
 
 step "installing the wheel and its dependencies into a fresh venv"
-"${PIP[@]}" install "$WHEEL"
+"${PIP[@]}" install -c constraints.txt "$WHEEL"  # the pinned versions, as setup.sh
 
 # From here on nothing may come from the repository or its settings.
 cd "$TMP/run"

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import evaluator.api
@@ -17,10 +18,12 @@ import router.api
 from evaluator.graders import GraderEnv
 from router.errors import TierwiseError, error_body, field_path
 from router.gateway.api import gateway_api
-from router.keys import KeyRing
+from router.keys import KeyRing, require
 from router.lane.api import lane_api
+from router.metrics import CONTENT_TYPE, Metrics
 from router.providers import Provider
 from tierwise.limits import BodyLimit, RequestTooLarge
+from tierwise.logs import RequestContext
 from tierwise.openapi import HealthOut, openapi_document
 from tierwise.planes import running_planes
 from tierwise.settings import Settings
@@ -58,6 +61,18 @@ def _say_who_may_call(keys: KeyRing, settings: Settings) -> None:
         )
 
 
+async def _refresh_stored(app: FastAPI) -> None:
+    """Read the database's figures for a scrape; while the database cannot be reached they are
+    left out of it (absent, not stale) and the scrape still answers."""
+    metrics: Metrics = app.state.metrics
+    try:
+        async with app.state.sessions() as session:
+            await metrics.refresh(session)
+    except (DBAPIError, OSError) as exc:
+        metrics.forget_stored()
+        log.warning("metrics: the database's figures are left out: %s", type(exc).__name__)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -69,11 +84,12 @@ def create_app(
     ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan);
     ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``)."""
     settings = settings or Settings()
+    metrics = Metrics()  # this app's own registry: two apps in one process never collide
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_planes(
-            settings, env_factory=env_factory, gateway_upstream=gateway_upstream
+            settings, env_factory=env_factory, gateway_upstream=gateway_upstream, metrics=metrics
         ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
@@ -102,6 +118,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, access_log=settings.access_log)
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
@@ -134,6 +152,20 @@ def create_app(
     async def healthz(request: Request) -> dict[str, object]:
         """Liveness, with the serving snapshot's table version (null before any policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        dependencies=[Depends(require("read-samples"))],
+    )
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics (``router.metrics`` lists them), in the text exposition format.
+        Needs the ``read-samples`` scope once keys exist: the figures are the ones the cost
+        and quality endpoints show (classes, models, spend)."""
+        await _refresh_stored(request.app)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     # Outermost of the app's own middleware: a body over the limit never reaches a route.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

@@ -34,6 +34,7 @@ from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
 from router.lane import Lane
 from router.lane.tasks import lane_jobs
+from router.metrics import Metrics
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     Provider,
@@ -156,11 +157,13 @@ async def running_planes(
     *,
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Planes]:
     """Build and start both planes (the router's snapshot poller and decision writer run; the
     job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
     grading reaches a reference model (default: ``settings.reference_provider``);
-    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`).
+    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`);
+    ``metrics`` counts what the planes do (default: metrics of their own, exposed nowhere).
 
     Raises:
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
@@ -176,6 +179,7 @@ async def running_planes(
         sessions,
         poll_interval_s=settings.snapshot_poll_s,
         flush_interval_s=settings.decision_flush_s,
+        metrics=metrics,
     )
     live: ProviderRegistry | None = None
     upstreams: ProviderRegistry | None = None
@@ -233,6 +237,7 @@ async def running_planes(
                         ", ".join(sorted(models)),
                     )
             scheduler = JobScheduler(jobs_of(settings, control_plane, lane))
+            data_plane.metrics.watch_jobs(scheduler)
             try:
                 yield Planes(
                     engine,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -135,3 +136,10 @@ class Settings(BaseSettings):
         "a larger one is answered 413 before it is read",
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "console"] = Field(
+        default="console",
+        description="json: one JSON object a line (request_id, decision_id bound); console",
+    )
+    access_log: bool = Field(
+        default=False, description="one log line per HTTP request (status, duration_ms, ids)"
+    )

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import structlog
 
 from router.db import utcnow
 from router.decide import RouteDecision
@@ -253,6 +254,7 @@ class Gateway:
             raise UnknownTaskType(
                 exc.task_type, exc.known, field=request.task_type_field
             ) from None
+        structlog.contextvars.bind_contextvars(decision_id=decision.decision_id)
         if request.request_id is not None:
             if decision.decision_id in self._recent_ids:
                 raise Conflict(
@@ -391,11 +393,14 @@ class Gateway:
             if call.request.shadow_model is not None and decision.model != result.served_model
             else None
         )
+        took_s = self._clock() - call.started
+        ttft_s = None if ttft_ms is None else ttft_ms / 1000
+        self._router.metrics.gateway_call(result.status, took_s, ttft_s, call.attempts)
         report = OutcomeReport(
             decision_id=decision.decision_id,
             served_model=result.served_model,
             status=result.status,
-            latency_ms=round((self._clock() - call.started) * 1000, 3),
+            latency_ms=round(took_s * 1000, 3),
             usage=result.usage,
             input_messages=call.request.messages,
             output_text=result.text,

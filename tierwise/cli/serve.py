@@ -5,7 +5,6 @@ registers these functions on its app."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from tierwise import migrate
 from tierwise.app import create_app
 from tierwise.cli._common import DbOption, console, load_settings, open_session
 from tierwise.cli.render import render_routing_table
+from tierwise.logs import configure_logging
 from tierwise.planes import run_worker
 from tierwise.settings import Settings
 
@@ -34,12 +34,26 @@ def routing_table(database_url: DbOption = None) -> None:
     asyncio.run(main())
 
 
-def _process_settings(database_url: str | None) -> Settings:
-    """Settings of a long-running process, after migrating its database to head and setting
-    the root logger to ``settings.log_level``."""
-    settings = load_settings(database_url)
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format", help="json (one object a line) or console; overrides TIERWISE_LOG_FORMAT."
+    ),
+]
+
+
+def _process_settings(database_url: str | None, log_format: str | None) -> Settings:
+    """Settings of a long-running process, with its logging configured once
+    (:func:`tierwise.logs.configure_logging`: ``settings.log_level``, ``settings.log_format``)
+    before its database is migrated to head."""
+    overrides: dict[str, object] = {}
+    if log_format is not None:
+        if log_format not in ("json", "console"):
+            raise typer.BadParameter("json or console", param_hint="--log-format")
+        overrides["log_format"] = log_format
+    settings = load_settings(database_url, **overrides)
+    configure_logging(settings.log_level, settings.log_format)
     migrate.upgrade(settings.database_url)
-    logging.basicConfig(level=settings.log_level)
     return settings
 
 
@@ -51,25 +65,31 @@ def serve(
         typer.Option(help="Log every HTTP request (every call is recorded in the database)."),
     ] = False,
     database_url: DbOption = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run the service (data plane and, unless TIERWISE_RUN_SCHEDULER=false, the jobs).
     uvicorn serves it with httptools and uvloop (both dependencies)."""
     import uvicorn
 
-    settings = _process_settings(database_url)
+    settings = _process_settings(database_url, log_format)
+    if access_log:
+        settings = settings.model_copy(update={"access_log": True})
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=access_log,
+        # The app's own access line carries the request's ids (tierwise.logs.RequestContext);
+        # log_config=None keeps the logging configure_logging set up.
+        access_log=False,
+        log_config=None,
         http="httptools",
         loop="uvloop",
     )
 
 
-def worker(database_url: DbOption = None) -> None:
+def worker(database_url: DbOption = None, log_format: LogFormatOption = None) -> None:
     """Run the scheduled jobs (grading, escalation) without serving HTTP, so routers and
     workers scale apart. Stops on SIGINT or SIGTERM."""
-    settings = _process_settings(database_url)
+    settings = _process_settings(database_url, log_format)
     asyncio.run(run_worker(settings))
