@@ -43,7 +43,9 @@ READ = [Depends(require("read-samples"))]
 @api.post("/route", response_model=RouteResponse)
 async def route(body: RouteRequest, router: RouterDep, caller: RouteCaller) -> RouteResponse:
     """Which model for this request? Answered from the in-memory routing snapshot; the
-    decision records the caller's API key id (scope ``route``)."""
+    decision records the caller's API key id (scope ``route``). While the database is
+    unreachable the decision is spooled to disk before the answer; 503 with ``Retry-After``
+    when the spool is full."""
     if body.input_tokens is not None:
         tokens = body.input_tokens
     elif body.messages is not None:
@@ -59,6 +61,7 @@ async def route(body: RouteRequest, router: RouterDep, caller: RouteCaller) -> R
         item_id=body.item_id,
         caller=caller,
     )
+    await router.writer.durable()  # no wait unless spooling: then until it is on disk
     return RouteResponse.model_validate(d, from_attributes=True)
 
 

@@ -29,7 +29,9 @@ from evaluator.service import (
 )
 from router.db import make_engine, session_factory
 from router.gateway import Gateway
+from router.health import DatabaseHealth
 from router.jobs import Job, JobScheduler
+from router.models import Decision, Outcome, Sample
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     Provider,
@@ -39,6 +41,7 @@ from router.providers import (
     provider_from_settings,
 )
 from router.service import Router
+from router.spool import Spool
 from router.table import apply_policy, latest_policy
 from tierwise.settings import Settings
 
@@ -120,6 +123,7 @@ class Planes:
     gateway: Gateway
     evaluator: Evaluator
     scheduler: JobScheduler
+    health: DatabaseHealth
 
 
 def _warn_without_held_out_sets(settings: Settings) -> None:
@@ -140,26 +144,42 @@ async def running_planes(
     *,
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
+    spool: bool = False,
 ) -> AsyncIterator[Planes]:
     """Build and start both planes (the router's snapshot poller and decision writer run; the
     job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
     grading reaches a reference model (default: ``settings.reference_provider``);
-    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`).
+    ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`);
+    ``spool``: the decision writer spools to ``settings.spool_dir`` while the database is
+    unreachable (the API process; a worker takes no decisions).
 
     Raises:
+        SpoolInUse: another process holds ``settings.spool_dir``.
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
         PolicyError: ``settings.policy_file`` is missing or invalid.
     """
     if env_factory is None and settings.reference_provider == "replay":
         _warn_without_held_out_sets(settings)
     engine = make_engine(
-        settings.database_url, statement_cache_size=settings.db_statement_cache_size
+        settings.database_url,
+        statement_cache_size=settings.db_statement_cache_size,
+        connect_timeout_s=settings.db_connect_timeout_s,
     )
     sessions = session_factory(engine)
+    health = DatabaseHealth()
+    spool_box = (
+        Spool(settings.spool_dir, [Decision, Outcome, Sample], max_bytes=settings.spool_max_bytes)
+        if spool and settings.spool_max_bytes > 0
+        else None
+    )
     data_plane = Router(
         sessions,
         poll_interval_s=settings.snapshot_poll_s,
         flush_interval_s=settings.decision_flush_s,
+        spool=spool_box,
+        health=health,
+        retry_after_s=settings.retry_after_s,
+        recent_decisions=settings.recent_decisions,
     )
     live: ProviderRegistry | None = None
     upstreams: ProviderRegistry | None = None
@@ -203,15 +223,19 @@ async def running_planes(
                         provider,
                         ", ".join(sorted(models)),
                     )
-            scheduler = JobScheduler(jobs_of(settings, control_plane))
+            scheduler = JobScheduler(jobs_of(settings, control_plane), health=health)
             try:
-                yield Planes(engine, sessions, data_plane, gateway, control_plane, scheduler)
+                yield Planes(
+                    engine, sessions, data_plane, gateway, control_plane, scheduler, health
+                )
             finally:
                 await scheduler.aclose()
         finally:
             await data_plane.stop()
     finally:
         await engine.dispose()
+        if spool_box is not None:
+            spool_box.close()
         if live is not None:
             await live.aclose()
         if upstreams is not None and gateway_upstream is None:

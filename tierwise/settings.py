@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
+from router.errors import InvalidInput
 from router.providers import ProviderConfig
 
 
@@ -101,3 +104,73 @@ class Settings(BaseSettings):
         "(pin, unpin, override); unset = open, as suits a single embedded process",
     )
     log_level: str = "INFO"
+    spool_dir: Path = Field(
+        default=Path("tierwise-spool"),
+        description="where `tierwise serve` spools acknowledged decisions and outcomes while "
+        "the database is unreachable (one folder per process; replayed at the next start)",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="bound on the spool, bytes (about 1 KB a decision); past it, requests "
+        "that would need it are refused with 503; 0 = no spool (rows kept in memory only)",
+    )
+    retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 while the database is unreachable, s"
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="how long one PostgreSQL connection attempt may take, s"
+    )
+    recent_decisions: int = Field(
+        default=50_000,
+        ge=0,
+        description="decisions remembered in memory, so their outcomes can be spooled while "
+        "the database is unreachable",
+    )
+    ready_snapshot_max_age_s: float = Field(
+        default=30.0, gt=0, description="/readyz fails once the snapshot is older than this, s"
+    )
+    ready_max_job_lag_s: float = Field(
+        default=600.0, gt=0, description="/readyz fails once a job is later than this, s"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        check_database_url(value)
+        return value
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL tierwise cannot use, saying what to change.
+
+    Raises:
+        InvalidInput: not ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` (field
+            ``database_url``).
+    """
+    shown = url.split("@")[-1] if "@" in url else url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput(
+            f"database URL {shown!r} (TIERWISE_DATABASE_URL, --database-url) is not a URL: use "
+            "sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
+            field="database_url",
+        ) from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+    if backend not in wanted:
+        raise InvalidInput(
+            f"database URL (TIERWISE_DATABASE_URL, --database-url): tierwise runs on SQLite or "
+            f"PostgreSQL, not {backend!r}: "
+            "use sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
+            field="database_url",
+        )
+    if driver != wanted[backend]:
+        fixed = f"{backend}+{wanted[backend]}://"
+        raise InvalidInput(
+            f"database URL (TIERWISE_DATABASE_URL, --database-url): the {backend} driver must be "
+            f"{wanted[backend]}: write "
+            f"{fixed}... instead of {parsed.drivername}://...",
+            field="database_url",
+        )
