@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -11,6 +15,10 @@ from sqlalchemy.exc import ArgumentError
 
 from router.errors import InvalidInput
 from router.providers import ProviderConfig
+
+log = logging.getLogger("tierwise.settings")
+
+PREFIX = "TIERWISE_"
 
 
 class Settings(BaseSettings):
@@ -174,3 +182,50 @@ def check_database_url(url: str) -> None:
             f"{fixed}... instead of {parsed.drivername}://...",
             field="database_url",
         )
+
+
+def known_names() -> set[str]:
+    """Every ``TIERWISE_*`` name a setting is read from (field names and aliases)."""
+    names = {PREFIX + name.upper() for name in Settings.model_fields}
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {c for c in alias.choices if isinstance(c, str) and c.startswith(PREFIX)}
+    return names
+
+
+def unknown_names(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> list[tuple[str, str | None]]:
+    """``TIERWISE_*`` names in ``environ`` (default: the process environment) and in the
+    ``dotenv`` file that no setting reads, sorted, each with the closest known name (difflib's
+    ratio >= 0.6 on the part after ``TIERWISE_``) or None. Names only, never values (they may be keys)."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    seen = {k.upper() for k in environ if k.upper().startswith(PREFIX)}
+    if dotenv is not None and dotenv.is_file():
+        seen |= {k.upper() for k in dotenv_values(dotenv) if k.upper().startswith(PREFIX)}
+    # Names tierwise's own tests and tools read; not settings, not typos.
+    ignored = {"TIERWISE_TEST_PG_URL"}
+    known = known_names()
+    found = []
+    # Compared without the shared prefix, which would make every name look close.
+    tails = sorted(k.removeprefix(PREFIX) for k in known)
+    for name in sorted(seen - known - ignored):
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), tails, n=1, cutoff=0.6)
+        found.append((name, PREFIX + close[0] if close else None))
+    return found
+
+
+def warn_unknown_names(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> list[str]:
+    """Log one warning per unknown ``TIERWISE_*`` name (:func:`unknown_names`): a mistyped
+    setting is otherwise silently ignored. Returns the lines logged."""
+    lines = []
+    for name, close in unknown_names(environ, dotenv):
+        hint = f"; did you mean {close}?" if close else ""
+        lines.append(f"unknown setting {name} is ignored{hint}")
+        log.warning("%s", lines[-1])
+    return lines
