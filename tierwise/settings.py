@@ -199,7 +199,8 @@ def unknown_names(
 ) -> list[tuple[str, str | None]]:
     """``TIERWISE_*`` names in ``environ`` (default: the process environment) and in the
     ``dotenv`` file that no setting reads, sorted, each with the closest known name (difflib's
-    ratio >= 0.6 on the part after ``TIERWISE_``) or None. Names only, never values (they may be keys)."""
+    ratio >= 0.6 on the part after ``TIERWISE_``) or None. Names only, never values (they may
+    be keys)."""
     from dotenv import dotenv_values
 
     environ = os.environ if environ is None else environ

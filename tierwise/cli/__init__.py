@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,7 +24,7 @@ class _OneLineErrors(TyperGroup):
     database that cannot be reached, a bad policy) ends it as one line and exit code 2, also
     when the app is invoked in-process (typer's CliRunner), not only through :func:`main`."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own)
         try:
             return super().invoke(ctx)
         except TierwiseError as exc:
