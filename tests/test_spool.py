@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import SQLModel
 
+from router.errors import InvalidInput
 from router.health import DatabaseHealth
 from router.models import Decision, Outcome, Sample
 from router.spool import Spool, SpoolFull, SpoolInUse
@@ -139,3 +140,16 @@ async def test_readyz_without_a_policy_names_the_snapshot(
         assert body["error"]["field"] == "snapshot"
         assert "tierwise policy apply" in body["error"]["message"]
         assert (await svc.client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_a_spool_folder_held_elsewhere_stops_the_start_with_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    held = Spool(tmp_path / "spool", TABLES, max_bytes=1 << 20)
+    try:
+        with pytest.raises(InvalidInput, match="give each process its own TIERWISE_SPOOL_DIR"):
+            async with running_service(database_url, spool_dir=tmp_path / "spool"):
+                pass
+    finally:
+        held.close()

@@ -28,6 +28,7 @@ from evaluator.service import (
     provider_env,
 )
 from router.db import make_engine, session_factory
+from router.errors import InvalidInput
 from router.gateway import Gateway
 from router.health import DatabaseHealth
 from router.jobs import Job, JobScheduler
@@ -154,7 +155,7 @@ async def running_planes(
     unreachable (the API process; a worker takes no decisions).
 
     Raises:
-        SpoolInUse: another process holds ``settings.spool_dir``.
+        InvalidInput: ``settings.spool_dir`` is held by another process or cannot be made.
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
         PolicyError: ``settings.policy_file`` is missing or invalid.
     """
@@ -167,11 +168,17 @@ async def running_planes(
     )
     sessions = session_factory(engine)
     health = DatabaseHealth()
-    spool_box = (
-        Spool(settings.spool_dir, [Decision, Outcome, Sample], max_bytes=settings.spool_max_bytes)
-        if spool and settings.spool_max_bytes > 0
-        else None
-    )
+    spool_box: Spool | None = None
+    if spool and settings.spool_max_bytes > 0:
+        try:
+            spool_box = Spool(
+                settings.spool_dir, [Decision, Outcome, Sample], max_bytes=settings.spool_max_bytes
+            )
+        except OSError as exc:  # held by another process, or a folder that cannot be made
+            await engine.dispose()
+            raise InvalidInput(
+                f"cannot use spool folder {settings.spool_dir}: {exc}", field="spool_dir"
+            ) from exc
     data_plane = Router(
         sessions,
         poll_interval_s=settings.snapshot_poll_s,
