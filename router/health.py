@@ -1,11 +1,12 @@
 """Whether the database answers, as every part of one process sees it, and the two log lines
 an outage is worth.
 
-The batch writer, the snapshot poller, the API key poller and the job scheduler each report
-their database calls here under a source name (``writer``, ``snapshot``, ``keys``,
-``job grading``): a failure with :meth:`DatabaseHealth.failed`, a success with
-:meth:`DatabaseHealth.ok`. The database is *down* while any source's last call failed. The
-log says so once, on the first failure (one line: the source and the error's first line, no
+The batch writer and outcome intake report their database calls here as ``writes``, the
+snapshot poller as ``snapshot``, the API key poller as ``keys``, the job scheduler as
+``jobs``: a failure with :meth:`DatabaseHealth.failed`, a success with
+:meth:`DatabaseHealth.ok`. A write that worked clears every source (the database is
+reachable and writable); any other success clears its own source only. The database is
+*down* while any source's last call failed. The log says so once, on the first failure (one line: the source and the error's first line, no
 traceback), counts quietly while it stays down, and says once that it is back, with how long
 it was down, how many calls failed and how many rows were spooled meanwhile. A source whose
 reads work while its writes fail (a SQLite file made read-only) keeps the database down
@@ -98,9 +99,14 @@ class DatabaseHealth:
             )
 
     def ok(self, source: str) -> None:
-        """``source``'s database call worked; once no source is failing the end of the outage
-        is logged with its counts."""
-        if self._failing.pop(source, None) is None or self._failing:
+        """``source``'s database call worked (``writes``: clears every source); once no source
+        is failing the end of the outage is logged with its counts."""
+        if source == "writes":  # a committed write: reachable and writable for everyone
+            had = bool(self._failing)
+            self._failing.clear()
+            if not had:
+                return
+        elif self._failing.pop(source, None) is None or self._failing:
             return
         down_s = self.down_for_s
         log.warning(

@@ -102,7 +102,7 @@ class JobScheduler:
         except Exception as exc:
             if self._health is None or not is_connection_error(exc):
                 raise
-            self._health.failed(f"job {job.name}", exc)  # said once per outage
+            self._health.failed("jobs", exc)  # said once per outage
             return None
         finally:
             if task.done():
@@ -110,7 +110,7 @@ class JobScheduler:
         self.last_ok[job.name] = datetime.now(UTC)
         self.last_result[job.name] = result
         if self._health is not None:
-            self._health.ok(f"job {job.name}")
+            self._health.ok("jobs")
         log.debug("job %s tick %s: %s", job.name, tick.isoformat(), result)
         return result
 

@@ -360,14 +360,14 @@ class Router:
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
-            self.health.failed("outcomes", exc)
-            if self.writer.spooling:  # the writer noticed meanwhile: its spool takes them
+            self.health.failed("writes", exc)
+            if await self.writer.begin_spooling():  # the spool takes them, and what follows
                 return await self._spool_outcomes(reports, labels)
             raise Unavailable(
                 "the database is unreachable; the outcomes were not stored: retry later",
                 retry_after_s=self.retry_after_s,
             ) from exc
-        self.health.ok("outcomes")
+        self.health.ok("writes")
         return results
 
     async def _spool_outcomes(

@@ -335,12 +335,26 @@ class BatchWriter:
         """A write failed: report it, and with a spool start spooling (the failed batch is
         back in front of the buffer, so it is spooled first)."""
         log.debug("batch write failed", exc_info=exc)
-        self.health.failed("writer", exc)
+        self.health.failed("writes", exc)
         if self.spool is None or self._spooling:
             return
         async with self._spool_lock:
             self._spooling = True
             await self._spool_buffer()
+
+    async def begin_spooling(self) -> bool:
+        """Spool from now on, without waiting for a batch write to fail (outcome intake found
+        the database unreachable while this writer had nothing to write). Waits for a write in
+        progress to end, so the spool still holds the oldest unwritten rows. False without a
+        spool."""
+        if self.spool is None:
+            return False
+        async with self._lock:
+            if not self._spooling:
+                async with self._spool_lock:
+                    self._spooling = True
+                    await self._spool_buffer()
+        return True
 
     async def start(self) -> None:
         """Start the background task (and, with rows spooled by an earlier run, write those
@@ -377,7 +391,7 @@ class BatchWriter:
             except Exception as exc:
                 if self.spool is None:
                     raise
-                self.health.failed("writer", exc)
+                self.health.failed("writes", exc)
         async with self._spool_lock:
             self._spooling = True
             await self._spool_buffer()
@@ -398,7 +412,7 @@ class BatchWriter:
                 await self._failed(exc)
             else:
                 if written:
-                    self.health.ok("writer")
+                    self.health.ok("writes")
 
 
 def _kept(_batch: Batch) -> None:

@@ -15,6 +15,7 @@ written back by the next process on the same folder.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -298,3 +299,53 @@ async def test_sqlite_that_cannot_write_spools_and_the_next_process_writes_back(
 
 
 _ = asyncpg  # the PostgreSQL half needs the driver
+
+
+async def test_sqlite_back_in_the_same_process_writes_the_spool_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tierwise import migrate
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tierwise.db'}"
+    migrate.upgrade(url)
+    caplog.set_level(logging.INFO, logger="router.health")
+    async with running_service(url, spool_dir=tmp_path / "spool") as svc:
+        engine = svc.app.state.engine
+
+        def read_only(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA query_only = ON")
+            cur.close()
+
+        sa.event.listen(engine.sync_engine, "connect", read_only)
+        await engine.dispose()
+        acked = []
+        for i in range(6):
+            body = {"task_type": "classify", "input_tokens": 50, "request_id": f"back-{i:04d}"}
+            r = await svc.client.post("/v1/route", json=body)
+            assert r.status_code == 200
+            acked.append(r.json()["decision_id"])
+        r = await svc.client.post("/v1/outcomes", json=[outcome(acked[0]), outcome(acked[5])])
+        assert r.status_code == 200, r.text
+        assert r.json()["stored"] == 2  # spooled, even before the writer tried to write
+        assert svc.router.writer.spooling
+        sa.event.remove(engine.sync_engine, "connect", read_only)
+        await engine.dispose()  # writable connections again
+        deadline = time.monotonic() + 10
+        while svc.router.writer.spooling:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert (await svc.client.get("/readyz")).status_code == 200
+        # An outcome after the spool was written back goes straight to the database again.
+        r = await svc.client.post("/v1/outcomes", json=outcome(acked[1]))
+        assert (
+            r.json()["results"][0]["note"] is None
+            or "spooled" not in r.json()["results"][0]["note"]
+        )
+    assert set(await counts(url, "decision", "id")) == set(acked)
+    assert set(await counts(url, "outcome", "decision_id")) == {acked[0], acked[1], acked[5]}
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.health"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("database unreachable (writes: OperationalError: attempt to write")
+    assert lines[1].startswith("database reachable again after ")
+    assert lines[1].endswith("8 rows spooled meanwhile")

@@ -156,21 +156,23 @@ def check_database_url(url: str) -> None:
         InvalidInput: not ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` (field
             ``database_url``).
     """
-    shown = url.split("@")[-1] if "@" in url else url
     try:
         parsed = make_url(url)
     except ArgumentError:
+        shown = url.split("@")[-1] if "@" in url else url
         raise InvalidInput(
             f"database URL {shown!r} (TIERWISE_DATABASE_URL, --database-url) is not a URL: use "
             "sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
             field="database_url",
         ) from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    shown = parsed.render_as_string(hide_password=True)
+    # From the name alone: asking SQLAlchemy for the driver would load its dialect.
+    backend, _, driver = parsed.drivername.partition("+")
     wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
     if backend not in wanted:
         raise InvalidInput(
-            f"database URL (TIERWISE_DATABASE_URL, --database-url): tierwise runs on SQLite or "
-            f"PostgreSQL, not {backend!r}: "
+            f"cannot use database {shown} (TIERWISE_DATABASE_URL, --database-url): tierwise "
+            f"runs on SQLite or PostgreSQL, not {backend!r}: "
             "use sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
             field="database_url",
         )
