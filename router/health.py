@@ -6,9 +6,10 @@ snapshot poller as ``snapshot``, the API key poller as ``keys``, the job schedul
 ``jobs``: a failure with :meth:`DatabaseHealth.failed`, a success with
 :meth:`DatabaseHealth.ok`. A write that worked clears every source (the database is
 reachable and writable); any other success clears its own source only. The database is
-*down* while any source's last call failed. The log says so once, on the first failure (one line: the source and the error's first line, no
-traceback), counts quietly while it stays down, and says once that it is back, with how long
-it was down, how many calls failed and how many rows were spooled meanwhile. A source whose
+*down* while any source's last call failed. The log says so once, on the first failure (one
+line: the source and the error's first line, no traceback), counts quietly while it stays
+down, and says once that it is back, with how long it was down, how many calls failed and
+how many rows were spooled meanwhile. A source whose
 reads work while its writes fail (a SQLite file made read-only) keeps the database down
 without the others' successes making the log flap.
 """
