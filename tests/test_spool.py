@@ -153,3 +153,17 @@ async def test_a_spool_folder_held_elsewhere_stops_the_start_with_one_line(
                 pass
     finally:
         held.close()
+
+
+def test_a_write_that_worked_clears_every_source(caplog: pytest.LogCaptureFixture) -> None:
+    health = DatabaseHealth()
+    caplog.set_level(logging.INFO, logger="router.health")
+    health.failed("jobs", TimeoutError("timed out"))
+    health.failed("snapshot", TimeoutError("timed out"))
+    health.ok("jobs")  # one source back: the snapshot poller still fails
+    assert health.failing() == {"snapshot": "TimeoutError: timed out"}
+    health.ok("writes")
+    assert not health.down
+    assert len(caplog.records) == 2
+    health.ok("writes")  # nothing was failing: nothing said
+    assert len(caplog.records) == 2
