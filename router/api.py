@@ -51,7 +51,8 @@ async def route(body: RouteRequest, request: Request) -> Response:
     """Which model for this request? Answered from the in-memory routing snapshot; the
     decision records the caller's API key id (scope ``route``). A task type the policy does
     not know is routed as ``default`` or refused with 422 (the policy's
-    ``unknown_task_types``)."""
+    ``unknown_task_types``). While the database is unreachable the decision is spooled to disk
+    before the answer; 503 with ``Retry-After`` when the spool is full."""
     # The key checked inline and the router read off the app, not through dependencies: each
     # dependency FastAPI solves costs the hot path microseconds (bench/route.py).
     caller = authenticate(request, "route")
@@ -74,6 +75,7 @@ async def route(body: RouteRequest, request: Request) -> Response:
     structlog.contextvars.bind_contextvars(decision_id=d.decision_id)
     # Encoded here, once: returning the model would have FastAPI validate it again against the
     # response model and serialise it through jsonable_encoder (bench/route.py).
+    await router.writer.durable()  # no wait unless spooling: then until it is on disk
     return Response(_route_json(d), media_type="application/json")
 
 

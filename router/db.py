@@ -196,20 +196,33 @@ class JSONTrackingModel(SQLModel):
 
 
 def make_engine(
-    url: str, *, statement_cache_size: int | None = None, echo: bool = False
+    url: str,
+    *,
+    statement_cache_size: int | None = None,
+    echo: bool = False,
+    connect_timeout_s: float | None = None,
 ) -> AsyncEngine:
     """Build the async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
     ``statement_cache_size=0`` turns off asyncpg's prepared-statement cache, which collides behind
     transaction-mode poolers such as PgBouncer (asyncpg and SQLAlchemy asyncpg
-    dialect docs). SQLite gets a 30 s busy timeout and foreign keys on.
+    dialect docs). ``connect_timeout_s`` bounds one PostgreSQL connection attempt (asyncpg's
+    ``timeout``, default 60 s), so an unreachable host fails in seconds. SQLite gets a 30 s
+    busy timeout and foreign keys on.
     """
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
-    elif statement_cache_size is not None:
-        # asyncpg's own cache, and SQLAlchemy's adaptor-level cache of prepared statements.
-        kwargs["connect_args"] = {"statement_cache_size": statement_cache_size}
+    else:
+        connect_args: dict[str, Any] = {}
+        if connect_timeout_s is not None:
+            connect_args["timeout"] = connect_timeout_s
+        if statement_cache_size is not None:
+            # asyncpg's own cache, and SQLAlchemy's adaptor-level cache of prepared statements.
+            connect_args["statement_cache_size"] = statement_cache_size
+        if connect_args:
+            kwargs["connect_args"] = connect_args
+    if not url.startswith("sqlite") and statement_cache_size is not None:
         url = (
             sa.make_url(url)
             .update_query_dict({"prepared_statement_cache_size": str(statement_cache_size)})

@@ -13,6 +13,7 @@ SDKs read the gateway's errors as they read OpenAI's::
     +-- Forbidden (403, "forbidden")               an API key without the endpoint's scope
     +-- NotFound (404, "not_found")                unknown decision id, task class, model
     +-- Conflict (409, "conflict")                 a write that contradicts stored state
+    +-- Unavailable (503, "unavailable")           cannot be kept or answered now; Retry-After
 """
 
 from __future__ import annotations
@@ -102,3 +103,16 @@ class NotFound(TierwiseError):
 class Conflict(TierwiseError):
     code = "conflict"
     status = 409
+
+
+class Unavailable(TierwiseError):
+    """The service cannot keep or answer this request now (the database is unreachable and
+    the spool cannot take it, or the answer needs the database); answered 503 with a
+    ``Retry-After`` header of ``retry_after_s`` seconds."""
+
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int = 5) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s

@@ -15,6 +15,10 @@ once; with ``catch_up`` it also runs once at start-up for the current tick, so a
 downtime catches up once, not once per missed tick. Such a job's ``run`` claims its tick itself
 (an advisory lock and a ``job_run`` row: ``evaluator.escalation``), so one worker runs each tick.
 Other jobs get a misfire grace of one interval.
+
+A run that fails because the database is unreachable is reported to the process's
+:class:`~router.health.DatabaseHealth` (one line per outage) instead of a traceback per run;
+:meth:`JobScheduler.lag_s` says how far behind each job is (``/readyz``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from router.health import DatabaseHealth, is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ class Job:
 class JobScheduler:
     """Runs a list of :class:`Job` on one event loop (see the module doc for the rules)."""
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
+    def __init__(self, jobs: Sequence[Job], *, health: DatabaseHealth | None = None) -> None:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate job names: {names}")
@@ -76,6 +82,21 @@ class JobScheduler:
         self._runs: dict[str, Counter[str]] = {j.name: Counter() for j in jobs}
         self._last_ok: dict[str, float] = {}
         self._started = time.time()
+        self._health = health
+        self._started_at: datetime | None = None
+        self.last_ok: dict[str, datetime] = {}
+        """Job name -> when its last run that did not fail ended (UTC)."""
+        self.last_result: dict[str, object] = {}
+        """Job name -> what its last run that did not fail returned."""
+
+    def lag_s(self, job: Job, now: datetime | None = None) -> float:
+        """How late ``job`` is, s: the time since its last good run ended (or the scheduler
+        started) less one interval, never below 0; 0 while the scheduler is not running."""
+        since = self.last_ok.get(job.name, self._started_at)
+        if since is None:
+            return 0.0
+        late = ((now or datetime.now(UTC)) - since).total_seconds() - job.interval_s
+        return max(0.0, late)
 
     async def _tick(self, job: Job) -> object:
         tick = tick_of(datetime.now(UTC), job.interval_s)
@@ -83,14 +104,21 @@ class JobScheduler:
         self._running.add(task)
         try:
             result = await asyncio.shield(task)
-        except Exception:
+        except Exception as exc:
             self._runs[job.name]["error"] += 1
-            raise
+            if self._health is None or not is_connection_error(exc):
+                raise
+            self._health.failed("jobs", exc)  # said once per outage
+            return None
         finally:
             if task.done():
                 self._running.discard(task)
         self._runs[job.name]["ok"] += 1
         self._last_ok[job.name] = time.time()
+        self.last_ok[job.name] = datetime.now(UTC)
+        self.last_result[job.name] = result
+        if self._health is not None:
+            self._health.ok("jobs")
         log.debug("job %s tick %s: %s", job.name, tick.isoformat(), result)
         return result
 
@@ -128,6 +156,7 @@ class JobScheduler:
                 )
         scheduler.start()
         self._scheduler = scheduler
+        self._started_at = datetime.now(UTC)
 
     def next_run(self, name: str) -> datetime | None:
         """When job ``name`` runs next (UTC); None when not scheduled."""

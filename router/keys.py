@@ -68,6 +68,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router.db import utcnow
 from router.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from router.health import DatabaseHealth, is_connection_error
 from router.models import ApiKey
 
 log = logging.getLogger(__name__)
@@ -249,11 +250,17 @@ class KeyRing:
     Args:
         sessions: the session factory.
         poll_interval_s: how often the ``api_key`` table is read again, s.
+        health: where a poll that cannot reach the database is reported (None: logged).
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, poll_interval_s: float = 1.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        poll_interval_s: float = 1.0,
+        health: DatabaseHealth | None = None,
     ) -> None:
+        self.health = health
         self._sessions = sessions
         self._poll_interval_s = poll_interval_s
         self._entries: Mapping[str, _Entry] = {}
@@ -345,8 +352,14 @@ class KeyRing:
             await asyncio.sleep(self._poll_interval_s)
             try:
                 await self.refresh()
-            except Exception:
-                log.exception("API key poll failed; keeping the last keys, retrying")
+            except Exception as exc:
+                if self.health is None or not is_connection_error(exc):
+                    log.exception("API key poll failed; keeping the last keys, retrying")
+                else:  # said once per outage, not per poll
+                    self.health.failed("keys", exc)
+            else:
+                if self.health is not None:
+                    self.health.ok("keys")
 
 
 # ---- the FastAPI dependency ---------------------------------------------------------------

@@ -5,6 +5,9 @@ Idempotent on decision id (the first report stands; a sampled decision whose fir
 without its text may still get it), all or nothing per request. A decision still in the batch
 writer's buffer (decided moments ago in this process) is written with the outcome, in the same
 transaction, instead of waiting for the writer's next flush.
+
+While the database is unreachable, :func:`spool_outcomes` turns reports for decisions this
+process remembers into rows for the batch writer's spool; any other report is refused (503).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router import repository
 from router.db import utcnow
-from router.errors import NotFound
-from router.models import Decision
+from router.errors import NotFound, Unavailable
+from router.models import Decision, Outcome, Sample
 from router.money import usd
 from router.pricing import Usage, cost_nusd, normalize_usage
 from router.redaction import stored_text
@@ -215,3 +219,107 @@ async def record_outcomes(
         results.append(OutcomeResult(report.decision_id, True, cost, queued, note))
     await session.flush()
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDecision:
+    """What outcome intake needs of a decision this process made, kept in memory so its
+    outcome can be spooled while the database is unreachable (:func:`spool_outcomes`)."""
+
+    task_class: str
+    sampled: bool
+    created_at: datetime
+    item_id: str | None
+    meta: dict[str, Any] | None
+
+
+SPOOLED_NOTE = (
+    "spooled: the database is unreachable; stored once it is back (a report for a decision "
+    "that already has one is dropped then: the first report stands)"
+)
+
+
+def spool_outcomes(
+    snapshot: RoutingSnapshot,
+    reports: Sequence[OutcomeReport],
+    known: Callable[[str], KnownDecision | None],
+    *,
+    labels: Sequence[str] | None = None,
+    retry_after_s: int = 5,
+) -> tuple[list[tuple[type[SQLModel], dict[str, Any]]], list[OutcomeResult]]:
+    """The ``outcome`` (and, for a gradable sampled report, ``sample``) rows of ``reports``,
+    priced as :func:`record_outcomes` prices them, for the batch writer to spool while the
+    database is unreachable; and what to answer. ``known(id)`` gives a decision this process
+    remembers (None: not known here). All or nothing: nothing is returned for a request with a
+    decision that is not known here, since only the database could say whether it exists.
+
+    Raises:
+        Unavailable: a decision id is not known to this process (503 with ``Retry-After``,
+            field ``[i].decision_id``).
+        InvalidInput: a usage count is not a whole number >= 0 (422).
+    """
+    labels = labels or [f"[{i}]" for i in range(len(reports))]
+
+    def where(i: int, name: str) -> str:
+        return f"{labels[i]}.{name}" if labels[i] else name
+
+    reports = [replace(r, served_model=snapshot.canonical(r.served_model)) for r in reports]
+    usages = [normalize_usage(r.usage, field=where(i, "usage")) for i, r in enumerate(reports)]
+    decisions: dict[str, KnownDecision] = {}
+    for i, report in enumerate(reports):
+        decision = known(report.decision_id)
+        if decision is None:
+            raise Unavailable(
+                f"the database is unreachable and decision_id '{report.decision_id}' was not "
+                "made by this process recently, so it cannot be checked now; retry later",
+                field=where(i, "decision_id"),
+                retry_after_s=retry_after_s,
+            )
+        decisions[report.decision_id] = decision
+    now = utcnow()
+    rows: list[tuple[type[SQLModel], dict[str, Any]]] = []
+    results: list[OutcomeResult] = []
+    seen: set[str] = set()
+    for report, usage in zip(reports, usages, strict=True):
+        decision = decisions[report.decision_id]
+        if report.decision_id in seen:
+            results.append(
+                OutcomeResult(
+                    report.decision_id, False, None, False, "duplicate: the first report stands"
+                )
+            )
+            continue
+        seen.add(report.decision_id)
+        values = outcome_values(
+            snapshot, decision.task_class, report, usage, now, decision.created_at
+        )
+        rows.append((Outcome, values))
+        queued = (
+            decision.sampled
+            and report.status == "ok"
+            and report.output_text is not None
+            and bool(report.input_messages)
+        )
+        if queued:
+            rows.append(
+                (
+                    Sample,
+                    {
+                        "decision_id": report.decision_id,
+                        "task_class": decision.task_class,
+                        "model": report.served_model,
+                        "input_messages": report.input_messages,
+                        "output_text": report.output_text,
+                        "meta": decision.meta,
+                        "item_id": decision.item_id,
+                        "status": "queued",
+                        "attempts": 0,
+                        "decided_at": decision.created_at,
+                        "created_at": now,
+                    },
+                )
+            )
+        results.append(
+            OutcomeResult(report.decision_id, True, values["cost_nusd"], queued, SPOOLED_NOTE)
+        )
+    return rows, results

@@ -6,6 +6,11 @@ hands the decision row to the :class:`~router.writer.BatchWriter`, which writes 
 the hot path (registering new task classes in the class registry as it goes). A poller reloads
 the snapshot when the table version moves. Outcomes go through :mod:`router.outcomes` in one
 transaction per request.
+
+While the database is unreachable the snapshot keeps serving, the writer spools what is
+acknowledged (:mod:`router.writer`, :mod:`router.spool`), and an outcome for a decision this
+process remembers (the last ``recent_decisions``) is spooled with it; the poller's failures go
+to :class:`~router.health.DatabaseHealth`, not to a traceback per poll.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -24,13 +30,22 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from router import repository
 from router.db import utcnow
 from router.decide import RouteDecision, decide, decision_id_for
-from router.errors import InvalidInput, TierwiseError
+from router.errors import InvalidInput, TierwiseError, Unavailable
+from router.health import DatabaseHealth, is_connection_error
 from router.metrics import Metrics
 from router.models import Decision, Outcome, Sample
-from router.outcomes import OutcomeReport, OutcomeResult, outcome_values, record_outcomes
+from router.outcomes import (
+    KnownDecision,
+    OutcomeReport,
+    OutcomeResult,
+    outcome_values,
+    record_outcomes,
+    spool_outcomes,
+)
 from router.policy import ModelPrice
 from router.pricing import Usage, normalize_usage
 from router.redaction import stored_text
+from router.spool import Spool
 from router.table import RoutingSnapshot, current_version, load_snapshot
 from router.task_types import UnknownTaskType, UnknownTaskTypes
 from router.writer import Batch, BatchWriter
@@ -55,6 +70,12 @@ class Router:
         flush_interval_s: how often the batch writer writes, s.
         flush_size: buffered rows that make the writer write at once.
         metrics: where decisions and outcomes are counted (default: metrics of its own).
+        spool: where acknowledged rows go while the database is unreachable (None: memory
+            only; see :mod:`router.writer`).
+        health: where database failures are reported (default: a new one).
+        retry_after_s: ``Retry-After`` of a 503 while the database is unreachable, s.
+        recent_decisions: decisions remembered in memory, so that their outcomes can be
+            spooled during an outage.
     """
 
     def __init__(
@@ -65,11 +86,17 @@ class Router:
         flush_interval_s: float = 0.2,
         flush_size: int = 500,
         metrics: Metrics | None = None,
+        spool: Spool | None = None,
+        health: DatabaseHealth | None = None,
+        retry_after_s: int = 5,
+        recent_decisions: int = 50_000,
     ) -> None:
         self._sessions = sessions
         self.metrics = metrics or Metrics()
         self._snapshot: RoutingSnapshot | None = None
         self._poll_interval_s = poll_interval_s
+        self.health = health or DatabaseHealth()
+        self.retry_after_s = retry_after_s
         self.writer = BatchWriter(
             sessions,
             [Decision, Outcome, Sample],
@@ -77,8 +104,16 @@ class Router:
             flush_size=flush_size,
             max_buffered=MAX_BUFFERED_ROWS,
             before_write=self._register_classes,
+            spool=spool,
+            health=self.health,
+            retry_s=max(flush_interval_s, min(poll_interval_s, 1.0)),
+            retry_after_s=retry_after_s,
         )
         self.metrics.watch_writer(lambda: self.writer.depth)
+        self._recent: dict[str, KnownDecision] = {}
+        self._recent_max = recent_decisions
+        self.snapshot_checked_at: float | None = None
+        """``time.monotonic()`` of the last successful look at the table version."""
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self.unknown_task_types = UnknownTaskTypes()
@@ -113,7 +148,10 @@ class Router:
                 and (await current_version(session) == current.version)
             ):
                 return False
+                self.snapshot_checked_at = time.monotonic()
+                return False
             snapshot = await load_snapshot(session)
+        self.snapshot_checked_at = time.monotonic()
         if snapshot is None:
             return False
         self._snapshot = snapshot
@@ -160,7 +198,16 @@ class Router:
         )
         self.writer.add(Decision, row)
         self.metrics.decided(decision.task_class, decision.model, decision.sampled)
+        self._remember(row)
         return decision
+
+    def _remember(self, row: dict[str, Any]) -> None:
+        recent = self._recent
+        recent[row["id"]] = KnownDecision(
+            row["task_class"], row["sampled"], row["created_at"], row["item_id"], row["meta"]
+        )
+        if len(recent) > self._recent_max:
+            del recent[next(iter(recent))]
 
     def decide_call(
         self,
@@ -184,7 +231,9 @@ class Router:
             NoPolicy: no routing policy applied yet (503).
             UnknownTaskType: an unknown task type the policy rejects (422); counted, as an
                 unknown task type routed as ``default`` is (:attr:`unknown_task_types`).
+            Unavailable: the database is unreachable and the spool is full (503).
         """
+        self.writer.check_room()
         decision_id = decision_id_for(request_id, task_type, input_tokens, has_tool_calls)
         try:
             decision = decide(self.snapshot, task_type, input_tokens, has_tool_calls, decision_id)
@@ -319,20 +368,56 @@ class Router:
         (:func:`router.outcomes.record_outcomes`). A decision this process made moments ago and
         has not written yet is written with its outcome; the batch writer is not flushed.
 
+        While the writer spools (the database is unreachable) the reports are spooled with
+        it when every decision is one this process remembers (:func:`spool_outcomes`); the
+        call returns once they are on disk.
+
         Raises:
             NotFound: a decision id is unknown (404, field ``[i].decision_id``).
             InvalidInput: a usage count is not a whole number >= 0 (422).
+            Unavailable: the database is unreachable and the reports cannot be spooled (a
+                decision not known here, or the spool is full) (503, ``Retry-After``).
         """
-        async with self._sessions() as session:
-            results = await record_outcomes(
-                session,
-                self.snapshot,
-                reports,
-                buffered=self._buffered_decisions,
-                labels=labels,
-            )
-            await session.commit()
+        if self.writer.spooling:
+            return await self._spool_outcomes(reports, labels)
+        try:
+            async with self._sessions() as session:
+                results = await record_outcomes(
+                    session,
+                    self.snapshot,
+                    reports,
+                    buffered=self._buffered_decisions,
+                    labels=labels,
+                )
+                await session.commit()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            self.health.failed("writes", exc)
+            if await self.writer.begin_spooling():  # the spool takes them, and what follows
+                return await self._spool_outcomes(reports, labels)
+            raise Unavailable(
+                "the database is unreachable; the outcomes were not stored: retry later",
+                retry_after_s=self.retry_after_s,
+            ) from exc
+        self.health.ok("writes")
         self.metrics.outcomes_reported(reports, results)
+        return results
+
+    async def _spool_outcomes(
+        self, reports: Sequence[OutcomeReport], labels: Sequence[str] | None
+    ) -> list[OutcomeResult]:
+        self.writer.check_room()
+        rows, results = spool_outcomes(
+            self.snapshot,
+            reports,
+            self._recent.get,
+            labels=labels,
+            retry_after_s=self.retry_after_s,
+        )
+        for table, row in rows:
+            self.writer.add(table, row)
+        await self.writer.durable()
         return results
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -363,5 +448,10 @@ class Router:
             await asyncio.sleep(self._poll_interval_s)
             try:
                 await self.refresh()
-            except Exception:
-                log.exception("snapshot poll failed; retrying in %.1f s", self._poll_interval_s)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("snapshot poll failed; retrying in %.1f s", self._poll_interval_s)
+                else:
+                    self.health.failed("snapshot", exc)
+            else:
+                self.health.ok("snapshot")

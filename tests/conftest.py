@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -176,6 +177,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         datasets_dir=DATASETS,
         snapshot_poll_s=0.05,
         decision_flush_s=0.05,
+        # A spool folder of its own per service (a folder is held by one process at a time).
+        spool_dir=Path(tempfile.mkdtemp(prefix="tierwise-spool-")),
     )
     return base.model_copy(update=overrides)
 

@@ -125,7 +125,7 @@ def two_servers(pg_url: str, tmp_path: Path) -> Iterator[Servers]:
                 pg_url,
             ],
             cwd=ROOT,
-            env=env,
+            env={**env, "TIERWISE_SPOOL_DIR": str(tmp_path / f"spool{i}")},  # one per process
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )

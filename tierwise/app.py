@@ -7,17 +7,19 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import evaluator.api
 import router.api
 from evaluator.graders import GraderEnv
-from router.errors import TierwiseError, error_body, field_path
+from router.errors import TierwiseError, Unavailable, error_body, field_path
 from router.gateway.api import gateway_api
+from router.health import is_connection_error, one_line
 from router.keys import KeyRing, require
 from router.lane.api import lane_api
 from router.metrics import CONTENT_TYPE, Metrics
@@ -26,6 +28,7 @@ from tierwise.limits import BodyLimit, RequestTooLarge
 from tierwise.logs import RequestContext
 from tierwise.openapi import HealthOut, openapi_document
 from tierwise.planes import running_planes
+from tierwise.readiness import readiness
 from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,11 +92,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_planes(
-            settings, env_factory=env_factory, gateway_upstream=gateway_upstream, metrics=metrics
+            settings,
+            env_factory=env_factory,
+            gateway_upstream=gateway_upstream,
+            metrics=metrics,
+            spool=True,
         ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
-            keys = KeyRing(planes.sessions, poll_interval_s=settings.snapshot_poll_s)
+            keys = KeyRing(
+                planes.sessions, poll_interval_s=settings.snapshot_poll_s, health=planes.health
+            )
             await keys.start()
             try:
                 app.state.settings = settings
@@ -107,6 +116,8 @@ def create_app(
                 app.state.lane = planes.lane
                 app.state.evaluator = planes.evaluator
                 app.state.compression = planes.compression
+                app.state.health = planes.health
+                app.state.scheduler = planes.scheduler if settings.run_scheduler else None
                 yield
             finally:
                 await keys.stop()
@@ -123,7 +134,27 @@ def create_app(
 
     @app.exception_handler(TierwiseError)
     async def _tierwise_error(_request: Request, exc: TierwiseError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+        headers = None
+        if isinstance(exc, Unavailable):
+            headers = {"retry-after": str(exc.retry_after_s)}
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
+
+    async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+        """A database failure on any path: 503 with ``Retry-After`` in the error shape when
+        the database cannot be reached, else 500 in the error shape (logged with its
+        traceback: a bug)."""
+        if not is_connection_error(exc):
+            log.error("unexpected error", exc_info=exc)
+            body = error_body("internal", f"internal error: {one_line(exc)}", None, 500)
+            return JSONResponse({"error": body}, status_code=500)
+        log.debug("request failed: database unreachable", exc_info=exc)
+        message = f"the database is unreachable ({one_line(exc)}); retry later"
+        body = error_body("unavailable", message, None, 503)
+        headers = {"retry-after": str(settings.retry_after_s)}
+        return JSONResponse({"error": body}, status_code=503, headers=headers)
+
+    for kind in (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        app.add_exception_handler(kind, _database_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -150,7 +181,9 @@ def create_app(
 
     @app.get("/healthz", tags=["ops"], response_model=HealthOut)
     async def healthz(request: Request) -> dict[str, object]:
-        """Liveness, with the serving snapshot's table version (null before any policy)."""
+        """Liveness only: the process answers (the database is not asked; ``/readyz`` says
+        whether to send traffic). With the serving snapshot's table version (null before any
+        policy)."""
         return {"status": "ok", "table_version": request.app.state.router.table_version}
 
     @app.get(
@@ -166,6 +199,32 @@ def create_app(
         and quality endpoints show (classes, models, spend)."""
         await _refresh_stored(request.app)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"description": "Not ready: `error.field` names the first failing check"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: database reachable, snapshot fresh, spool not full, jobs on time,
+        reference provider answering (:mod:`tierwise.readiness`). 200 when every check
+        passes; 503 with ``Retry-After`` and the error shape naming the failing checks."""
+        state = request.app.state
+        checks = await readiness(
+            settings, state.engine, state.router, state.health, state.scheduler
+        )
+        failing = [name for name, check in checks.items() if not check.ok]
+        body: dict[str, object] = {
+            "status": "not_ready" if failing else "ready",
+            "failing": failing,
+            "checks": {name: check.as_dict() for name, check in checks.items()},
+        }
+        if not failing:
+            return JSONResponse(body)
+        message = "not ready: " + "; ".join(f"{n}: {checks[n].detail}" for n in failing)
+        body["error"] = error_body("not_ready", message, failing[0], 503)
+        headers = {"retry-after": str(settings.retry_after_s)}
+        return JSONResponse(body, status_code=503, headers=headers)
 
     # Outermost of the app's own middleware: a body over the limit never reaches a route.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -14,8 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     IntegrityError,
-    InterfaceError,
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
@@ -83,7 +84,14 @@ def _check_sqlite_path(database_url: str) -> None:
     except ArgumentError:
         return
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        folder = Path(url.database).expanduser().parent
+        path = Path(url.database).expanduser()
+        if path.is_dir():
+            raise InvalidInput(
+                f"cannot use database {database_url}: {path} is a folder: name a file in it, "
+                f"e.g. sqlite+aiosqlite:///{path / 'tierwise.db'}",
+                field="database_url",
+            )
+        folder = path.parent
         if not folder.is_dir():
             raise InvalidInput(
                 f"cannot use database {database_url}: folder {folder} does not exist",
@@ -100,11 +108,32 @@ def _database_errors(database_url: str) -> Iterator[None]:
         yield
     except IntegrityError as exc:
         raise MigrationError(f"migration rolled back: {str(exc.orig).splitlines()[0]}") from exc
-    except (ArgumentError, NoSuchModuleError, OperationalError, InterfaceError, OSError) as exc:
+    except (
+        ArgumentError,
+        NoSuchModuleError,
+        DBAPIError,
+        OSError,
+        ImportError,
+        asyncpg.PostgresError,
+    ) as exc:
         shown = make_url_safe(database_url)
         raise InvalidInput(
-            f"cannot use database {shown}: {str(exc).splitlines()[0]}", field="database_url"
+            f"cannot use database {shown}: {_what_to_change(exc)}", field="database_url"
         ) from exc
+
+
+def _what_to_change(exc: BaseException) -> str:
+    """The driver's complaint in one line, with what to change for the usual ones."""
+    inner = getattr(exc, "orig", None) or exc
+    text = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
+    fix = "fix TIERWISE_DATABASE_URL (or --database-url)"
+    if "does not exist" in text and "database" in text:
+        return f"{text}: create it (createdb NAME) or {fix}"
+    if isinstance(inner, (ConnectionRefusedError, TimeoutError, OSError)) or "connect" in text:
+        return f"{text}: is the database server running there? else {fix}"
+    if isinstance(inner, ImportError):
+        return f"{text}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
+    return f"{text}: {fix}"
 
 
 def make_url_safe(database_url: str) -> str:

@@ -30,11 +30,14 @@ from evaluator.service import (
 from router.compression.stage import CompressionStage
 from router.compression.store import CompressionStore
 from router.db import make_engine, session_factory
+from router.errors import InvalidInput
 from router.gateway import Gateway
+from router.health import DatabaseHealth
 from router.jobs import Job, JobScheduler
 from router.lane import Lane
 from router.lane.tasks import lane_jobs
 from router.metrics import Metrics
+from router.models import Decision, Outcome, Sample
 from router.policy import ModelPrice, load_policy
 from router.providers import (
     Provider,
@@ -44,6 +47,7 @@ from router.providers import (
     provider_from_settings,
 )
 from router.service import Router
+from router.spool import Spool
 from router.table import apply_policy, latest_policy
 from tierwise.settings import Settings
 
@@ -137,6 +141,7 @@ class Planes:
     evaluator: Evaluator
     scheduler: JobScheduler
     compression: CompressionStore
+    health: DatabaseHealth
 
 
 def _warn_without_held_out_sets(settings: Settings) -> None:
@@ -158,28 +163,50 @@ async def running_planes(
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
     metrics: Metrics | None = None,
+    spool: bool = False,
 ) -> AsyncIterator[Planes]:
     """Build and start both planes (the router's snapshot poller and decision writer run; the
     job scheduler is built, not started), and stop them on exit. ``env_factory`` overrides how
     grading reaches a reference model (default: ``settings.reference_provider``);
     ``gateway_upstream`` answers every gateway call (default: :func:`gateway_registry`);
     ``metrics`` counts what the planes do (default: metrics of their own, exposed nowhere).
+    ``spool``: the decision writer spools to ``settings.spool_dir`` while the database is
+    unreachable (the API process; a worker takes no decisions).
 
     Raises:
+        InvalidInput: ``settings.spool_dir`` is held by another process or cannot be made.
         InvalidInput: an unknown provider, a missing key, a bad ``providers`` entry.
         PolicyError: ``settings.policy_file`` is missing or invalid.
     """
     if env_factory is None and settings.reference_provider == "replay":
         _warn_without_held_out_sets(settings)
     engine = make_engine(
-        settings.database_url, statement_cache_size=settings.db_statement_cache_size
+        settings.database_url,
+        statement_cache_size=settings.db_statement_cache_size,
+        connect_timeout_s=settings.db_connect_timeout_s,
     )
     sessions = session_factory(engine)
+    health = DatabaseHealth()
+    spool_box: Spool | None = None
+    if spool and settings.spool_max_bytes > 0:
+        try:
+            spool_box = Spool(
+                settings.spool_dir, [Decision, Outcome, Sample], max_bytes=settings.spool_max_bytes
+            )
+        except OSError as exc:  # held by another process, or a folder that cannot be made
+            await engine.dispose()
+            raise InvalidInput(
+                f"cannot use spool folder {settings.spool_dir}: {exc}", field="spool_dir"
+            ) from exc
     data_plane = Router(
         sessions,
         poll_interval_s=settings.snapshot_poll_s,
         flush_interval_s=settings.decision_flush_s,
         metrics=metrics,
+        spool=spool_box,
+        health=health,
+        retry_after_s=settings.retry_after_s,
+        recent_decisions=settings.recent_decisions,
     )
     live: ProviderRegistry | None = None
     upstreams: ProviderRegistry | None = None
@@ -236,8 +263,10 @@ async def running_planes(
                         provider,
                         ", ".join(sorted(models)),
                     )
-            scheduler = JobScheduler(jobs_of(settings, control_plane, lane))
+            scheduler = JobScheduler(jobs_of(settings, control_plane, lane), health=health)
             data_plane.metrics.watch_jobs(scheduler)
+            if spool_box is not None:
+                data_plane.metrics.watch_spool(lambda: data_plane.writer.spooled)
             try:
                 yield Planes(
                     engine,
@@ -248,6 +277,7 @@ async def running_planes(
                     control_plane,
                     scheduler,
                     compression,
+                    health,
                 )
             finally:
                 await scheduler.aclose()
@@ -256,6 +286,8 @@ async def running_planes(
             await data_plane.stop()
     finally:
         await engine.dispose()
+        if spool_box is not None:
+            spool_box.close()
         if live is not None:
             await live.aclose()
         if upstreams is not None and gateway_upstream is None:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
+from router.errors import InvalidInput
 from router.providers import ProviderConfig
 from tierwise.limits import DEFAULT_MAX_REQUEST_BYTES
+
+log = logging.getLogger("tierwise.settings")
+
+PREFIX = "TIERWISE_"
 
 
 class Settings(BaseSettings):
@@ -143,3 +154,123 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="one log line per HTTP request (status, duration_ms, ids)"
     )
+    spool_dir: Path = Field(
+        default=Path("tierwise-spool"),
+        description="where `tierwise serve` spools acknowledged decisions and outcomes while "
+        "the database is unreachable (one folder per process; replayed at the next start)",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="bound on the spool, bytes (about 1 KB a decision); past it, requests "
+        "that would need it are refused with 503; 0 = no spool (rows kept in memory only)",
+    )
+    retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 while the database is unreachable, s"
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="how long one PostgreSQL connection attempt may take, s"
+    )
+    recent_decisions: int = Field(
+        default=50_000,
+        ge=0,
+        description="decisions remembered in memory, so their outcomes can be spooled while "
+        "the database is unreachable",
+    )
+    ready_snapshot_max_age_s: float = Field(
+        default=30.0, gt=0, description="/readyz fails once the snapshot is older than this, s"
+    )
+    ready_max_job_lag_s: float = Field(
+        default=600.0, gt=0, description="/readyz fails once a job is later than this, s"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        check_database_url(value)
+        return value
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL tierwise cannot use, saying what to change.
+
+    Raises:
+        InvalidInput: not ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` (field
+            ``database_url``).
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        shown = url.split("@")[-1] if "@" in url else url
+        raise InvalidInput(
+            f"database URL {shown!r} (TIERWISE_DATABASE_URL, --database-url) is not a URL: use "
+            "sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
+            field="database_url",
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    # From the name alone: asking SQLAlchemy for the driver would load its dialect.
+    backend, _, driver = parsed.drivername.partition("+")
+    wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+    if backend not in wanted:
+        raise InvalidInput(
+            f"cannot use database {shown} (TIERWISE_DATABASE_URL, --database-url): tierwise "
+            f"runs on SQLite or PostgreSQL, not {backend!r}: "
+            "use sqlite+aiosqlite:///path/to/tierwise.db or postgresql+asyncpg://user@host/db",
+            field="database_url",
+        )
+    if driver != wanted[backend]:
+        fixed = f"{backend}+{wanted[backend]}://"
+        raise InvalidInput(
+            f"database URL (TIERWISE_DATABASE_URL, --database-url): the {backend} driver must be "
+            f"{wanted[backend]}: write "
+            f"{fixed}... instead of {parsed.drivername}://...",
+            field="database_url",
+        )
+
+
+def known_names() -> set[str]:
+    """Every ``TIERWISE_*`` name a setting is read from (field names and aliases)."""
+    names = {PREFIX + name.upper() for name in Settings.model_fields}
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {c for c in alias.choices if isinstance(c, str) and c.startswith(PREFIX)}
+    return names
+
+
+def unknown_names(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> list[tuple[str, str | None]]:
+    """``TIERWISE_*`` names in ``environ`` (default: the process environment) and in the
+    ``dotenv`` file that no setting reads, sorted, each with the closest known name (difflib's
+    ratio >= 0.6 on the part after ``TIERWISE_``) or None. Names only, never values (they may
+    be keys)."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    seen = {k.upper() for k in environ if k.upper().startswith(PREFIX)}
+    if dotenv is not None and dotenv.is_file():
+        seen |= {k.upper() for k in dotenv_values(dotenv) if k.upper().startswith(PREFIX)}
+    # Names tierwise's own tests and tools read; not settings, not typos.
+    ignored = {"TIERWISE_TEST_PG_URL"}
+    known = known_names()
+    found = []
+    # Compared without the shared prefix, which would make every name look close.
+    tails = sorted(k.removeprefix(PREFIX) for k in known)
+    for name in sorted(seen - known - ignored):
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), tails, n=1, cutoff=0.6)
+        found.append((name, PREFIX + close[0] if close else None))
+    return found
+
+
+def warn_unknown_names(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> list[str]:
+    """Log one warning per unknown ``TIERWISE_*`` name (:func:`unknown_names`): a mistyped
+    setting is otherwise silently ignored. Returns the lines logged."""
+    lines = []
+    for name, close in unknown_names(environ, dotenv):
+        hint = f"; did you mean {close}?" if close else ""
+        lines.append(f"unknown setting {name} is ignored{hint}")
+        log.warning("%s", lines[-1])
+    return lines

@@ -56,6 +56,9 @@ class GradingRun:
     cost_nusd: int = 0
     budget_held: int = 0
     """Samples released back to the queue because a grading budget had no room (not failed)."""
+    provider_errors: int = 0
+    """Samples whose reference (or shadow) model's provider failed this run (``/readyz``
+    reports the reference provider failing when a run had some and graded none)."""
 
     @property
     def cost_usd(self) -> float:
@@ -74,6 +77,7 @@ class _Graded:
     error: ProviderError | None
     shadow: str | None = None
     shadow_usage: Usage | None = None
+    grader_failed: bool = False
 
 
 async def _grade_one(
@@ -121,7 +125,7 @@ async def _grade_one(
         except Exception as exc:  # a grader bug or input it cannot read: this sample fails alone
             log.exception("grader %s failed on %s", settings.grader, sample.decision_id)
             error = ProviderError(f"grader error: {type(exc).__name__}: {exc}", transient=False)
-            return _Graded(sample, reference, None, error, shadow)
+            return _Graded(sample, reference, None, error, shadow, grader_failed=True)
     return _Graded(sample, reference, result, None, shadow, shadow_usage)
 
 
@@ -221,6 +225,8 @@ async def grade_pending(
                 if result is None:
                     assert error is not None
                     now = utcnow()
+                    if not isinstance(error, BudgetHeld) and not graded.grader_failed:
+                        run.provider_errors += 1
                     if isinstance(error, BudgetHeld):
                         run.budget_held += 1
                         hold(row, error)

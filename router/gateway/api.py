@@ -3,6 +3,7 @@ OpenAI's wire format (OpenAI API reference, "Chat" and "Models")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from router.errors import InvalidInput, error_body
+from router.errors import InvalidInput, Unavailable, error_body
 from router.gateway.request import ROUTE_MODEL, ROUTE_PREFIX, parse_call
 from router.gateway.service import Call, Gateway, UpstreamFailed
 from router.keys import require
@@ -151,6 +152,11 @@ async def _chat_completions(request: Request) -> Response:
             completion = await gateway.complete(call)
         except UpstreamFailed as exc:
             return _failed(gateway, call, exc)
+        # While the database is unreachable the call's rows are spooled before the answer
+        # goes back; one the spool refused stays in memory (the answer is not withheld: the
+        # upstream has been paid for it).
+        with contextlib.suppress(Unavailable):
+            await router.writer.durable()
         served = next((a["model"] for a in call.attempts if a["status"] == "ok"), None)
         return Response(
             json.dumps(completion.body, separators=(",", ":")),

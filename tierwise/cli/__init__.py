@@ -9,7 +9,10 @@ them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from router.errors import TierwiseError
 from tierwise.cli import (
@@ -26,7 +29,25 @@ from tierwise.cli import (
 )
 from tierwise.cli._common import print_error
 
-app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
+
+class _OneLineErrors(TyperGroup):
+    """The top command group: a TierwiseError raised by any command (a bad database URL, a
+    database that cannot be reached, a bad policy) ends it as one line and exit code 2, also
+    when the app is invoked in-process (typer's CliRunner), not only through :func:`main`."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own)
+        try:
+            return super().invoke(ctx)
+        except TierwiseError as exc:
+            print_error(exc)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    help="tierwise: adaptive LLM routing with sampled grading.",
+    no_args_is_help=True,
+    cls=_OneLineErrors,
+)
 app.command("routing-table")(serve.routing_table)
 app.command()(serve.serve)
 app.command()(serve.worker)

@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router.db import make_engine, session_factory
-from router.errors import PolicyError, TierwiseError
+from router.errors import InvalidInput, PolicyError, TierwiseError
 from router.policy import builtin_policy_names, builtin_policy_path
 from tierwise import migrate
 from tierwise.cli.render import error_line
-from tierwise.settings import Settings
+from tierwise.settings import Settings, warn_unknown_names
 
 
 def _console(width_off_terminal: int) -> Console:
@@ -42,14 +43,22 @@ def load_settings(database_url: str | None, **overrides: object) -> Settings:
     """:class:`Settings` from the environment, with ``overrides`` (field name -> value) and a
     ``--database-url`` given on the command line applied on top.
 
+    Unknown ``TIERWISE_*`` names in the environment or ``.env`` are warned about first, one
+    line each with the closest known name (:func:`tierwise.settings.warn_unknown_names`).
+
     Raises:
-        pydantic.ValidationError: the environment holds an invalid setting.
+        InvalidInput: the environment holds an invalid setting (one line naming it), or the
+            database URL is not one tierwise can use (saying what to change).
     """
-    settings = Settings()
-    update: dict[str, object] = dict(overrides)
-    if database_url:
-        update["database_url"] = database_url
-    return settings.model_copy(update=update)
+    warn_unknown_names()
+    given: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    try:
+        settings = Settings(**given)  # the validators check the database URL
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "TIERWISE_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise InvalidInput(f"{name}: {first['msg']}", field=name) from None
+    return settings.model_copy(update=dict(overrides))
 
 
 def print_error(exc: TierwiseError) -> None:
