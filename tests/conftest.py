@@ -38,6 +38,10 @@ DATASETS = ROOT / "datasets"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN = os.environ.get("TIERWISE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = (
+    "cache_guard_event",
+    "cache_class_state",
+    "cache_lookup",
+    "cache_entry",
     "grading_cost",
     "grading_batch_item",
     "grading_batch",

@@ -104,6 +104,7 @@ def create_app(
                 app.state.sessions = planes.sessions
                 app.state.router = planes.router
                 app.state.gateway = planes.gateway
+                app.state.cache = planes.cache
                 app.state.evaluator = planes.evaluator
                 yield
             finally:

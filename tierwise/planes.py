@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.cache_guard import cache_guard_job
 from evaluator.datasets import load_held_out, replay_provider
 from evaluator.graders import GraderEnv
 from evaluator.service import (
@@ -27,6 +28,7 @@ from evaluator.service import (
     held_out_paths,
     provider_env,
 )
+from router.cache import CacheStage, build_cache_stage
 from router.db import make_engine, session_factory
 from router.gateway import Gateway
 from router.jobs import Job, JobScheduler
@@ -62,10 +64,15 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
 def jobs_of(settings: Settings, control_plane: Evaluator) -> list[Job]:
     """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
     each domain declares its own; the data plane declares none yet)."""
-    return control_plane.jobs(
+    jobs = control_plane.jobs(
         grading_interval_s=settings.grading_interval_s,
         escalation_interval_s=settings.escalation_interval_s,
     )
+    if settings.cache:
+        jobs.append(
+            cache_guard_job(control_plane.sessions, interval_s=settings.cache_guard_interval_s)
+        )
+    return jobs
 
 
 def live_registry(
@@ -120,6 +127,7 @@ class Planes:
     gateway: Gateway
     evaluator: Evaluator
     scheduler: JobScheduler
+    cache: CacheStage | None = None
 
 
 def _warn_without_held_out_sets(settings: Settings) -> None:
@@ -168,7 +176,20 @@ async def running_planes(
             upstreams = ProviderRegistry({}, lambda: data_plane.catalog, force=gateway_upstream)
         else:
             upstreams = gateway_registry(settings, lambda: data_plane.catalog)
-        gateway = Gateway(data_plane, upstreams.adapter_for)
+        cache = (
+            build_cache_stage(
+                data_plane,
+                sessions,
+                embedder=settings.cache_embedder,
+                upstream=upstreams.adapter_for,
+                dim=settings.cache_embedding_dim,
+                max_entries=settings.cache_max_entries,
+                flush_interval_s=settings.decision_flush_s,
+            )
+            if settings.cache
+            else None
+        )
+        gateway = Gateway(data_plane, upstreams.adapter_for, stages=[cache] if cache else [])
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)
         registry = live
@@ -187,6 +208,8 @@ async def running_planes(
         if settings.policy_file is not None:
             await _apply_initial_policy(sessions, settings.policy_file)
         await data_plane.start()
+        if cache is not None:
+            await cache.start()
         try:
             if live is not None:
                 for provider, models in live.unconfigured(data_plane.catalog).items():
@@ -205,10 +228,14 @@ async def running_planes(
                     )
             scheduler = JobScheduler(jobs_of(settings, control_plane))
             try:
-                yield Planes(engine, sessions, data_plane, gateway, control_plane, scheduler)
+                yield Planes(
+                    engine, sessions, data_plane, gateway, control_plane, scheduler, cache
+                )
             finally:
                 await scheduler.aclose()
         finally:
+            if cache is not None:
+                await cache.stop()
             await data_plane.stop()
     finally:
         await engine.dispose()

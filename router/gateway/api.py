@@ -41,6 +41,7 @@ def _headers(gateway: Gateway, call: Call, served: str | None) -> dict[str, str]
     }
     if call.request.shadow_model is not None:
         headers["x-tierwise-shadow"] = d.model
+    headers.update(call.headers)
     return headers
 
 
@@ -78,6 +79,7 @@ async def _chat_completions(request: Request) -> Response:
         except UpstreamFailed as exc:
             return _failed(gateway, call, exc)
         served = next((a["model"] for a in call.attempts if a["status"] == "ok"), None)
+        served = served or call.state.get("answered_by")
         return Response(
             json.dumps(completion.body, separators=(",", ":")),
             media_type="application/json",

@@ -30,6 +30,8 @@ ROUTE_MODEL = "tierwise"
 TASK_TYPE_HEADER = "x-tierwise-task-type"
 REQUEST_ID_HEADER = "x-tierwise-request-id"
 ITEM_ID_HEADER = "x-tierwise-item-id"
+NAMESPACE_HEADER = "x-tierwise-namespace"
+"""An explicit tenant namespace within the caller's key (the semantic cache's scope)."""
 
 SHADOW_TASK_TYPE = "default"
 """The task type of a shadow-mode call that names none (:data:`TASK_TYPE_HEADER`)."""
@@ -97,6 +99,7 @@ class GatewayCall:
     input_tokens: int
     request_id: str | None
     item_id: str | None
+    namespace: str | None = None
 
 
 def _header(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], size: int) -> str:
@@ -114,7 +117,9 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     ``X-Tierwise-Task-Type``, or a catalog model (by name, API id or alias: shadow mode, task
     type from the header, else ``default``). ``X-Tierwise-Request-Id`` (8-48 characters) makes
     the decision repeatable, as ``request_id`` does for ``POST /v1/route``;
-    ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for.
+    ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for;
+    ``X-Tierwise-Namespace`` (an id of ``ID_PATTERN``) a tenant within the caller's key, for the
+    cache.
 
     Raises:
         InvalidInput: the body is not a JSON object, a checked field is invalid, or a header
@@ -167,6 +172,9 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     item_id = headers.get(ITEM_ID_HEADER) or None
     if item_id is not None and len(item_id) > 200:
         raise InvalidInput(f"{ITEM_ID_HEADER}: at most 200 characters", field=ITEM_ID_HEADER)
+    namespace = (
+        _header(headers, NAMESPACE_HEADER, _ID, 200) if NAMESPACE_HEADER in headers else None
+    )
     messages: list[dict[str, Any]] = payload["messages"]
     return GatewayCall(
         body=payload,
@@ -179,4 +187,5 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         input_tokens=estimate_message_tokens(messages),
         request_id=request_id,
         item_id=item_id,
+        namespace=namespace,
     )
