@@ -334,4 +334,7 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "rule_state.state": True,
         "job_run.result": True,
         "grading_batch_item.response": True,
+        "cache_entry.response": True,
+        "cache_entry.usage": True,
+        "cache_guard_event.evidence": True,
     }
