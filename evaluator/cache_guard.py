@@ -13,10 +13,13 @@ steps of :data:`STEP` from :data:`LOWEST` to :data:`HIGHEST`:
   rate at t is above the target: to the lowest grid threshold t' > t at which there is no
   false hit or the upper bound is at or under the target;
 - **off** when no grid threshold qualifies (false hits up to :data:`HIGHEST`, or exact matches
-  that were wrong): the class is not served from the cache until its route changes;
+  that were wrong) and there are at least :data:`MIN_OFF_N` graded hits at t (with fewer, the
+  threshold goes to :data:`HIGHEST` instead): the class is not served from the cache until
+  its route changes;
 - **lower** one step when the upper bound at t is at or under the target (the rate is proven
-  under it, so this needs hundreds of graded hits: about 300 with none false) and it is at
-  the next threshold down too: slowly, and only on that evidence.
+  under it, so this needs hundreds of graded hits: about 300 with none false), it is at the
+  next threshold down too, and at least :data:`MIN_BAND_N` graded hits lie between the two:
+  slowly, and only on that evidence (never below where hits were ever graded).
 
 Only the evidence of the class's current route counts (its model and routing-entry version):
 an escalation retires the entries and starts the threshold again from the policy's
@@ -57,6 +60,15 @@ HIGHEST = 0.995
 """The highest threshold: past it, the class's cache is switched off."""
 
 CONFIDENCE = 0.95
+
+MIN_BAND_N = 10
+"""Graded hits the guard needs between the next threshold down and the current one before it
+lowers into that band: it never lowers to where it has not seen hits graded (hits there are
+from before a raise), so it comes back at most to where it started."""
+
+MIN_OFF_N = 30
+"""Graded hits at the current threshold the guard needs before it switches a class off; with
+fewer, it raises the threshold to :data:`HIGHEST` instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +114,13 @@ def guard_rule(
     k, n = _at(sims, wrong, threshold)
     est = wilson(k, n, confidence)
     table = []
+    counts = []
     for t in grid:
         tk, tn = _at(sims, wrong, t)
+        counts.append((t, tk, tn, upper(tk, tn)))
         table.append({"threshold": t, "k": tk, "n": tn, "upper": upper(tk, tn)})
     if k >= 1 and est.ci_high is not None and est.ci_high > target:
-        for row in table:
-            t, tk, tn, up = row["threshold"], row["k"], row["n"], row["upper"]
+        for t, tk, tn, up in counts:
             if t <= threshold + 1e-9:
                 continue
             if tk == 0 or (up is not None and up <= target):
@@ -125,6 +138,22 @@ def guard_rule(
                     f"{tn}",
                     table,
                 )
+        if n < MIN_OFF_N and threshold < HIGHEST - 1e-9:
+            tk, tn = _at(sims, wrong, HIGHEST)
+            return GuardChange(
+                "raise",
+                threshold,
+                HIGHEST,
+                k,
+                n,
+                est.rate,
+                est.ci_low,
+                est.ci_high,
+                f"{k} false of {n} graded hits at similarity >= {threshold:.3f}: upper bound "
+                f"{est.ci_high:.2%} above the target {target:.2%}; no threshold qualifies yet "
+                f"and {n} < {MIN_OFF_N} hits to switch off on: to {HIGHEST} ({tk} of {tn})",
+                table,
+            )
         return GuardChange(
             "off",
             threshold,
@@ -144,7 +173,8 @@ def guard_rule(
         if down >= LOWEST - 1e-9:
             dk, dn = _at(sims, wrong, down)
             d_upper = upper(dk, dn)
-            if d_upper is not None and d_upper <= target:
+            band = dn - n
+            if d_upper is not None and d_upper <= target and band >= MIN_BAND_N:
                 return GuardChange(
                     "lower",
                     threshold,

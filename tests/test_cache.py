@@ -133,7 +133,9 @@ async def test_a_repeat_hits_exactly_and_a_paraphrase_semantically(database_url:
         # Streaming callers get the cached answer as a stream.
         async with gw.client() as client:
             stream = await client.chat.completions.create(
-                model="tierwise/classify", messages=user(SPAM), stream=True
+                model="tierwise/classify",
+                messages=[{"role": "user", "content": SPAM}],
+                stream=True,
             )
             parts = [c.choices[0].delta.content async for c in stream if c.choices]
         assert "".join(p for p in parts if p) == "spam"

@@ -51,7 +51,8 @@ def unit_rows(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.floa
     matrix = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (matrix / norms).astype(np.float32)
+    unit: np.ndarray[Any, np.dtype[np.float32]] = (matrix / norms).astype(np.float32)
+    return unit
 
 
 class WordLlamaEmbedder:
@@ -61,7 +62,7 @@ class WordLlamaEmbedder:
     dim = 256
 
     def __init__(self) -> None:
-        import wordllama
+        import wordllama  # type: ignore[import-untyped]
         from wordllama import WordLlama
 
         self._model = WordLlama.load(

@@ -182,9 +182,35 @@ class _Held:
     scope: str
     key_hash: str
     dim: int
-    vector: np.ndarray[Any, np.dtype[np.float32]]
     expires_at: datetime
     candidate: Candidate
+    row: int
+
+
+class _Scope:
+    """One scope's vectors: a matrix grown by doubling, a removed row zeroed and its id None
+    (compacted once half the rows are gone)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids: list[str | None] = []
+        self.matrix = np.zeros((8, dim), dtype=np.float32)
+        self.live = 0
+
+    def add(self, entry_id: str, vector: np.ndarray[Any, Any]) -> int:
+        if len(self.ids) == self.matrix.shape[0]:
+            grown = np.zeros((self.matrix.shape[0] * 2, self.dim), dtype=np.float32)
+            grown[: len(self.ids)] = self.matrix[: len(self.ids)]
+            self.matrix = grown
+        self.matrix[len(self.ids)] = vector
+        self.ids.append(entry_id)
+        self.live += 1
+        return len(self.ids) - 1
+
+    def remove(self, row: int) -> None:
+        self.ids[row] = None
+        self.matrix[row] = 0.0
+        self.live -= 1
 
 
 class MemoryStore:
@@ -197,8 +223,7 @@ class MemoryStore:
         self.max_entries = max_entries
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._by_key: dict[str, str] = {}
-        self._scopes: dict[str, list[str]] = {}
-        self._matrix: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
+        self._scopes: dict[str, _Scope] = {}
 
     async def load(self, now: datetime) -> int:
         """Read the newest ``max_entries`` unexpired entries; returns how many."""
@@ -223,6 +248,10 @@ class MemoryStore:
         if entry_id in self._held:
             return
         vector = np.asarray(row["embedding"], dtype=np.float32)
+        dim = int(row["dim"])
+        scope = self._scopes.get(row["scope"])
+        if scope is None or scope.dim != dim:
+            scope = self._scopes[row["scope"]] = _Scope(dim)
         candidate = Candidate(
             entry_id,
             1.0,
@@ -231,16 +260,12 @@ class MemoryStore:
             row.get("usage"),
             row["model"],
         )
-        held = _Held(
-            row["scope"], row["key_hash"], int(row["dim"]), vector, row["expires_at"], candidate
-        )
+        at = scope.add(entry_id, vector)
+        held = _Held(row["scope"], row["key_hash"], dim, row["expires_at"], candidate, at)
         self._held[entry_id] = held
         self._by_key[held.key_hash] = entry_id
-        self._scopes.setdefault(held.scope, []).append(entry_id)
-        self._matrix.pop(held.scope, None)
         while len(self._held) > self.max_entries:
-            oldest, _ = next(iter(self._held.items()))
-            self._drop(oldest)
+            self._drop(next(iter(self._held)))
 
     def _drop(self, entry_id: str) -> None:
         held = self._held.pop(entry_id, None)
@@ -248,12 +273,19 @@ class MemoryStore:
             return
         if self._by_key.get(held.key_hash) == entry_id:
             del self._by_key[held.key_hash]
-        ids = self._scopes.get(held.scope, [])
-        if entry_id in ids:
-            ids.remove(entry_id)
-        if not ids:
-            self._scopes.pop(held.scope, None)
-        self._matrix.pop(held.scope, None)
+        scope = self._scopes[held.scope]
+        scope.remove(held.row)
+        if scope.live == 0:
+            del self._scopes[held.scope]
+        elif scope.live * 2 < len(scope.ids):
+            self._compact(held.scope, scope)
+
+    def _compact(self, name: str, scope: _Scope) -> None:
+        fresh = _Scope(scope.dim)
+        for row, entry_id in enumerate(scope.ids):
+            if entry_id is not None:
+                self._held[entry_id].row = fresh.add(entry_id, scope.matrix[row])
+        self._scopes[name] = fresh
 
     async def exact(self, key_hash: str, now: datetime) -> Candidate | None:
         entry_id = self._by_key.get(key_hash)
@@ -265,21 +297,20 @@ class MemoryStore:
     async def nearest(
         self, scope: str, dim: int, vector: np.ndarray[Any, Any], now: datetime, k: int = 4
     ) -> list[Candidate]:
-        ids = self._scopes.get(scope)
-        if not ids:
+        held_scope = self._scopes.get(scope)
+        if held_scope is None or held_scope.dim != dim:
             return []
-        matrix = self._matrix.get(scope)
-        if matrix is None:
-            matrix = np.stack([self._held[i].vector for i in ids])
-            self._matrix[scope] = matrix
-        if matrix.shape[1] != dim:
-            return []
-        scores = matrix @ np.asarray(vector, dtype=np.float32)
-        order = np.argsort(-scores)
+        size = len(held_scope.ids)
+        scores = held_scope.matrix[:size] @ np.asarray(vector, dtype=np.float32)
+        take = min(size, k * 4)
+        top = np.argpartition(-scores, take - 1)[:take] if take < size else np.arange(size)
         found: list[Candidate] = []
-        for i in order:
-            held = self._held[ids[int(i)]]
-            if held.expires_at <= now or held.dim != dim:
+        for i in top[np.argsort(-scores[top])]:
+            entry_id = held_scope.ids[int(i)]
+            if entry_id is None:
+                continue
+            held = self._held[entry_id]
+            if held.expires_at <= now:
                 continue
             c = held.candidate
             found.append(
