@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 from pydantic import SecretStr
-from sqlmodel import col, select
+from sqlmodel import select
 
 from evaluator.cache_guard import guard_rule, run_cache_guard
 from evaluator.models import Grade
@@ -309,6 +309,11 @@ def test_the_rule_lowers_slowly_and_switches_off_where_nothing_meets_the_target(
     lowered = guard_rule(0.95, [*clean, *[(0.946, False)] * 400], target=0.01)
     assert lowered is not None and (lowered.action, lowered.to_threshold) == ("lower", 0.945)
     assert guard_rule(0.95, [(0.95, False)] * 30, target=0.01) is None
-    off = guard_rule(0.95, [(1.0, True), (0.99, False)], target=0.01)
-    assert off is not None and off.action == "off" and off.to_threshold is None
-    assert col(CacheEntry.id) is not None
+    # Too few graded hits to switch off on: the threshold goes to the top instead.
+    few = guard_rule(0.95, [(1.0, True), (0.99, False)], target=0.01)
+    assert few is not None and (few.action, few.to_threshold) == ("raise", 0.995)
+    # A wrong exact match among 31 graded hits: no threshold helps.
+    off = guard_rule(0.95, [(1.0, True), *[(0.99, False)] * 30], target=0.01)
+    assert off is not None and (off.action, off.to_threshold, off.k, off.n) == ("off", None, 1, 31)
+    # No lowering into a band without graded hits in it.
+    assert guard_rule(0.95, clean, target=0.01) is None
