@@ -15,7 +15,8 @@ from sqlmodel import select
 
 from evaluator.cache_guard import guard_rule, run_cache_guard
 from evaluator.models import Grade
-from router.cache import CacheEntry, CacheGuardEvent, CacheLookup, CacheStage
+from router.cache import CacheEntry, CacheGuardEvent, CacheLookup, CacheStage, namespace_of
+from router.cache.warm import warm
 from router.db import make_engine, session_factory, utcnow
 from router.keys import create_key
 from router.models import Sample
@@ -317,3 +318,24 @@ def test_the_rule_lowers_slowly_and_switches_off_where_nothing_meets_the_target(
     assert off is not None and (off.action, off.to_threshold, off.k, off.n) == ("off", None, 1, 31)
     # No lowering into a band without graded hits in it.
     assert guard_rule(0.95, clean, target=0.01) is None
+
+
+async def test_cache_warm_fills_entries_the_gateway_then_serves(database_url: str) -> None:
+    async with cache_on(database_url) as gw:
+        result = await warm(
+            [
+                {"text": SPAM, "label": "spam"},
+                {"messages": [{"role": "tool", "content": "x"}], "answer": "no"},
+                {"text": "no answer here"},
+            ],
+            snapshot=gw.app.state.router.snapshot,
+            store=gw.cache.store,
+            embedder=gw.cache.embedder,
+            task_type="classify",
+            namespace=namespace_of(None, None),
+        )
+        assert (result.task_class, result.model, result.stored) == ("classify", "small", 1)
+        assert result.skipped == {"tool_results": 1, "no_request_or_answer": 1}
+        text, headers = await gw.ask(user(SPAM_AGAIN))
+        assert (text, headers["x-tierwise-cache"]) == ("spam", "hit")
+        assert gw.wire.hits(OPENAI_PATH) == []

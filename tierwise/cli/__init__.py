@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from router.errors import TierwiseError
-from tierwise.cli import classes, costs, db, evaluate, keys, policy, prices, replay, serve
+from tierwise.cli import cache, classes, costs, db, evaluate, keys, policy, prices, replay, serve
 from tierwise.cli._common import print_error
 
 app = typer.Typer(help="tierwise: adaptive LLM routing with sampled grading.", no_args_is_help=True)
@@ -28,6 +28,7 @@ app.add_typer(evaluate.app, name="eval")
 app.add_typer(classes.app, name="class")
 app.add_typer(keys.app, name="keys")
 app.add_typer(costs.app, name="costs")
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:
