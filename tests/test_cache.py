@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import openai
 from pydantic import SecretStr
 from sqlmodel import select
 
+from evaluator.cache_books import cache_books
 from evaluator.cache_guard import guard_rule, run_cache_guard
 from evaluator.models import Grade
 from router.cache import CacheEntry, CacheGuardEvent, CacheLookup, CacheStage, namespace_of
@@ -288,6 +290,15 @@ async def test_the_guard_raises_the_threshold_on_a_stream_of_false_hits(
                 for s in samples
             )
             await session.commit()
+        async with gw.app.state.sessions() as session:
+            books = await cache_books(
+                session, utcnow() - timedelta(hours=1), utcnow() + timedelta(hours=1)
+            )
+        assert [(b.task_class, b.lookups, b.hits, b.misses) for b in books] == [
+            ("classify", 7, 6, 1)
+        ]
+        assert (books[0].false_hit_rate.k, books[0].false_hit_rate.n) == (6, 6)
+        assert books[0].saved_nusd == 6 * 27_000
         events = await run_cache_guard(gw.app.state.sessions)
         assert [(e.task_class, e.action, e.from_threshold, e.k, e.n) for e in events] == [
             ("classify", "raise", 0.80, 6, 6)
