@@ -158,6 +158,11 @@ class Evaluator:
             text_batch_size=text_batch_size,
         )
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The database the control plane's jobs work on."""
+        return self._sessions
+
     def jobs(self, *, grading_interval_s: float, escalation_interval_s: float) -> list[Job]:
         """The control plane's scheduled jobs, each declared by its domain: grading and batch
         grading's submit and poll (``evaluator.grading.tasks``; every ``grading_interval_s``)

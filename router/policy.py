@@ -312,6 +312,19 @@ class ClassSettings(_Strict):
     def redactor(self) -> Redactor:
         """The class's redaction, compiled once (:func:`router.redaction.redactor`)."""
         return redactor(tuple(self.redact), tuple(self.redact_patterns))
+    # The semantic cache (router.cache): whether the class's answers are cached at all (false:
+    # never stored, never served from the cache, e.g. compliance); how long an entry lives
+    # (seconds); the cosine similarity a semantic hit needs to start with (the quality guard,
+    # evaluator.cache_guard, raises and lowers it per class); the highest request temperature
+    # still cached (None = any); the share of hits graded like any cheap answer (chosen by a
+    # hash of the decision id); and the false-hit rate the guard keeps the rate's upper 95%
+    # bound under.
+    cache: bool = True
+    cache_ttl_s: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
+    cache_threshold: float = Field(default=0.92, gt=0, le=1, allow_inf_nan=False)
+    cache_max_temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_sample_rate: float = Field(default=0.05, ge=0, le=1)
+    cache_false_hit_target: float = Field(default=0.01, gt=0, lt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _rule_band(self) -> ClassSettings:

@@ -271,6 +271,7 @@ class Router:
         ttft_ms: float | None = None,
         item_id: str | None = None,
         answer_model: str | None = None,
+        cost_nusd: int | None = None,
     ) -> float | None:
         """A gateway call's decision (``decision_row``, from :meth:`decide_call`), its outcome,
         and its sample when the decision is sampled and the call gave an answer (status ok,
@@ -280,7 +281,9 @@ class Router:
         that cannot be read is kept in ``usage_raw`` and the call stays unpriced (logged).
         ``attempts`` are the upstream calls in order; ``ttft_ms`` the time to the first
         streamed chunk, ms; ``answer_model`` the model whose answer a shadow-mode sample
-        grades (:class:`router.models.Sample`). Returns the cost in nano-USD (None: unpriced).
+        grades (:class:`router.models.Sample`); ``cost_nusd`` the cost of an answer a gateway
+        stage gave (a cache hit: no upstream call), instead of pricing its usage. Returns the
+        cost in nano-USD (None: unpriced).
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
@@ -299,6 +302,8 @@ class Router:
         )
         if not readable:
             row["cost_nusd"] = None
+        if cost_nusd is not None:
+            row["cost_nusd"] = cost_nusd
         row["attempts"] = attempts
         row["ttft_ms"] = ttft_ms
         self.writer.add(Decision, decision_row)

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.main import default_registry
 
 from evaluator.models import EscalationEvent, JobRun, RuleStateRow
+from router.cache.models import CacheEntry, CacheGuardEvent
 from router.db import NESTED_JSON_READ_ONLY, JSONDict, JSONList, JSONTrackingModel
 from router.models import Decision, Outcome, Sample
 
@@ -98,6 +99,37 @@ def _rows() -> list[SQLModel]:
             started_at=AT,
             result={"graded": 3},
         ),
+        CacheEntry(
+            id="e" * 32,
+            namespace="key:k1",
+            task_class="summarise",
+            model="small-model",
+            route_version=1,
+            scope="s" * 64,
+            key_hash="k" * 64,
+            embedder="wordllama/l2_supercat-256",
+            dim=2,
+            embedding=[0.6, 0.8],
+            query_text="Summarise: the cat sat.",
+            response={"model": "small-model", "choices": [{"index": 0}]},
+            usage={"prompt_tokens": 10, "completion_tokens": 4},
+            created_at=AT,
+            expires_at=AT,
+        ),
+        CacheGuardEvent(
+            id=1,
+            task_class="summarise",
+            model="small-model",
+            action="raise",
+            from_threshold=0.92,
+            to_threshold=0.945,
+            k=3,
+            n=40,
+            target=0.01,
+            reason="3 false of 40",
+            evidence=[{"threshold": 0.92, "k": 3, "n": 40}],
+            created_at=AT,
+        ),
     ]
 
 
@@ -119,6 +151,9 @@ WHERE: dict[str, tuple[type[SQLModel], object, str]] = {
     "rule_state.state": (RuleStateRow, "summarise", "state"),
     "rule_state.counts": (RuleStateRow, "summarise", "counts"),
     "job_run.result": (JobRun, 1, "result"),
+    "cache_entry.response": (CacheEntry, "e" * 32, "response"),
+    "cache_entry.usage": (CacheEntry, "e" * 32, "usage"),
+    "cache_guard_event.evidence": (CacheGuardEvent, 1, "evidence"),
 }
 
 
@@ -148,6 +183,14 @@ def _update(value: Any) -> None:
 
 def _pop(value: Any) -> None:
     value.pop("k")
+
+
+def _pop_prompt(value: Any) -> None:
+    value.pop("prompt_tokens")
+
+
+def _append_threshold(value: Any) -> None:
+    value.append({"threshold": 0.945, "k": 0, "n": 12})
 
 
 def _merge(value: Any) -> None:
@@ -182,6 +225,17 @@ CASES: list[tuple[str, Mutation, object]] = [
     ),
     ("rule_state.state", _pop, {"v": 1, "n": 40}),
     ("job_run.result", _merge, {"graded": 3, "failed": 1}),
+    (
+        "cache_entry.response",
+        _set_key,
+        {"model": "small-model", "choices": [{"index": 0}], "team": "search"},
+    ),
+    ("cache_entry.usage", _pop_prompt, {"completion_tokens": 4}),
+    (
+        "cache_guard_event.evidence",
+        _append_threshold,
+        [{"threshold": 0.92, "k": 3, "n": 40}, {"threshold": 0.945, "k": 0, "n": 12}],
+    ),
 ]
 
 
@@ -292,4 +346,7 @@ def test_every_json_column_saves_changes_in_place() -> None:
         "lane_item.body": True,
         "lane_item.response": True,
         "lane_item.error": True,
+        "cache_entry.response": True,
+        "cache_entry.usage": True,
+        "cache_guard_event.evidence": True,
     }

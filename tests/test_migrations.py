@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -335,6 +336,77 @@ SEEDERS: dict[str, list[Row]] = {
             "scopes": ["route", "outcomes"],
             "created_at": AT,
             "revoked_at": None,
+        }
+    ],
+    "cache_entry": [
+        {
+            "id": "e" * 32,
+            "namespace": "key:k1",
+            "task_class": CLASS,
+            "model": "small-model",
+            "route_version": 1,
+            "scope": "s" * 64,
+            "key_hash": "k" * 64,
+            "embedder": "wordllama/l2_supercat-256",
+            "dim": 3,
+            "embedding": np.array([0.6, 0.8, 0.0], dtype=np.float32).tobytes(),
+            "query_text": "Summarise: the cat sat.",
+            "answer_text": "A cat sat.",
+            "response": {"choices": [{"message": {"content": "A cat sat."}}]},
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4},
+            "min_similarity": None,
+            "created_at": AT,
+            "expires_at": AT,
+        }
+    ],
+    "cache_lookup": [
+        {
+            "decision_id": "dec-1",
+            "task_class": CLASS,
+            "namespace": "key:k1",
+            "model": "small-model",
+            "route_version": 1,
+            "outcome": "hit",
+            "reason": None,
+            "match": "semantic",
+            "similarity": 0.93,
+            "threshold": 0.92,
+            "entry_id": "e" * 32,
+            "sampled": True,
+            "saved_nusd": 27_000,
+            "embedding_tokens": 5,
+            "embedding_nusd": 0,
+            "created_at": AT,
+        }
+    ],
+    "cache_class_state": [
+        {
+            "task_class": CLASS,
+            "threshold": 0.945,
+            "enabled": True,
+            "model": "small-model",
+            "route_version": 1,
+            "updated_at": AT,
+        }
+    ],
+    "cache_guard_event": [
+        {
+            "id": 1,
+            "task_class": CLASS,
+            "model": "small-model",
+            "action": "raise",
+            "from_threshold": 0.92,
+            "to_threshold": 0.945,
+            "k": 3,
+            "n": 40,
+            "rate": 0.075,
+            "lower": 0.026,
+            "upper": 0.199,
+            "confidence": 0.95,
+            "target": 0.01,
+            "reason": "3 false of 40 graded hits",
+            "evidence": [{"threshold": 0.92, "k": 3, "n": 40, "upper": 0.199}],
+            "created_at": AT,
         }
     ],
     "grading_budget": [

@@ -114,6 +114,7 @@ def create_app(
                 app.state.router = planes.router
                 app.state.gateway = planes.gateway
                 app.state.lane = planes.lane
+                app.state.cache = planes.cache
                 app.state.evaluator = planes.evaluator
                 app.state.compression = planes.compression
                 app.state.health = planes.health

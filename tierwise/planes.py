@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.cache_guard import cache_guard_job
 from evaluator.datasets import load_held_out, replay_provider
 from evaluator.graders import GraderEnv
 from evaluator.service import (
@@ -27,11 +28,12 @@ from evaluator.service import (
     held_out_paths,
     provider_env,
 )
+from router.cache import CacheStage, build_cache_stage
 from router.compression.stage import CompressionStage
 from router.compression.store import CompressionStore
 from router.db import make_engine, session_factory
 from router.errors import InvalidInput
-from router.gateway import Gateway
+from router.gateway import Gateway, Stage
 from router.health import DatabaseHealth
 from router.jobs import Job, JobScheduler
 from router.lane import Lane
@@ -71,8 +73,8 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
 def jobs_of(settings: Settings, control_plane: Evaluator, lane: Lane) -> list[Job]:
     """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
     each domain declares its own: the data plane the batch lane's, the control plane grading,
-    escalation and the data lifecycle)."""
-    return [
+    escalation, the data lifecycle and, with the cache on, its quality guard)."""
+    jobs = [
         *lane_jobs(lane, settings.lane_interval_s),
         *control_plane.jobs(
             grading_interval_s=settings.grading_interval_s,
@@ -85,6 +87,11 @@ def jobs_of(settings: Settings, control_plane: Evaluator, lane: Lane) -> list[Jo
             text_batch_size=settings.text_retention_batch,
         ),
     ]
+    if settings.cache:
+        jobs.append(
+            cache_guard_job(control_plane.sessions, interval_s=settings.cache_guard_interval_s)
+        )
+    return jobs
 
 
 def live_registry(
@@ -142,6 +149,7 @@ class Planes:
     scheduler: JobScheduler
     compression: CompressionStore
     health: DatabaseHealth
+    cache: CacheStage | None = None
 
 
 def _warn_without_held_out_sets(settings: Settings) -> None:
@@ -216,11 +224,24 @@ async def running_planes(
         else:
             upstreams = gateway_registry(settings, lambda: data_plane.catalog)
         compression = CompressionStore(sessions, sync_s=settings.snapshot_poll_s)
-        gateway = Gateway(
-            data_plane,
-            upstreams.adapter_for,
-            stages=[CompressionStage(lambda: data_plane.snapshot, compression)],
+        cache = (
+            build_cache_stage(
+                data_plane,
+                sessions,
+                embedder=settings.cache_embedder,
+                upstream=upstreams.adapter_for,
+                dim=settings.cache_embedding_dim,
+                max_entries=settings.cache_max_entries,
+                flush_interval_s=settings.decision_flush_s,
+            )
+            if settings.cache
+            else None
         )
+        # The cache first: it is keyed by the request as the caller sent it, and a hit needs
+        # no compression.
+        stages: list[Stage] = [] if cache is None else [cache]
+        stages.append(CompressionStage(lambda: data_plane.snapshot, compression))
+        gateway = Gateway(data_plane, upstreams.adapter_for, stages=stages)
         lane = Lane(
             data_plane,
             sessions,
@@ -247,6 +268,8 @@ async def running_planes(
         if settings.policy_file is not None:
             await _apply_initial_policy(sessions, settings.policy_file)
         await data_plane.start()
+        if cache is not None:
+            await cache.start()
         try:
             if live is not None:
                 for provider, models in live.unconfigured(data_plane.catalog).items():
@@ -278,11 +301,14 @@ async def running_planes(
                     scheduler,
                     compression,
                     health,
+                    cache,
                 )
             finally:
                 await scheduler.aclose()
                 await compression.aclose()
         finally:
+            if cache is not None:
+                await cache.stop()
             await data_plane.stop()
     finally:
         await engine.dispose()

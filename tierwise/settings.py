@@ -135,6 +135,29 @@ class Settings(BaseSettings):
     gateway_concurrency: int = Field(
         default=512, ge=1, description="gateway calls in flight per built-in provider"
     )
+    cache: bool = Field(
+        default=False,
+        description="the gateway's semantic cache (router.cache): on for every class whose "
+        "policy settings leave cache = true",
+    )
+    cache_embedder: str = Field(
+        default="wordllama",
+        description="who embeds cache lookups: wordllama (offline, 256 dimensions, free) or a "
+        "catalog model served by an OpenAI-compatible embeddings endpoint (e.g. "
+        "text-embedding-3-small; its spend booked)",
+    )
+    cache_embedding_dim: int = Field(
+        default=1536, ge=1, le=16_000, description="dimensions of a catalog embedding model"
+    )
+    cache_max_entries: int = Field(
+        default=50_000,
+        ge=1,
+        description="entries the in-memory search holds on SQLite (PostgreSQL: pgvector, "
+        "no bound)",
+    )
+    cache_guard_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the cache's quality guard runs, s"
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="required as 'Authorization: Bearer <token>' by the operator endpoints "

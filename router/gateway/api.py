@@ -158,6 +158,7 @@ async def _chat_completions(request: Request) -> Response:
         with contextlib.suppress(Unavailable):
             await router.writer.durable()
         served = next((a["model"] for a in call.attempts if a["status"] == "ok"), None)
+        served = served or call.state.get("answered_by")
         return Response(
             json.dumps(completion.body, separators=(",", ":")),
             media_type="application/json",

@@ -38,6 +38,8 @@ ROUTE_MODEL = "tierwise"
 TASK_TYPE_HEADER = "x-tierwise-task-type"
 REQUEST_ID_HEADER = "x-tierwise-request-id"
 ITEM_ID_HEADER = "x-tierwise-item-id"
+NAMESPACE_HEADER = "x-tierwise-namespace"
+"""An explicit tenant namespace within the caller's key (the semantic cache's scope)."""
 
 SHADOW_TASK_TYPE = "default"
 """The task type of a shadow-mode call that names none (:data:`TASK_TYPE_HEADER`)."""
@@ -109,6 +111,7 @@ class GatewayCall:
     item_id: str | None
     task_type_field: str = "model"
     """Where the task type was read: ``model`` or the :data:`TASK_TYPE_HEADER` header."""
+    namespace: str | None = None
 
 
 def _header(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], size: int) -> str:
@@ -126,7 +129,9 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     ``X-Tierwise-Task-Type``, or a catalog model (by name, API id or alias: shadow mode, task
     type from the header, else ``default``). ``X-Tierwise-Request-Id`` (8-48 characters) makes
     the decision repeatable, as ``request_id`` does for ``POST /v1/route``;
-    ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for.
+    ``X-Tierwise-Item-Id`` names the held-out item a replayed call stands for;
+    ``X-Tierwise-Namespace`` (an id of ``ID_PATTERN``) a tenant within the caller's key, for the
+    cache.
 
     Every part of the body, passed through or not, is held to the limits of
     :func:`router.schemas.check_json` (nesting depth 32, 10,000 items per list or object, 2M
@@ -190,6 +195,9 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
     item_id = headers.get(ITEM_ID_HEADER) or None
     if item_id is not None and len(item_id) > 200:
         raise InvalidInput(f"{ITEM_ID_HEADER}: at most 200 characters", field=ITEM_ID_HEADER)
+    namespace = (
+        _header(headers, NAMESPACE_HEADER, _ID, 200) if NAMESPACE_HEADER in headers else None
+    )
     messages: list[dict[str, Any]] = payload["messages"]
     return GatewayCall(
         body=payload,
@@ -203,4 +211,5 @@ def parse_call(payload: Any, headers: Mapping[str, str], snapshot: RoutingSnapsh
         request_id=request_id,
         item_id=item_id,
         task_type_field=task_type_field,
+        namespace=namespace,
     )

@@ -68,9 +68,16 @@ class UpstreamFailed(TierwiseError):
 @dataclass
 class Call:
     """One gateway call in flight, as the stages see it. ``body`` may be rewritten by a stage's
-    ``before`` (it is what goes upstream); ``chain`` is the models to try, in order. ``notes``
-    is where a stage keeps what it did to the call (by stage name, for its ``after``);
-    ``headers`` are extra response headers a stage adds (``x-tierwise-<what>``: why it did it)."""
+    ``before`` (it is what goes upstream); ``chain`` is the models to try, in order.
+
+    For the stages: ``notes`` is where a stage keeps what it did to the call (by stage name,
+    for its ``after``; the compression stage), ``state`` what a stage keeps between its
+    ``before`` and ``after`` (by stage name; the cache); ``headers`` are added to the response
+    (``x-tierwise-*`` names, set in ``before``: why a stage did what it did);
+    ``answer_cost_nusd`` is the cost of an answer a stage gave (nano-USD; None: priced from the
+    usage like an upstream answer). A stage may replace ``decision`` (and ``decision_row``)
+    with one that differs in ``sampled`` only.
+    """
 
     request: GatewayCall
     decision: RouteDecision
@@ -82,7 +89,9 @@ class Call:
     upstream_s: float = 0.0
     recorded: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    answer_cost_nusd: int | None = None
 
     @property
     def called(self) -> list[str]:
@@ -101,12 +110,17 @@ class Call:
 class CallResult:
     """How a call ended. ``status``: ``ok``, ``error`` (the upstream failed, before or during
     the stream) or ``cancelled`` (the caller went away mid-stream). ``text`` is the answer as
-    the grader sees it (content, then the tool calls as JSON), None when there is none."""
+    the grader sees it (content, then the tool calls as JSON), None when there is none.
+    ``message`` is the answer as OpenAI's assistant message (``role``, ``content``, and
+    ``tool_calls`` when there were any) and ``finish_reason`` its finish reason, for a call that
+    ended ok (streamed or not); else None."""
 
     status: str
     served_model: str
     usage: dict[str, Any] | None
     text: str | None
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
 
 
 class Stage(Protocol):
@@ -141,6 +155,17 @@ def answer_text(content: str | None, tool_calls: Sequence[dict[str, Any]] | None
     return f"{content}\n\n{rendered}" if content else rendered
 
 
+def _reply_message(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    choices = body.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return None, None
+    message = choices[0].get("message")
+    reason = choices[0].get("finish_reason")
+    return (message if isinstance(message, dict) else None), (
+        reason if isinstance(reason, str) else None
+    )
+
+
 def _reply_text(body: dict[str, Any]) -> str | None:
     choices = body.get("choices") or []
     if not choices or not isinstance(choices[0], dict):
@@ -166,6 +191,7 @@ class _Accumulator:
         self.content: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.finished = False
+        self.finish_reason: str | None = None
 
     def add(self, chunk: dict[str, Any]) -> None:
         for choice in chunk.get("choices") or ():
@@ -179,16 +205,28 @@ class _Accumulator:
                     int(part.get("index", 0)), {"function": {"name": None, "arguments": ""}}
                 )
                 fn = part.get("function") or {}
+                if part.get("id"):
+                    call["id"] = part["id"]
                 if fn.get("name"):
                     call["function"]["name"] = fn["name"]
                 if isinstance(fn.get("arguments"), str):
                     call["function"]["arguments"] += fn["arguments"]
             if choice.get("finish_reason"):
                 self.finished = True
+                self.finish_reason = str(choice["finish_reason"])
 
     def text(self) -> str | None:
         calls = [self.calls[i] for i in sorted(self.calls)]
         return answer_text("".join(self.content) or None, calls)
+
+    def message(self) -> dict[str, Any]:
+        """The streamed answer as one assistant message (tool calls with their ids)."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.calls:
+            message["tool_calls"] = [
+                {"type": "function", **self.calls[i]} for i in sorted(self.calls)
+            ]
+        return message
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -197,6 +235,51 @@ def sse(data: dict[str, Any]) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+class CompletionStream(ChatStream):
+    """A complete answer (a ``chat.completion`` body a stage gave) as a stream of
+    ``chat.completion.chunk`` objects: the role with the content, the tool calls (whole, one
+    chunk), the finish reason, then the usage-only chunk (OpenAI's stream shape, API reference
+    "The chat completion chunk object")."""
+
+    def __init__(self, completion: Completion) -> None:
+        body = completion.body
+        self.usage = completion.usage
+        self.model = body.get("model")
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        base = {
+            "id": body.get("id", "chatcmpl-stage"),
+            "object": "chat.completion.chunk",
+            "created": body.get("created", 0),
+            "model": body.get("model", ""),
+        }
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        chunks = [{**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}]
+        if message.get("tool_calls"):
+            calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}
+                    ],
+                }
+            )
+        reason = choice.get("finish_reason") or "stop"
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+        chunks.append({**base, "choices": [], "usage": body.get("usage")})
+        self._chunks = iter(chunks)
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._chunks = iter(())
 
 
 class Gateway:
@@ -405,6 +488,7 @@ class Gateway:
             input_messages=call.request.messages,
             output_text=result.text,
         )
+        answered_by_stage = any(result.served_model == stage.name for stage in self._stages)
         self._router.record_call(
             decision,
             call.decision_row,
@@ -413,12 +497,14 @@ class Gateway:
             ttft_ms=ttft_ms,
             item_id=call.request.item_id,
             answer_model=answer_model,
+            cost_nusd=call.answer_cost_nusd if answered_by_stage else None,
         )
 
     async def _before(self, call: Call) -> tuple[str, Completion] | None:
         for stage in self._stages:
             answer = await stage.before(call)
             if answer is not None:
+                call.state["answered_by"] = stage.name
                 return stage.name, answer
         return None
 
@@ -452,7 +538,15 @@ class Gateway:
             self._record(call, result, None)
             await self._after(call, result)
             raise
-        result = CallResult("ok", served, completion.usage, _reply_text(completion.body))
+        message, finish_reason = _reply_message(completion.body)
+        result = CallResult(
+            "ok",
+            served,
+            completion.usage,
+            _reply_text(completion.body),
+            message,
+            finish_reason,
+        )
         self._record(call, result, None)
         await self._after(call, result)
         return completion
@@ -460,14 +554,17 @@ class Gateway:
     # ---- streaming --------------------------------------------------------------------------
     async def open_stream(self, call: Call) -> tuple[str, ChatStream]:
         """Run the stages' ``before`` (a rewritten body is what streams), then open the
-        upstream stream along the chain (errors before the first byte fall back).
+        upstream stream along the chain (errors before the first byte fall back), unless a
+        stage answers the call: its answer is then streamed (:class:`CompletionStream`) and
+        the stage's name is the served model.
 
         Raises:
             UpstreamFailed: no model of the chain accepted the call (the outcome is recorded).
         """
         answered = await self._before(call)
-        if answered is not None:  # no stage answers streams yet: relaying an answer is not done
-            log.warning("gateway stage %s answered a streaming call; calling upstream", answered[0])
+        if answered is not None:
+            name, completion = answered
+            return name, CompletionStream(completion)
         call.body = {
             **call.body,
             "stream": True,
@@ -554,7 +651,14 @@ class Gateway:
                         "completion_tokens": estimate_text_tokens("".join(seen.content)),
                         "estimated": True,
                     }
-                text = seen.text() if status == "ok" else None
-                result = CallResult(status, served, usage, text)
+                ok = status == "ok"
+                result = CallResult(
+                    status,
+                    served,
+                    usage,
+                    seen.text() if ok else None,
+                    seen.message() if ok else None,
+                    seen.finish_reason if ok else None,
+                )
                 self._record(call, result, ttft_ms)
                 await self._after(call, result)

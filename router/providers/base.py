@@ -160,6 +160,16 @@ class Provider(abc.ABC):
                 429/5xx/timeouts); Deferred when a rate-limit wait exceeds the budget.
         """
 
+    async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One OpenAI-compatible embeddings call (``{"model", "input": [text, ...]}``); the
+        reply in OpenAI's shape ``{"data": [{"index", "embedding"}], "usage":
+        {"prompt_tokens"}}`` (OpenAI API reference, "Create embeddings").
+
+        Raises:
+            ProviderError: the call failed; permanent for a provider that serves none.
+        """
+        raise ProviderError(f"provider {self.name} serves no embeddings", transient=False)
+
     async def chat_completion(self, body: Mapping[str, Any]) -> Completion:
         """One gateway call, non-streaming. ``body`` is an OpenAI Chat Completions request
         (``model`` already the upstream's model id); the reply is in OpenAI's shape whatever

@@ -474,6 +474,26 @@ class OpenAIProvider(SDKProvider):
         usage = reply.get("usage")
         return Completion(body=reply, usage=usage if isinstance(usage, dict) else None)
 
+    async def embeddings(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One embeddings call (``POST /embeddings``), passed through as sent; the reply's
+        JSON as it came.
+
+        Raises:
+            ProviderError: as :func:`map_error`, or a 200 without ``data``.
+        """
+        async with self.slot(str(body["model"])):
+            try:
+                reply = await self._client.post("/embeddings", body=dict(body), cast_to=object)
+            except openai.OpenAIError as exc:
+                raise map_error(exc, timeout_s=self._timeout_s) from exc
+            except ValueError as exc:
+                raise ProviderError(f"openai: reply is not JSON: {exc}", transient=True) from exc
+        if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
+            raise ProviderError(
+                "openai: an embeddings reply without data", transient=True, upstream_status=200
+            )
+        return reply
+
     async def open_stream(self, body: Mapping[str, Any]) -> ChatStream:
         """Open one streamed gateway call (``stream: true`` upstream, the rest as sent) through
         the SDK's generic ``post``; returns once the upstream answered 200. Chunks are the

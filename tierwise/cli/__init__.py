@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from router.errors import TierwiseError
 from tierwise.cli import (
+    cache,
     classes,
     costs,
     dataset,
@@ -61,6 +62,7 @@ app.add_typer(classes.app, name="class")
 app.add_typer(keys.app, name="keys")
 app.add_typer(costs.app, name="costs")
 app.add_typer(dataset.app, name="dataset")
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:

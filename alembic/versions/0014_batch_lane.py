@@ -1,8 +1,8 @@
 """batch lane: callers' files and batches, their routed items, and the provider batches
 submitted for them
 
-Revision ID: 0015
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 from router.db import UTCDateTime
 
 # revision identifiers, used by Alembic.
-revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0012"
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
