@@ -19,6 +19,7 @@ from evaluator.escalation import ClassState, class_state, override_class, pin_cl
 from evaluator.evidence import MAX_LIMIT, escalation_evidence
 from evaluator.models import EscalationEvent
 from evaluator.schemas import (
+    CompressionBooksOut,
     CostsOut,
     EscalationOut,
     EvidenceOut,
@@ -134,7 +135,7 @@ async def escalations(
     return [EscalationOut.model_validate(r, from_attributes=True) for r in rows]
 
 
-@api.get("/compression", dependencies=READ)
+@api.get("/compression", response_model=CompressionBooksOut, dependencies=READ)
 async def compression(
     session: SessionDep,
     since: Annotated[str | None, Query(max_length=64)] = None,

@@ -189,3 +189,15 @@ class EvidenceOut(BaseModel):
     text_included: bool
     samples: list[EvidenceSampleOut]
     next_cursor: str | None
+
+
+class CompressionBooksOut(BaseModel):
+    """``GET /v1/compression``: per class its compression level and ratio, calls compressed
+    and sent whole, tokens and USD saved, the guard's graded probes with the disagreement rate
+    and its Wilson interval, the guard's spend; and the latest level changes with their
+    evidence (:func:`evaluator.compression.compression_books` lists every field)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    classes: list[dict[str, Any]]
+    events: list[dict[str, Any]]

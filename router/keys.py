@@ -425,9 +425,13 @@ def authenticate(request: Request, scope: str) -> str | None:
     Raises:
         Unauthorized, Forbidden: as :meth:`KeyRing.authenticate`.
     """
-    headers = request.headers
-    key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
-    caller = keyring_of(request).authenticate(key, scope)
+    ring = keyring_of(request)
+    if ring.open:  # no key was ever created: nothing presented is read
+        caller = None
+    else:
+        headers = request.headers
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        caller = ring.authenticate(key, scope)
     request.state.caller = caller
     return caller
 

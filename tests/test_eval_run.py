@@ -148,9 +148,11 @@ async def test_the_recommended_policy_applies_and_routes_accordingly(
             resp = await svc.client.post("/v1/route", json={"task_type": task, "input_tokens": 50})
             assert resp.status_code == 200, resp.text
             assert (task, resp.json()["model"]) == (task, model)
-        # A task type the table does not name routes as the base policy did (default tier).
+        # A task type the table does not name follows the base policy's unknown_task_types
+        # (replay: "reject"), as the base policy did.
         resp = await svc.client.post("/v1/route", json={"task_type": "other", "input_tokens": 5})
-        assert resp.json()["model"] == CHEAP
+        assert resp.status_code == 422
+        assert resp.json()["error"]["field"] == "task_type"
 
 
 def test_an_eval_resumes_from_its_results_log(run_dir: Path, tmp_path: Path) -> None:

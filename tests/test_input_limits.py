@@ -22,9 +22,10 @@ from router.schemas import (
     MAX_TEXT_CHARS,
     MAX_TOOLS,
 )
-from tests.conftest import Service, running_service
+from tests.conftest import Service, make_settings, running_service
 from tests.serving import served
 from tests.wire import OPENAI_PATH, Reply, WireServer, openai_chat
+from tierwise.app import create_app
 from tierwise.limits import DEFAULT_MAX_REQUEST_BYTES
 from tierwise.settings import Settings
 
@@ -102,7 +103,9 @@ async def test_a_chunked_body_is_counted_as_it_arrives(database_url: str) -> Non
             "/v1/chat/completions", content=chunks(limit + 1), headers=headers
         )
         assert_too_large(gateway, limit)
-        async with served(svc.app) as url, httpx.AsyncClient(base_url=url) as client:
+        # Over a socket: an app of its own (one process holds a spool folder at a time).
+        app = create_app(make_settings(database_url, max_request_bytes=limit))
+        async with served(app) as url, httpx.AsyncClient(base_url=url) as client:
             req = client.build_request(
                 "POST", "/v1/route", content=chunks(limit + 1), headers=headers
             )

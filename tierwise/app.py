@@ -26,7 +26,7 @@ from router.metrics import CONTENT_TYPE, Metrics
 from router.providers import Provider
 from tierwise.limits import BodyLimit, RequestTooLarge
 from tierwise.logs import RequestContext
-from tierwise.openapi import HealthOut, openapi_document
+from tierwise.openapi import HealthOut, ReadyOut, openapi_document
 from tierwise.planes import running_planes
 from tierwise.readiness import readiness
 from tierwise.settings import Settings
@@ -81,10 +81,13 @@ def create_app(
     *,
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
+    spool: bool = True,
 ) -> FastAPI:
     """The tierwise service. ``env_factory`` overrides how grading reaches a reference model
     (default: ``settings.reference_provider``: replay from the recorded data sets in
     ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan);
+    ``spool`` False keeps no disk spool (``tierwise replay``: nothing it acknowledges is a
+    caller's);
     ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``)."""
     settings = settings or Settings()
     metrics = Metrics()  # this app's own registry: two apps in one process never collide
@@ -96,7 +99,7 @@ def create_app(
             env_factory=env_factory,
             gateway_upstream=gateway_upstream,
             metrics=metrics,
-            spool=True,
+            spool=spool,
         ) as planes:
             if settings.run_scheduler:
                 planes.scheduler.start()
@@ -204,7 +207,11 @@ def create_app(
     @app.get(
         "/readyz",
         tags=["ops"],
-        responses={503: {"description": "Not ready: `error.field` names the first failing check"}},
+        response_model=None,
+        responses={
+            200: {"model": ReadyOut, "description": "Ready: every check passes"},
+            503: {"description": "Not ready: `error.field` names the first failing check"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: database reachable, snapshot fresh, spool not full, jobs on time,

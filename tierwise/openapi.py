@@ -57,6 +57,15 @@ class HealthOut(BaseModel):
     table_version: int | None = Field(description="null before any policy was applied")
 
 
+class ReadyOut(BaseModel):
+    """``GET /readyz``: ``ready`` or ``not_ready``, the failing checks' names, and every check's
+    result (``ok``, ``detail`` and its figures; :mod:`tierwise.readiness`)."""
+
+    status: str
+    failing: list[str]
+    checks: dict[str, dict[str, Any]]
+
+
 _ERRORS = {
     400: "Invalid request (the gateway, as OpenAI answers it); `param` names the field",
     401: "No API key, an unknown or revoked one, or an Authorization that is not Bearer",
@@ -81,6 +90,15 @@ _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     # The gateway answers invalid input 400 as OpenAI does; 404/413/422 may also be an
     # upstream's own refusal of the call, relayed.
     ("post", "/v1/chat/completions"): (400, 404, 409, 429, 502, 504),
+    # The batch lane answers bad input 400 (OpenAI's status), unknown ids 404.
+    ("post", "/v1/files"): (400,),
+    ("get", "/v1/files/{file_id}"): (404,),
+    ("get", "/v1/files/{file_id}/content"): (404,),
+    ("post", "/v1/batches"): (400, 404),
+    ("get", "/v1/batches/{batch_id}"): (404,),
+    ("post", "/v1/batches/{batch_id}/cancel"): (404,),
+    ("get", "/v1/batches/{batch_id}/result"): (400, 404, 502),
+    ("get", "/v1/escalations/{event_id}"): (404,),
 }
 _OPEN = {("get", "/healthz")}
 _GATEWAY = {("post", "/v1/chat/completions")}

@@ -135,6 +135,7 @@ def replay(
             settings,
             env_factory=lambda: replay_env(sets),
             gateway_upstream=replay_provider(sets) if via == "gateway" else None,
+            spool=False,
         )
         async with service.router.lifespan_context(service):
             sessions = service.state.sessions
