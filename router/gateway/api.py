@@ -25,6 +25,10 @@ LANE_HEADER = "x-tierwise-lane"
 ``flex`` answers it through OpenAI's flex processing at batch prices (real time when flex has
 no capacity); ``realtime`` answers it now whatever its class's lane."""
 
+WEBHOOK_HEADER = "x-tierwise-webhook"
+"""A deferred call's webhook: POSTed its result once it ended (its host must be allowed by
+``TIERWISE_LANE_WEBHOOK_HOSTS``)."""
+
 
 class ChatCompletionOut(BaseModel):
     """OpenAI's chat completion object (API reference, "The chat completion object"), as the
@@ -146,7 +150,9 @@ async def _chat_completions(request: Request) -> Response:
     lane = lane or router.snapshot.policy.settings_for(call.decision.task_class).lane
     call.flex = lane == "flex"
     if lane == "batch":
-        deferred = await request.app.state.lane.defer(call, caller)
+        deferred = await request.app.state.lane.defer(
+            call, caller, webhook=request.headers.get(WEBHOOK_HEADER)
+        )
         return JSONResponse(
             deferred,
             status_code=202,
