@@ -308,6 +308,11 @@ class LaneBatch(JSONTrackingModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     cancelling_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # A deferred call's webhook: POSTed its result once it ended (``webhook_state`` pending ->
+    # delivered | failed, tried once per poll run up to the lane's limit).
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_state: str | None = Field(default=None, max_length=16, index=True)
+    webhook_attempts: int = 0
 
 
 class LaneUpstream(SQLModel, table=True):

@@ -269,11 +269,13 @@ class ClassSettings(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("a compressor is named twice")
         return v
-    # The lane of the class's gateway calls: "realtime" (answered in the call) or "batch"
+    # The lane of the class's gateway calls: "realtime" (answered in the call), "batch"
     # (deferred: queued durably and answered 202 with a result URL, sent through the
-    # providers' batch APIs at the catalog's batch_discount; router.lane). A call may ask for
-    # the batch lane itself with the header X-Tierwise-Lane: batch.
-    lane: Literal["realtime", "batch"] = "realtime"
+    # providers' batch APIs at the catalog's batch_discount; router.lane) or "flex" (answered
+    # in the call through OpenAI's flex processing where the model is OpenAI's: slower, at the
+    # batch discount; real time when flex has no capacity). A call may ask for a lane itself
+    # with the header X-Tierwise-Lane.
+    lane: Literal["realtime", "batch", "flex"] = "realtime"
     # With lane_off_peak, deferred calls are sent only inside off_peak_window ("HH:MM-HH:MM",
     # local time in lane_timezone, an IANA zone; it may wrap midnight and follows the zone's
     # daylight-saving changes).

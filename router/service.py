@@ -44,6 +44,7 @@ from router.outcomes import (
 )
 from router.policy import ModelPrice
 from router.pricing import Usage, normalize_usage
+from router.pricing import cost_nusd as cost_nusd_of
 from router.redaction import stored_text
 from router.spool import Spool
 from router.table import RoutingSnapshot, current_version, load_snapshot
@@ -272,6 +273,7 @@ class Router:
         item_id: str | None = None,
         answer_model: str | None = None,
         cost_nusd: int | None = None,
+        discounted: bool = False,
     ) -> float | None:
         """A gateway call's decision (``decision_row``, from :meth:`decide_call`), its outcome,
         and its sample when the decision is sampled and the call gave an answer (status ok,
@@ -282,8 +284,9 @@ class Router:
         ``attempts`` are the upstream calls in order; ``ttft_ms`` the time to the first
         streamed chunk, ms; ``answer_model`` the model whose answer a shadow-mode sample
         grades (:class:`router.models.Sample`); ``cost_nusd`` the cost of an answer a gateway
-        stage gave (a cache hit: no upstream call), instead of pricing its usage. Returns the
-        cost in nano-USD (None: unpriced).
+        stage gave (a cache hit: no upstream call), instead of pricing its usage; ``discounted``
+        prices the usage less the served model's ``batch_discount`` (an answer from OpenAI's
+        flex processing). Returns the cost in nano-USD (None: unpriced).
 
         Raises:
             NoPolicy: no routing policy applied yet (503).
@@ -300,6 +303,10 @@ class Router:
         row = outcome_values(
             snapshot, decision.task_class, report, usage, now, decision_row["created_at"]
         )
+        if discounted and row["cost_nusd"] is not None:
+            price = snapshot.price_at(report.served_model, decision_row["created_at"])
+            if price is not None:
+                row["cost_nusd"] = cost_nusd_of(usage, price, discount=price.batch_discount)
         if not readable:
             row["cost_nusd"] = None
         if cost_nusd is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from fastapi import FastAPI, Request, Response
 from pydantic import SecretStr
 from sqlmodel import select
 
@@ -679,3 +680,46 @@ def test_bad_lane_settings_are_refused_naming_the_key(setting: str, value: str) 
     with pytest.raises(PolicyError) as caught:
         parse_policy(text)
     assert setting in str(caught.value)
+
+
+async def test_a_deferred_calls_webhook_gets_its_result_once_and_unlisted_hosts_are_refused(
+    database_url: str, wire: BatchWire
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(await request.json())
+        # The first delivery fails: it is tried again at the next poll.
+        return Response(status_code=503 if len(received) == 1 else 204)
+
+    receiver = FastAPI()
+    receiver.add_api_route("/hook", hook, methods=["POST"])
+    async with (
+        served(receiver) as hook_url,
+        deferred_app(database_url, wire, lane_flush_size=1, lane_webhook_hosts=["127.0.0.1"]) as (
+            svc,
+            http,
+        ),
+    ):
+        r = await http.post(
+            "/v1/chat/completions",
+            json=chat("tierwise/classify", "hooked"),
+            headers={**BATCH_LANE, "x-tierwise-webhook": f"{hook_url}/hook"},
+        )
+        assert r.status_code == 202
+        await svc.lane.submit()
+        assert (await svc.lane.poll()).webhooks == 0  # answered 503: still pending
+        assert (await svc.lane.poll()).webhooks == 1
+        assert (await svc.lane.poll()).webhooks == 0  # delivered once
+        assert len(received) == 2
+        assert received[1]["id"] == r.json()["id"]
+        assert received[1]["status_code"] == 200
+        assert received[1]["body"]["choices"][0]["message"]["content"] == "re: hooked"
+        refused = await http.post(
+            "/v1/chat/completions",
+            json=chat("tierwise/classify", "x"),
+            headers={**BATCH_LANE, "x-tierwise-webhook": "http://169.254.169.254/latest"},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["field"] == "x-tierwise-webhook"
+        assert len(await svc.rows(LaneItem)) == 1  # nothing of the refused call was kept

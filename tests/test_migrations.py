@@ -229,6 +229,9 @@ SEEDERS: dict[str, list[Row]] = {
             "expires_at": AT,
             "cancelling_at": None,
             "ended_at": None,
+            "webhook_url": None,
+            "webhook_state": None,
+            "webhook_attempts": 0,
         }
     ],
     "lane_upstream": [

@@ -249,6 +249,7 @@ async def running_planes(
             max_attempts=settings.lane_max_attempts,
             flush_size=settings.lane_flush_size,
             max_wait_s=settings.lane_max_wait_s,
+            webhook_hosts=settings.lane_webhook_hosts,
         )
         if env_factory is None and settings.reference_provider != "replay":
             live = live_registry(settings, lambda: data_plane.catalog)

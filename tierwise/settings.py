@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     lane_max_wait_s: float = Field(
         default=30.0, gt=0, description="batch lane: the longest a deferred call waits to go, s"
     )
+    lane_webhook_hosts: list[str] = Field(
+        default_factory=list,
+        description="batch lane: the hosts (host or host:port) a deferred call's "
+        "X-Tierwise-Webhook may name, as JSON; empty = webhooks refused",
+    )
     lane_max_attempts: int = Field(
         default=3, ge=1, description="batch lane: submissions a line gets before it is reported"
     )

@@ -52,9 +52,13 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("cancelling_at", UTCDateTime(), nullable=True),
         sa.Column("ended_at", UTCDateTime(), nullable=True),
+        sa.Column("webhook_url", sa.String(length=2048), nullable=True),
+        sa.Column("webhook_state", sa.String(length=16), nullable=True),
+        sa.Column("webhook_attempts", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_lane_batch_caller", "lane_batch", ["caller"])
+    op.create_index("ix_lane_batch_webhook_state", "lane_batch", ["webhook_state"])
     op.create_index("ix_lane_batch_status", "lane_batch", ["status"])
     op.create_index("ix_lane_batch_created_at", "lane_batch", ["created_at"])
     op.create_table(
@@ -117,7 +121,12 @@ def downgrade() -> None:
     op.drop_table("lane_item")
     op.drop_index("ix_lane_upstream_status", table_name="lane_upstream")
     op.drop_table("lane_upstream")
-    for index in ("ix_lane_batch_created_at", "ix_lane_batch_status", "ix_lane_batch_caller"):
+    for index in (
+        "ix_lane_batch_webhook_state",
+        "ix_lane_batch_created_at",
+        "ix_lane_batch_status",
+        "ix_lane_batch_caller",
+    ):
         op.drop_index(index, table_name="lane_batch")
     op.drop_table("lane_batch")
     op.drop_index("ix_lane_file_caller", table_name="lane_file")

@@ -22,7 +22,12 @@ gateway_api = APIRouter(prefix="/v1", tags=["gateway"])
 
 LANE_HEADER = "x-tierwise-lane"
 """``batch`` defers the call to the batch lane (202 with a result URL, :mod:`router.lane`);
-``realtime`` answers it now even when its class is on the batch lane."""
+``flex`` answers it through OpenAI's flex processing at batch prices (real time when flex has
+no capacity); ``realtime`` answers it now whatever its class's lane."""
+
+WEBHOOK_HEADER = "x-tierwise-webhook"
+"""A deferred call's webhook: POSTed its result once it ended (its host must be allowed by
+``TIERWISE_LANE_WEBHOOK_HOSTS``)."""
 
 
 class ChatCompletionOut(BaseModel):
@@ -137,11 +142,17 @@ async def _chat_completions(request: Request) -> Response:
         raise InvalidInput("the body is not valid JSON", field="body") from exc
     caller = getattr(request.state, "caller", None)
     lane = request.headers.get(LANE_HEADER)
-    if lane not in (None, "realtime", "batch"):
-        raise InvalidInput(f"{LANE_HEADER}: 'realtime' or 'batch', not {lane!r}", field=LANE_HEADER)
+    if lane not in (None, "realtime", "batch", "flex"):
+        raise InvalidInput(
+            f"{LANE_HEADER}: 'realtime', 'batch' or 'flex', not {lane!r}", field=LANE_HEADER
+        )
     call = gateway.start(checked, caller=caller)
-    if (lane or router.snapshot.policy.settings_for(call.decision.task_class).lane) == "batch":
-        deferred = await request.app.state.lane.defer(call, caller)
+    lane = lane or router.snapshot.policy.settings_for(call.decision.task_class).lane
+    call.flex = lane == "flex"
+    if lane == "batch":
+        deferred = await request.app.state.lane.defer(
+            call, caller, webhook=request.headers.get(WEBHOOK_HEADER)
+        )
         return JSONResponse(
             deferred,
             status_code=202,

@@ -92,6 +92,11 @@ class Call:
     state: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     answer_cost_nusd: int | None = None
+    flex: bool = False
+    """Sent on OpenAI's flex processing (``service_tier: "flex"``) where the model is OpenAI's:
+    batch prices, slower; a flex 429 (no capacity) is tried again at once in real time."""
+    flex_served: bool = False
+    """The answer came from flex processing: booked at the catalog's ``batch_discount``."""
 
     @property
     def called(self) -> list[str]:
@@ -418,7 +423,10 @@ class Gateway:
             body = {**call.body, "model": api_model}
             began = self._clock()
             try:
-                reply = await send(adapter, body)
+                if call.flex and adapter.name == "openai":
+                    reply = await self._flex(call, model, adapter, body, send)
+                else:
+                    reply = await send(adapter, body)
             except InvalidInput as exc:
                 # The request cannot be said to this upstream (n > 1 to Anthropic): the caller's
                 # to fix. Recorded only when an earlier attempt already reached an upstream.
@@ -456,6 +464,44 @@ class Gateway:
             )
             return model, reply
         raise self._exhausted(call, last)
+
+    async def _flex(
+        self,
+        call: Call,
+        model: str,
+        adapter: Provider,
+        body: dict[str, Any],
+        send: Callable[[Provider, dict[str, Any]], Any],
+    ) -> Any:
+        """One call on OpenAI's flex processing (``service_tier: "flex"``, OpenAI "Flex
+        processing": batch prices, 429 ``resource_unavailable`` when out of capacity). A flex
+        429 is noted as an attempt (status ``flex_unavailable``, no ``Retry-After`` hold: the
+        model is not out of real-time capacity) and the same model is asked again in real time.
+
+        Raises:
+            ProviderError | InvalidInput: as ``send``, from the real-time call.
+        """
+        began = self._clock()
+        try:
+            reply = await send(adapter, {**body, "service_tier": "flex"})
+        except ProviderError as exc:
+            if exc.upstream_status != 429:
+                raise
+            took = self._clock() - began
+            call.upstream_s += took
+            call.attempts.append(
+                {
+                    "model": model,
+                    "status": "flex_unavailable",
+                    "upstream_status": 429,
+                    "error": exc.message[:500],
+                    "latency_ms": round(took * 1000, 3),
+                }
+            )
+            return await send(adapter, body)
+        tier = reply.body.get("service_tier") if isinstance(reply, Completion) else "flex"
+        call.flex_served = tier in (None, "flex")
+        return reply
 
     @staticmethod
     def upstream_calls(call: Call) -> int:
@@ -498,6 +544,7 @@ class Gateway:
             item_id=call.request.item_id,
             answer_model=answer_model,
             cost_nusd=call.answer_cost_nusd if answered_by_stage else None,
+            discounted=call.flex_served and not answered_by_stage,
         )
 
     async def _before(self, call: Call) -> tuple[str, Completion] | None:

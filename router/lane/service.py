@@ -34,7 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, func, select
@@ -76,8 +78,8 @@ ENDED = ("succeeded", "failed", "expired", "cancelled")
 @dataclass
 class LaneRun:
     """What one submit or poll run did: provider batches submitted and ended, items sent,
-    answered, failed, expired, cancelled and queued again, caller batches finished, and the
-    serving cost booked (nano-USD; unpriced answers are not in it)."""
+    answered, failed, expired, cancelled and queued again, caller batches finished, the
+    serving cost booked (nano-USD; unpriced answers are not in it) and webhooks delivered."""
 
     submitted: int = 0
     items_sent: int = 0
@@ -89,6 +91,7 @@ class LaneRun:
     requeued: int = 0
     finished: int = 0
     cost_nusd: int = 0
+    webhooks: int = 0
 
 
 def _epoch(at: datetime | None) -> int | None:
@@ -123,6 +126,8 @@ class Lane:
         max_file_bytes: the largest upload, bytes.
         flush_size: deferred calls of one model sent together as soon as this many wait.
         max_wait_s: else the oldest waits at most this long (s) before they are sent.
+        webhook_hosts: the hosts (``host`` or ``host:port``) a deferred call's webhook may
+            name; empty: webhooks are refused.
         clock: now, UTC.
     """
 
@@ -136,6 +141,7 @@ class Lane:
         max_file_bytes: int = MAX_FILE_BYTES,
         flush_size: int = 1000,
         max_wait_s: float = 30.0,
+        webhook_hosts: Sequence[str] = (),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._router = router
@@ -145,6 +151,7 @@ class Lane:
         self._max_file_bytes = max_file_bytes
         self._flush_size = flush_size
         self._max_wait = timedelta(seconds=max_wait_s)
+        self._webhook_hosts = frozenset(h.lower() for h in webhook_hosts)
         self._clock = clock
 
     # ---- files -------------------------------------------------------------------------------
@@ -380,16 +387,49 @@ class Lane:
                 f"{where}: {model}'s provider ({adapter.name}) has no batch API", field=field
             )
 
-    async def defer(self, call: Call, caller: str | None) -> dict[str, Any]:
+    def check_webhook(self, url: str) -> str:
+        """``url`` if a deferred call may name it as its webhook: ``http`` or ``https``, its
+        host (or host:port) among ``webhook_hosts`` (an allowlist, so a caller cannot make
+        tierwise POST to any address it can reach).
+
+        Raises:
+            BadBatchInput: webhooks are off, the URL is malformed, or its host is not allowed
+                (field ``x-tierwise-webhook``).
+        """
+        field = "x-tierwise-webhook"
+        if not self._webhook_hosts:
+            raise BadBatchInput(
+                "webhooks are off: list the hosts they may call in TIERWISE_LANE_WEBHOOK_HOSTS",
+                field=field,
+            )
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host or len(url) > 2048:
+            raise BadBatchInput(f"{field}: not an http(s) URL: {url[:200]!r}", field=field)
+        with_port = f"{host}:{parts.port}" if parts.port else host
+        if host not in self._webhook_hosts and with_port not in self._webhook_hosts:
+            raise BadBatchInput(
+                f"{field}: host {with_port!r} is not in TIERWISE_LANE_WEBHOOK_HOSTS", field=field
+            )
+        return url
+
+    async def defer(
+        self, call: Call, caller: str | None, *, webhook: str | None = None
+    ) -> dict[str, Any]:
         """Queue one gateway call on the batch lane (its decision written with it); the
         batch object of kind ``deferred`` with ``result_url`` (``GET`` it for the answer) and
         ``not_before`` (Unix s: an off-peak class's window opens then; None: within
         ``max_wait_s``). The call must not stream.
 
+        ``webhook`` (checked by :meth:`check_webhook`) is POSTed the result once the call ended
+        (:meth:`deliver_webhooks`).
+
         Raises:
-            BadBatchInput: the call streams, or its model's provider has no batch API (it
-                could never be sent: refused at once, not queued).
+            BadBatchInput: the call streams, its model's provider has no batch API (it could
+                never be sent: refused at once, not queued), or the webhook is not allowed.
         """
+        if webhook is not None:
+            self.check_webhook(webhook)
         if call.request.stream:
             raise BadBatchInput("a call on the batch lane cannot stream", field="stream")
         decision = call.decision
@@ -413,6 +453,8 @@ class Lane:
             total=1,
             created_at=now,
             expires_at=(not_before or now) + WINDOW,
+            webhook_url=webhook,
+            webhook_state=None if webhook is None else "pending",
         )
         item = LaneItem(
             batch_id=batch.id,
@@ -902,7 +944,57 @@ class Lane:
                 log.warning(
                     "lane: %s batch %s not read: %s", up.provider, up.provider_batch_id, exc.message
                 )
+        run.webhooks = await self.deliver_webhooks()
         return run
+
+    async def deliver_webhooks(self) -> int:
+        """POST each ended deferred call's result to its webhook: ``{"id", "object":
+        "tierwise.deferred_result", "status", "result_url", "status_code", "body"}`` (the
+        result as :meth:`result` answers it). A 2xx marks it delivered; anything else is tried
+        again at the next poll, up to ``max_attempts`` tries, then marked failed (logged).
+        Returns the webhooks delivered."""
+        async with self._sessions() as session:
+            due = (
+                await session.exec(
+                    select(LaneBatch).where(
+                        LaneBatch.webhook_state == "pending",
+                        col(LaneBatch.ended_at).is_not(None),
+                    )
+                )
+            ).all()
+        delivered = 0
+        for batch in due:
+            status, body = await self.result(batch.caller, batch.id)
+            payload = {
+                "id": batch.id,
+                "object": "tierwise.deferred_result",
+                "status": batch.status,
+                "result_url": f"/v1/batches/{batch.id}/result",
+                "status_code": status,
+                "body": body,
+            }
+            try:
+                async with httpx.AsyncClient(timeout=10.0) as client:
+                    reply = await client.post(str(batch.webhook_url), json=payload)
+                ok = reply.is_success
+                why = f"HTTP {reply.status_code}"
+            except httpx.HTTPError as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            attempts = batch.webhook_attempts + 1
+            state = "delivered" if ok else "failed" if attempts >= self._max_attempts else "pending"
+            if not ok:
+                log.warning(
+                    "lane: webhook of %s not delivered (%s), try %d", batch.id, why, attempts
+                )
+            delivered += ok
+            async with self._sessions() as session:
+                await session.exec(
+                    sa.update(LaneBatch)
+                    .where(col(LaneBatch.id) == batch.id)
+                    .values(webhook_state=state, webhook_attempts=attempts)
+                )
+                await session.commit()
+        return delivered
 
     async def _poll_one(self, up: LaneUpstream, now: datetime, run: LaneRun) -> None:
         adapter, _ = self._upstream(up.model)
