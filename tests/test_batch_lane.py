@@ -723,3 +723,87 @@ async def test_a_deferred_calls_webhook_gets_its_result_once_and_unlisted_hosts_
         assert refused.status_code == 400
         assert refused.json()["error"]["field"] == "x-tierwise-webhook"
         assert len(await svc.rows(LaneItem)) == 1  # nothing of the refused call was kept
+
+
+async def test_a_line_the_routed_provider_cannot_express_is_refused_at_create(
+    svc: LaneService,
+) -> None:
+    rows = [line("ok", "tierwise/classify", "x"), line("n2", "tierwise/summarize", "y", n=2)]
+    uploaded = await svc.client.files.create(file=("in.jsonl", jsonl(rows)), purpose="batch")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await svc.client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["field"].startswith("line 2: body.")
+    assert "anthropic" in error["message"]
+    assert await svc.rows(LaneItem) == []
+
+
+async def test_a_line_with_a_raw_line_separator_in_a_string_is_one_line(svc: LaneService) -> None:
+    data = json.dumps(line("a", "tierwise/classify", "one\u2028two"), ensure_ascii=False) + "\n"
+    uploaded = await svc.client.files.create(file=("in.jsonl", data.encode()), purpose="batch")
+    batch = await svc.client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.request_counts is not None and batch.request_counts.total == 1
+
+
+async def test_two_pollers_book_each_answer_once(database_url: str, wire: BatchWire) -> None:
+    async with (
+        lane_app(database_url, wire) as one,
+        lane_app(database_url, wire, apply_policy=False) as two,
+    ):
+        batch_id = await one.create(MIXED)
+        await one.lane.submit()
+        runs = await asyncio.gather(one.lane.poll(), two.lane.poll())
+        assert sum(r.succeeded for r in runs) == 4
+        assert sum(r.finished for r in runs) == 1
+        assert len(await one.rows(Outcome)) == 4
+        batch = await one.client.batches.retrieve(batch_id)
+        assert batch.status == "completed"
+
+
+async def test_a_line_missing_from_an_ended_batch_is_reported_not_sent_again(
+    database_url: str, wire: BatchWire
+) -> None:
+    def drops_last(lines: Lines) -> tuple[str, Lines | None, Lines | None]:
+        return "completed", [openai_ok(ln["custom_id"], "ok", 5, 1) for ln in lines[:-1]], None
+
+    wire.openai_outcome = drops_last
+    async with lane_app(database_url, wire) as svc:
+        batch_id = await svc.create([line(f"c{i}", "tierwise/classify", f"q{i}") for i in range(2)])
+        await svc.lane.submit()
+        run = await svc.lane.poll()
+        assert (run.succeeded, run.failed, run.requeued) == (1, 1, 0)
+        assert (await svc.lane.submit()).submitted == 0  # never sent twice (it may have run)
+        batch = await svc.client.batches.retrieve(batch_id)
+        errors = await svc.output(batch.error_file_id)
+        assert [e["custom_id"] for e in errors] == ["c1"]
+
+
+async def test_a_deferred_call_with_a_taken_request_id_or_a_bad_webhook_is_refused(
+    database_url: str, wire: BatchWire
+) -> None:
+    async with deferred_app(database_url, wire, lane_webhook_hosts=["127.0.0.1"]) as (svc, http):
+        headers = {**BATCH_LANE, "x-tierwise-request-id": "request-0001"}
+        first = await http.post(
+            "/v1/chat/completions", json=chat("tierwise/classify", "x"), headers=headers
+        )
+        assert first.status_code == 202
+        again = await http.post(
+            "/v1/chat/completions", json=chat("tierwise/classify", "x"), headers=headers
+        )
+        assert again.status_code == 409
+        assert again.json()["error"]["field"] == "x-tierwise-request-id"
+        bad_port = await http.post(
+            "/v1/chat/completions",
+            json=chat("tierwise/classify", "y"),
+            headers={**BATCH_LANE, "x-tierwise-webhook": "http://127.0.0.1:99999/x"},
+        )
+        assert (bad_port.status_code, bad_port.json()["error"]["field"]) == (
+            400,
+            "x-tierwise-webhook",
+        )
+        assert len(await svc.rows(LaneItem)) == 1

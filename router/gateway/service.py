@@ -339,9 +339,7 @@ class Gateway:
                 at=utcnow(),
             )
         except UnknownTaskType as exc:  # named where the caller put it
-            raise UnknownTaskType(
-                exc.task_type, exc.known, field=request.task_type_field
-            ) from None
+            raise UnknownTaskType(exc.task_type, exc.known, field=request.task_type_field) from None
         structlog.contextvars.bind_contextvars(decision_id=decision.decision_id)
         if request.request_id is not None:
             if decision.decision_id in self._recent_ids:
@@ -475,8 +473,10 @@ class Gateway:
     ) -> Any:
         """One call on OpenAI's flex processing (``service_tier: "flex"``, OpenAI "Flex
         processing": batch prices, 429 ``resource_unavailable`` when out of capacity). A flex
-        429 is noted as an attempt (status ``flex_unavailable``, no ``Retry-After`` hold: the
-        model is not out of real-time capacity) and the same model is asked again in real time.
+        429 (or a 400 naming ``service_tier``: a model flex does not serve) is noted as an
+        attempt (status ``flex_unavailable``, no ``Retry-After`` hold: the model is not out of
+        real-time capacity) and the same model is asked again in real time. Only a reply that
+        says ``service_tier: "flex"`` is booked at the batch discount.
 
         Raises:
             ProviderError | InvalidInput: as ``send``, from the real-time call.
@@ -485,10 +485,11 @@ class Gateway:
         try:
             reply = await send(adapter, {**body, "service_tier": "flex"})
         except ProviderError as exc:
-            if exc.upstream_status != 429:
+            # 429: no flex capacity; 400 naming service_tier: a model flex does not serve.
+            unflexed = exc.upstream_status == 400 and "service_tier" in exc.message
+            if exc.upstream_status != 429 and not unflexed:
                 raise
-            took = self._clock() - began
-            call.upstream_s += took
+            took = self._clock() - began  # counted in the attempt's time by the caller
             call.attempts.append(
                 {
                     "model": model,
@@ -499,8 +500,10 @@ class Gateway:
                 }
             )
             return await send(adapter, body)
-        tier = reply.body.get("service_tier") if isinstance(reply, Completion) else "flex"
-        call.flex_served = tier in (None, "flex")
+        # Booked at the batch price only when the reply says it was served flex (a stream's
+        # tier is not read: it is booked at the real-time price, never below what was billed).
+        tier = reply.body.get("service_tier") if isinstance(reply, Completion) else None
+        call.flex_served = tier == "flex"
         return reply
 
     @staticmethod

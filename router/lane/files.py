@@ -61,7 +61,10 @@ def parse_input(data: bytes, snapshot: RoutingSnapshot) -> list[InputLine]:
         raise BadBatchInput(f"the input file is not UTF-8: {exc}", field="file") from exc
     lines: list[InputLine] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines would also split at U+2028 and others, which a
+    # JSON string may hold raw.
+    for number, raw in enumerate(text.split("\n"), 1):
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
         if len(lines) >= MAX_LINES:

@@ -44,7 +44,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from router import repository
 from router.db import utcnow
-from router.errors import InvalidInput, NotFound, error_body
+from router.errors import Conflict, InvalidInput, NotFound, error_body
 from router.gateway.service import Call, answer_text
 from router.lane.files import BATCH_ENDPOINT, BadBatchInput, parse_input
 from router.models import Decision, LaneBatch, LaneFile, LaneItem, LaneUpstream
@@ -251,6 +251,7 @@ class Lane:
                 model,
                 f"input file line {line.line}",
                 f"line {line.line}: body.model",
+                call.body,
             )
             decisions.append(row)
             items.append(
@@ -344,10 +345,13 @@ class Lane:
         now = self._clock()
         async with self._sessions() as session:
             batch = await self._owned(session, caller, batch_id)
-            if batch.status == "in_progress":
-                batch.status = "cancelling"
-                batch.cancelling_at = now
-                session.add(batch)
+            moved = await session.exec(
+                sa.update(LaneBatch)
+                .where(col(LaneBatch.id) == batch_id, col(LaneBatch.status) == "in_progress")
+                .values(status="cancelling", cancelling_at=now)
+            )
+            if moved.rowcount == 1:
+                await session.refresh(batch)
                 await session.exec(
                     sa.update(LaneItem)
                     .where(col(LaneItem.batch_id) == batch_id, col(LaneItem.status) == "queued")
@@ -374,10 +378,14 @@ class Lane:
                 await session.commit()
             return await self._batch_object(session, batch)
 
-    def _batch_capable(self, model: str, where: str, field: str) -> None:
-        """Raises BadBatchInput unless ``model``'s provider has a batch API."""
+    def _batch_capable(
+        self, model: str, where: str, field: str, body: dict[str, Any] | None = None
+    ) -> None:
+        """Raises BadBatchInput unless ``model``'s provider has a batch API and can express
+        ``body`` (the adapter's own translation is run once, so a request it cannot send, such
+        as ``n > 1`` to Anthropic, is refused now, not at submit with the rest of its batch)."""
         try:
-            adapter, _ = self._upstream(model)
+            adapter, api_model = self._upstream(model)
         except (InvalidInput, ProviderError) as exc:
             raise BadBatchInput(
                 f"{where}: {model} cannot be sent: {exc.message}", field=field
@@ -386,6 +394,14 @@ class Lane:
             raise BadBatchInput(
                 f"{where}: {model}'s provider ({adapter.name}) has no batch API", field=field
             )
+        if body is not None:
+            try:
+                adapter.chat_batch_size_of(("t0", {**body, "model": api_model}))
+            except InvalidInput as exc:
+                raise BadBatchInput(
+                    f"{where}: {adapter.name} cannot take this request: {exc.message}",
+                    field=f"{field.rsplit('.', 1)[0]}.{exc.field}" if exc.field else field,
+                ) from exc
 
     def check_webhook(self, url: str) -> str:
         """``url`` if a deferred call may name it as its webhook: ``http`` or ``https``, its
@@ -402,11 +418,15 @@ class Lane:
                 "webhooks are off: list the hosts they may call in TIERWISE_LANE_WEBHOOK_HOSTS",
                 field=field,
             )
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise BadBatchInput(f"{field}: not a URL: {exc}", field=field) from exc
         host = (parts.hostname or "").lower()
         if parts.scheme not in ("http", "https") or not host or len(url) > 2048:
             raise BadBatchInput(f"{field}: not an http(s) URL: {url[:200]!r}", field=field)
-        with_port = f"{host}:{parts.port}" if parts.port else host
+        with_port = f"{host}:{port}" if port else host
         if host not in self._webhook_hosts and with_port not in self._webhook_hosts:
             raise BadBatchInput(
                 f"{field}: host {with_port!r} is not in TIERWISE_LANE_WEBHOOK_HOSTS", field=field
@@ -425,8 +445,10 @@ class Lane:
         (:meth:`deliver_webhooks`).
 
         Raises:
-            BadBatchInput: the call streams, its model's provider has no batch API (it could
-                never be sent: refused at once, not queued), or the webhook is not allowed.
+            BadBatchInput: the call streams, its model's provider has no batch API or cannot
+                express it (it could never be sent: refused at once, not queued), or the
+                webhook is not allowed.
+            Conflict: its decision id (from ``X-Tierwise-Request-Id``) is taken (409).
         """
         if webhook is not None:
             self.check_webhook(webhook)
@@ -434,7 +456,7 @@ class Lane:
             raise BadBatchInput("a call on the batch lane cannot stream", field="stream")
         decision = call.decision
         model = call.chain[0]
-        self._batch_capable(model, f"class {decision.task_class}", "model")
+        self._batch_capable(model, f"class {decision.task_class}", "model", call.body)
         now = self._clock()
         settings = self._router.snapshot.policy.settings_for(decision.task_class)
         not_before = None
@@ -470,11 +492,23 @@ class Lane:
         )
         call.recorded = True  # the lane writes the decision, and the outcome when answered
         async with self._sessions() as session:
-            await repository.insert_decisions(session, [call.decision_row])
-            session.add(batch)
-            await session.flush()
-            session.add(item)
-            await session.commit()
+            try:
+                taken = await session.exec(
+                    select(func.count()).where(col(Decision.id) == decision.decision_id)
+                )
+                if taken.one():
+                    raise sa.exc.IntegrityError("decision id taken", None, ValueError())
+                await repository.insert_decisions(session, [call.decision_row])
+                session.add(batch)
+                await session.flush()
+                session.add(item)
+                await session.commit()
+            except sa.exc.IntegrityError as exc:
+                raise Conflict(
+                    f"{decision.decision_id} is already queued or answered: send a new "
+                    "X-Tierwise-Request-Id for each call",
+                    field="x-tierwise-request-id",
+                ) from exc
             obj = await self._batch_object(session, batch)
         return {
             **obj,
@@ -640,7 +674,11 @@ class Lane:
                 await session.exec(
                     select(LaneItem.batch_id, LaneItem.model)
                     .join(LaneBatch, col(LaneBatch.id) == col(LaneItem.batch_id))
-                    .where(LaneItem.status == "queued", LaneBatch.kind == "batch")
+                    .where(
+                        LaneItem.status == "queued",
+                        LaneBatch.kind == "batch",
+                        LaneBatch.status == "in_progress",
+                    )
                     .group_by(col(LaneItem.batch_id), col(LaneItem.model))
                 )
             ).all()
@@ -782,17 +820,36 @@ class Lane:
                         .order_by(col(LaneItem.id))
                     )
                 ).all()
-        if not queued or limits is None:
+        if not queued:
+            return
+        if limits is None:  # the catalog changed since create: it can never be sent
+            await self._fail_items(
+                list(queued),
+                "model_unavailable",
+                f"{model}'s provider ({adapter.name}) has no batch API now",
+                now,
+                run,
+            )
             return
         by_id = {_upstream_id(item): item for item in queued}
         bodies: list[BodyItem] = [
             (_upstream_id(item), {**item.body, "model": api_model}) for item in queued
         ]
 
+        sendable: list[BodyItem] = []
+        for entry in bodies:  # one the adapter cannot express fails alone, not its batch
+            try:
+                adapter.chat_batch_size_of(entry)
+            except InvalidInput as exc:
+                await self._fail_items([by_id[entry[0]]], "invalid_request", exc.message, now, run)
+                continue
+            sendable.append(entry)
         try:
-            planned = plan_batches(bodies, limits, adapter.chat_batch_size_of)
+            planned = plan_batches(sendable, limits, adapter.chat_batch_size_of)
         except InvalidInput as exc:
-            await self._fail_items(list(queued), "invalid_request", exc.message, now, run)
+            await self._fail_items(
+                [by_id[c] for c, _ in sendable], "invalid_request", exc.message, now, run
+            )
             return
         for chunk in planned:
             items = [by_id[custom_id] for custom_id, _ in chunk]
@@ -808,9 +865,11 @@ class Lane:
                     return
                 continue
             async with self._sessions() as session:
-                await session.exec(
+                moved = await session.exec(
                     sa.update(LaneUpstream)
-                    .where(col(LaneUpstream.id) == claimed)
+                    .where(
+                        col(LaneUpstream.id) == claimed, col(LaneUpstream.status) == "submitting"
+                    )
                     .values(
                         status="submitted",
                         provider_status="submitted",
@@ -818,9 +877,23 @@ class Lane:
                         submitted_at=self._clock(),
                     )
                 )
+                if moved.rowcount != 1:  # reported unknown meanwhile: its items are failed
+                    await session.rollback()
+                    log.error(
+                        "lane: batch %s came back after its claim expired; its items were "
+                        "reported failed, so it is cancelled",
+                        provider_batch_id,
+                    )
+                    try:
+                        await adapter.cancel_batch(provider_batch_id)
+                    except ProviderError as exc:
+                        log.warning("lane: batch %s not cancelled: %s", provider_batch_id, exc)
+                    continue
                 await session.exec(
                     sa.update(LaneItem)
-                    .where(col(LaneItem.upstream_id) == claimed)
+                    .where(
+                        col(LaneItem.upstream_id) == claimed, col(LaneItem.status) == "submitting"
+                    )
                     .values(status="submitted", attempts=LaneItem.attempts + 1)
                 )
                 await session.commit()
@@ -1000,7 +1073,12 @@ class Lane:
         adapter, _ = self._upstream(up.model)
         assert up.provider_batch_id is not None
         if up.cancel_requested:
-            await adapter.cancel_batch(up.provider_batch_id)
+            try:
+                await adapter.cancel_batch(up.provider_batch_id)
+            except ProviderError as exc:  # e.g. it already ended: read what it has
+                log.warning(
+                    "lane: %s batch %s not cancelled: %s", up.provider, up.provider_batch_id, exc
+                )
             async with self._sessions() as session:
                 await session.exec(
                     sa.update(LaneUpstream)
@@ -1030,6 +1108,15 @@ class Lane:
             return
         snapshot = self._router.snapshot
         async with self._sessions() as session:
+            # Claim the ended batch: a second poller finds it ended and books nothing.
+            claimed = await session.exec(
+                sa.update(LaneUpstream)
+                .where(col(LaneUpstream.id) == up.id, col(LaneUpstream.status) == "submitted")
+                .values(status="ended", provider_status=seen.status[:32], ended_at=now)
+            )
+            if claimed.rowcount != 1:
+                await session.rollback()
+                return
             decisions = {
                 d.id: d
                 for d in (
@@ -1057,14 +1144,13 @@ class Lane:
                     )
                     run.succeeded += 1
                     continue
-                failure = result or BatchItemError("expired", "missing from the ended batch")
+                # Missing from an ended batch (a results read that broke off, a failed batch):
+                # final, never sent again, since it may have run and been paid for.
+                failure = result or BatchItemError(
+                    "errored", f"no result in the ended batch ({seen.status})"
+                )
                 self._failed(item, failure, item.batch_id in cancelling, now, run)
                 session.add(item)
-            await session.exec(
-                sa.update(LaneUpstream)
-                .where(col(LaneUpstream.id) == up.id)
-                .values(status="ended", provider_status=seen.status[:32], ended_at=now)
-            )
             run.ended += 1
             await session.flush()
             await self._finish_touched(session, {i.batch_id for i in items}, now, run)
