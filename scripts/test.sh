@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The semantic cache's PostgreSQL tables need pgvector in the local server: built from the
+# vendored source beside the repository when it is missing and we may install (root).
+if [ "$(id -u)" = 0 ] && [ -x ../shared/tools/install-pgvector.sh ]; then
+  ../shared/tools/install-pgvector.sh >/dev/null
+fi
 exec .venv/bin/pytest -q "$@"

@@ -31,6 +31,15 @@ def upgrade() -> None:
     (cosine) per dimension in :data:`HNSW_DIMS`."""
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
+        available = op.get_bind().execute(
+            sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")
+        )
+        if not available.scalar():
+            raise RuntimeError(
+                "this PostgreSQL server has no pgvector extension, which the semantic cache's "
+                "tables need: install it (postgresql-<major>-pgvector from the PostgreSQL apt "
+                "repository, or built from source; README, semantic cache), then migrate again"
+            )
         op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     op.create_table(
         "cache_entry",
