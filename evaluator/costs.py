@@ -33,6 +33,12 @@ Definitions (all money in nano-USD, shown as USD; tokens are counts):
   providers' batch APIs, ``batch_serving`` their (discounted) cost, inside serving, and
   ``batch_saved`` = the same answers at the models' real-time prices - batch_serving
   (``lane_item.realtime_cost_nusd``, fixed when the answer was booked).
+- **semantic cache** (:mod:`router.cache`): ``cache_lookups`` are the requests the cache stage
+  saw, ``cache_hits`` those it answered (hit rate = hits / lookups); ``cache_saved`` what the
+  hits' replaced calls would have cost at the routed model (``cache_lookup.saved_nusd``: a hit
+  itself is served at 0, inside serving); ``embedding`` the lookups' embedding spend, apart
+  from serving. The false-hit rate is over the graded hits (a grade's verdict ``disagree`` on
+  a cached answer), with its 95% Wilson interval, attributed like any grade.
 
 Break-even sampling rate of a class (:attr:`ClassEconomics.break_even_rate`): grading spend is
 proportional to the number of graded samples, so at sample rate ``r`` it is
@@ -55,6 +61,8 @@ from sqlmodel import col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from evaluator.models import Grade
+from evaluator.stats import RateEstimate, wilson
+from router.cache.models import CacheLookup
 from router.errors import InvalidInput
 from router.models import Decision, LaneItem, Outcome
 from router.money import usd
@@ -157,6 +165,22 @@ class CostRow:
     batch_requests: int = 0
     batch_serving_nusd: int = 0
     batch_saved_nusd: int = 0
+    cache_lookups: int = 0
+    cache_hits: int = 0
+    cache_saved_nusd: int = 0
+    embedding_nusd: int = 0
+    cache_graded_hits: int = 0
+    cache_false_hits: int = 0
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Cache hits / lookups (None before a lookup)."""
+        return self.cache_hits / self.cache_lookups if self.cache_lookups else None
+
+    @property
+    def cache_false_hits_estimate(self) -> RateEstimate:
+        """False hits / graded hits, 95% Wilson interval (:func:`evaluator.stats.wilson`)."""
+        return wilson(self.cache_false_hits, self.cache_graded_hits)
 
     @property
     def batch_share(self) -> float | None:
@@ -206,6 +230,7 @@ class CostRow:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the key's fields, then every count and USD figure (derived ones too)."""
+        false_hits = self.cache_false_hits_estimate
         return {
             **self.key,
             "requests": self.requests,
@@ -235,6 +260,19 @@ class CostRow:
             "batch_saved_usd": usd(self.batch_saved_nusd) or 0.0,
             "batch_serving_nusd": self.batch_serving_nusd,
             "batch_saved_nusd": self.batch_saved_nusd,
+            "cache_lookups": self.cache_lookups,
+            "cache_hits": self.cache_hits,
+            "cache_hit_rate": self.cache_hit_rate,
+            "cache_graded_hits": self.cache_graded_hits,
+            "cache_false_hits": self.cache_false_hits,
+            "cache_false_hit_rate": false_hits.rate,
+            "cache_false_hit_ci": (
+                None if false_hits.rate is None else [false_hits.ci_low, false_hits.ci_high]
+            ),
+            "cache_saved_usd": usd(self.cache_saved_nusd) or 0.0,
+            "embedding_usd": usd(self.embedding_nusd) or 0.0,
+            "cache_saved_nusd": self.cache_saved_nusd,
+            "embedding_nusd": self.embedding_nusd,
         }
 
 
@@ -338,6 +376,11 @@ def _in_range(when: Any, since: datetime | None, until: datetime | None) -> list
     return conds
 
 
+def _cache_hit() -> ColumnElement[bool]:
+    """The row's cache lookup was a hit (false without one: an outer join's NULL)."""
+    return col(CacheLookup.outcome) == "hit"
+
+
 def _priced(column: Any) -> Any:
     """The column's sum over priced outcomes only (for the counterfactual)."""
     return func.coalesce(func.sum(sa.case((col(Outcome.cost_nusd).is_(None), 0), else_=column)), 0)
@@ -385,10 +428,17 @@ async def _outcome_groups(
                 0,
             ),
             func.coalesce(func.sum(col(LaneItem.realtime_cost_nusd) - col(Outcome.cost_nusd)), 0),
+            func.count(col(CacheLookup.decision_id)),
+            func.coalesce(func.sum(sa.case((_cache_hit(), 1), else_=0)), 0),
+            func.coalesce(
+                func.sum(sa.case((_cache_hit(), col(CacheLookup.saved_nusd)), else_=0)), 0
+            ),
+            func.coalesce(func.sum(col(CacheLookup.embedding_nusd)), 0),
         )
         .select_from(Outcome)
         .join(Decision, _decision_of(col(Outcome.decision_id), col(Outcome.decided_at)))
         .outerjoin(LaneItem, col(LaneItem.decision_id) == col(Outcome.decision_id))
+        .outerjoin(CacheLookup, col(CacheLookup.decision_id) == col(Outcome.decision_id))
         .where(*_in_range(col(Outcome.created_at), since, until))
         # An outcome comes after its decision: the same bound on the decision's time, so
         # PostgreSQL prunes the day partitions after ``until`` (partition key ``decided_at``).
@@ -422,6 +472,16 @@ async def _grade_groups(
             func.count() - func.count(col(Grade.cost_nusd)),
             func.coalesce(func.sum(sa.case((shadow.is_(False), col(Grade.cost_nusd)), else_=0)), 0),
             func.coalesce(func.sum(sa.case((shadow.is_(True), col(Grade.cost_nusd)), else_=0)), 0),
+            func.coalesce(func.sum(sa.case((_cache_hit() & shadow.is_(False), 1), else_=0)), 0),
+            func.coalesce(
+                func.sum(
+                    sa.case(
+                        (_cache_hit() & shadow.is_(False) & (col(Grade.verdict) == "disagree"), 1),
+                        else_=0,
+                    )
+                ),
+                0,
+            ),
         )
         .select_from(Grade)
         .join(Decision, _decision_of(col(Grade.decision_id), col(Grade.decided_at)))
@@ -432,6 +492,7 @@ async def _grade_groups(
                 col(Outcome.decided_at) == col(Grade.decided_at),
             ),
         )
+        .outerjoin(CacheLookup, col(CacheLookup.decision_id) == col(Grade.decision_id))
         .where(*_in_range(col(Grade.created_at), since, until))
     )
     if keys:
@@ -458,12 +519,20 @@ def _rows(
         "output_tokens",
         "serving_nusd",
     )
-    lane_names = ("batch_requests", "batch_serving_nusd", "batch_saved_nusd")
+    lane_names = (
+        "batch_requests",
+        "batch_serving_nusd",
+        "batch_saved_nusd",
+        "cache_lookups",
+        "cache_hits",
+        "cache_saved_nusd",
+        "embedding_nusd",
+    )
     for r in outcome_rows:
         key, period = r[:n], int(r[n])
         v = [int(x or 0) for x in r[n + 1 : n + 10]]
         priced = Usage(*(int(x or 0) for x in r[n + 10 : n + 14]))
-        lane = [int(x or 0) for x in r[n + 14 : n + 17]]
+        lane = [int(x or 0) for x in r[n + 14 : n + 21]]
         if v[0] == 0:
             continue  # the ungrouped aggregate over no outcome at all
         row = merged.setdefault(key, {"counterfactual_nusd": 0 if history else None})
@@ -485,6 +554,8 @@ def _rows(
             unpriced_grades=int(r[n + 1] or 0),
             grading_nusd=int(r[n + 2] or 0),
             shadow_grading_nusd=int(r[n + 3] or 0),
+            cache_graded_hits=int(r[n + 4] or 0),
+            cache_false_hits=int(r[n + 5] or 0),
         )
     out = []
     for key, values in merged.items():

@@ -127,6 +127,17 @@ class CostRowOut(BaseModel):
     batch_saved_usd: float = Field(description="their cost at real-time prices - batch_serving")
     batch_serving_nusd: int
     batch_saved_nusd: int
+    cache_lookups: int = Field(description="requests the semantic cache saw")
+    cache_hits: int = Field(description="requests it answered")
+    cache_hit_rate: float | None
+    cache_graded_hits: int = Field(description="hits graded like any cheap answer")
+    cache_false_hits: int = Field(description="graded hits the reference disagreed with")
+    cache_false_hit_rate: float | None
+    cache_false_hit_ci: list[float] | None = Field(description="Wilson 95% [low, high]")
+    cache_saved_usd: float = Field(description="the hits' replaced calls at the routed model")
+    embedding_usd: float = Field(description="the lookups' embedding spend, apart from serving")
+    cache_saved_nusd: int
+    embedding_nusd: int
 
 
 class ClassEconomicsOut(BaseModel):

@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from evaluator.cache_books import cache_books
 from evaluator.cache_guard import guard_rule, run_cache_guard
+from evaluator.costs import costs
 from evaluator.models import Grade
 from router.cache import CacheEntry, CacheGuardEvent, CacheLookup, CacheStage, namespace_of
 from router.cache.warm import warm
@@ -299,6 +300,15 @@ async def test_the_guard_raises_the_threshold_on_a_stream_of_false_hits(
         ]
         assert (books[0].false_hit_rate.k, books[0].false_hit_rate.n) == (6, 6)
         assert books[0].saved_nusd == 6 * 27_000
+        # The cost view carries the same figures per class, from the same rows.
+        async with gw.app.state.sessions() as session:
+            view = await costs(session, group_by=["task_class"])
+        row = next(r for r in view.rows if r.key["task_class"] == "classify")
+        assert (row.cache_lookups, row.cache_hits, row.cache_saved_nusd) == (7, 6, 6 * 27_000)
+        assert (row.cache_graded_hits, row.cache_false_hits) == (6, 6)
+        assert row.cache_hit_rate == 6 / 7
+        low, high = row.to_dict()["cache_false_hit_ci"]
+        assert row.to_dict()["cache_false_hit_rate"] == 1.0 and 0.5 < low < high == 1.0
         events = await run_cache_guard(gw.app.state.sessions)
         assert [(e.task_class, e.action, e.from_threshold, e.k, e.n) for e in events] == [
             ("classify", "raise", 0.80, 6, 6)

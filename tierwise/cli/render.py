@@ -203,8 +203,9 @@ def _usd(x: float | None) -> str:
 def render_costs(report: CostReport) -> Table:
     """The cost view: one row per group (its keys first), then the totals; requests (unpriced),
     premium share, tokens (input / cached / cache write / output), serving, counterfactual on
-    the premium model, savings, grading and shadow probes (USD), and the batch lane's share of
-    requests and what its discount saved (USD)."""
+    the premium model, savings, grading and shadow probes (USD), the batch lane's share of
+    requests and what its discount saved, and the semantic cache's hit rate and what its hits
+    saved (USD)."""
     since = "start" if report.since is None else f"{report.since:%Y-%m-%d %H:%M}Z"
     until = "now" if report.until is None else f"{report.until:%Y-%m-%d %H:%M}Z"
     table = Table(title=f"costs {since} .. {until} (premium: {report.premium_model or '-'})")
@@ -215,7 +216,7 @@ def render_costs(report: CostReport) -> Table:
         table.add_column(head, justify="right")
     for head in ("serving", "all on premium", "savings", "grading", "shadow probes"):
         table.add_column(head, justify="right")
-    for head in ("batch share", "batch saved"):
+    for head in ("batch share", "batch saved", "cache hits", "cache saved"):
         table.add_column(head, justify="right")
     for row in [*report.rows, report.totals]:
         keys = (
@@ -239,6 +240,8 @@ def render_costs(report: CostReport) -> Table:
             _usd(row.shadow_grading_usd),
             _percent(row.batch_share),
             _usd(usd(row.batch_saved_nusd)),
+            _percent(row.cache_hit_rate),
+            _usd(usd(row.cache_saved_nusd)),
         )
     return table
 
