@@ -186,7 +186,7 @@ async def text_reader(
     responses={404: {"description": "No such event"}},
 )
 async def escalation_detail(
-    event_id: Annotated[int, Path(ge=1, le=2**62)],
+    event_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
     with_text: Annotated[bool, Depends(text_reader)],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,

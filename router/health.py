@@ -42,6 +42,13 @@ def is_connection_error(exc: BaseException) -> bool:
     errors). An ``IntegrityError`` or ``DataError`` (a row the database refuses) is not."""
     if isinstance(exc, (IntegrityError, DataError)):
         return False
+    # The driver's own refusal of a value (asyncpg: "invalid input for query argument"), wrapped
+    # in a plain DBAPIError, is the statement's data too.
+    refused = ("DataError", "IntegrityError", "IntegrityConstraintViolationError")
+    orig = getattr(exc, "orig", None)
+    for cause in (orig, getattr(orig, "__cause__", None)):
+        if cause is not None and any(k.__name__ in refused for k in type(cause).__mro__):
+            return False
     if isinstance(exc, (OSError, TimeoutError, sqlalchemy.exc.DBAPIError)):
         return True
     if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool's checkout timeout

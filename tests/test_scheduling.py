@@ -70,8 +70,10 @@ async def all_events(sessions: async_sessionmaker[AsyncSession]) -> list[Escalat
 
 
 async def all_runs(sessions: async_sessionmaker[AsyncSession]) -> list[JobRun]:
+    """The escalation job's runs (the data lifecycle's jobs claim their ticks in job_run too)."""
     async with sessions() as session:
-        return list((await session.exec(select(JobRun).order_by(col(JobRun.tick)))).all())
+        stmt = select(JobRun).where(JobRun.job == "escalation").order_by(col(JobRun.tick))
+        return list((await session.exec(stmt)).all())
 
 
 async def model_of(sessions: async_sessionmaker[AsyncSession], task_class: str) -> str:
