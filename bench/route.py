@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from router.db import make_engine, session_factory  # noqa: E402
 from router.decide import decide  # noqa: E402
 from router.policy import builtin_policy_path, load_policy  # noqa: E402
+from router.schemas import RouteRequest  # noqa: E402
 from router.service import Router  # noqa: E402
 from router.table import apply_policy, load_snapshot  # noqa: E402
 from tierwise import migrate  # noqa: E402
@@ -153,10 +154,11 @@ def bare_app() -> Any:
     (``router.schemas.RouteRequest``) and returns a constant."""
     from fastapi import FastAPI
 
-    from router.schemas import RouteRequest
-
     app = FastAPI()
 
+    # RouteRequest is imported at module level: under `from __future__ import annotations` the
+    # annotation is a string FastAPI resolves in this module's globals (a name local to this
+    # function made `body` a query parameter, and every call a 422).
     @app.post("/v1/route")
     async def route(body: RouteRequest) -> dict[str, str]:
         return {"status": "ok"}
