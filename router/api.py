@@ -10,6 +10,8 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.decide import RouteDecision
 from router.errors import InvalidInput
@@ -53,6 +55,17 @@ async def route(body: RouteRequest, request: Request) -> Response:
     not know is routed as ``default`` or refused with 422 (the policy's
     ``unknown_task_types``). While the database is unreachable the decision is spooled to disk
     before the answer; 503 with ``Retry-After`` when the spool is full."""
+    return Response(await _answer(request, body), media_type="application/json")
+
+
+async def _answer(request: Request, body: RouteRequest) -> bytes:
+    """The decision for a validated route request, recorded, as its JSON body. Both ways in
+    (:func:`route` and :class:`RouteShortcut`) answer through here.
+
+    Raises:
+        TierwiseError: 401/403 (the key), 422 (no tokens; an unknown task type the policy
+            rejects), 503 (no policy; the database down and the spool full).
+    """
     # The key checked inline and the router read off the app, not through dependencies: each
     # dependency FastAPI solves costs the hot path microseconds (bench/route.py).
     caller = authenticate(request, "route")
@@ -73,10 +86,8 @@ async def route(body: RouteRequest, request: Request) -> Response:
         caller=caller,
     )
     structlog.contextvars.bind_contextvars(decision_id=d.decision_id)
-    # Encoded here, once: returning the model would have FastAPI validate it again against the
-    # response model and serialise it through jsonable_encoder (bench/route.py).
     await router.writer.durable()  # no wait unless spooling: then until it is on disk
-    return Response(_route_json(d), media_type="application/json")
+    return _route_json(d)
 
 
 _ROUTE_FIELDS = tuple(RouteResponse.model_fields)
@@ -84,8 +95,98 @@ _ROUTE_FIELDS = tuple(RouteResponse.model_fields)
 
 def _route_json(d: RouteDecision) -> bytes:
     """The decision as the JSON body of :class:`RouteResponse`: its fields of the decision, in
-    its order, compact (orjson: a fifth of the time of validating and dumping the model)."""
+    its order, compact (orjson: a fifth of the time of validating and dumping the model; and
+    returning the model would have FastAPI validate it again and run jsonable_encoder)."""
     return orjson.dumps({name: getattr(d, name) for name in _ROUTE_FIELDS})
+
+
+_FULL_PATH = "tierwise.route_full_path"
+"""Scope key set when :class:`RouteShortcut` hands a request to the documented endpoint."""
+
+_JSON = b"application/json"
+
+
+class RouteShortcut(Route):
+    """``POST /v1/route``'s common case without FastAPI's request machinery: placed first in
+    the app's routes, it reads the body, validates it with :class:`RouteRequest` straight from
+    the JSON bytes (pydantic-core's parser) and answers through the same :func:`_answer` as
+    :func:`route`. Every other request (another method, a body that is not
+    ``application/json``, one that does not validate) goes, with its body, to the documented
+    FastAPI endpoint :func:`route` through ``full`` (the app's router), so its errors are
+    FastAPI's own, formatted by the app's handlers. Errors raised by :func:`_answer` reach the
+    same handlers (this route sits inside the app's exception middleware).
+
+    Why: the request parsing, dependency solving and response handling FastAPI does for an
+    endpoint cost more than the decision and its recording (profiled with py-spy under
+    ``bench/route.py``'s load: about 60 us of the request's CPU on this machine).
+    """
+
+    def __init__(self, full: ASGIApp) -> None:
+        super().__init__("/v1/route", self._handle, methods=["POST"], include_in_schema=False)
+        self._full = full
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get(_FULL_PATH) or scope.get("method") != "POST":
+            return Match.NONE, {}
+        return super().matches(scope)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        body = None
+        if _is_json(scope):
+            try:
+                body = RouteRequest.model_validate_json(raw)
+            except ValidationError:
+                body = None
+        if body is None:
+            await self._full({**scope, _FULL_PATH: True}, _replay(raw, receive), send)
+            return
+        payload = await _answer(Request(scope, receive, send), body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"content-type", _JSON),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _is_json(scope: Scope) -> bool:
+    """The request says its body is ``application/json`` (parameters allowed)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == _JSON
+    return False
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then the client's own messages."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _request_error(exc: ValidationError, *, single: bool) -> RequestValidationError:

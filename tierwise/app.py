@@ -33,6 +33,7 @@ from tierwise.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def _field_of(error: Mapping[str, Any]) -> str:
     """Field name of a validation error: ``messages[0].content``, ``[2].usage``; ``body`` for a
     body that is not JSON. Pydantic's union-branch tags (``str``, ``list[...]``) are dropped."""
@@ -240,4 +241,7 @@ def create_app(
     app.include_router(gateway_api)
     app.include_router(lane_api)
     app.include_router(evaluator.api.api)
+    # POST /v1/route's common case, first in the routes (router.api.RouteShortcut); the rest
+    # of its requests reach the documented endpoint above through the app's router.
+    app.router.routes.insert(0, router.api.RouteShortcut(app.router))
     return app
