@@ -13,7 +13,8 @@ Prints decisions per second and p50/p99 latency for
      machine it is steadier than requests per second.
 After the run the servers stop and the decisions are counted: the rows stored must equal the
 decisions the server counted (``tierwise_decisions_total`` on its ``/metrics``) and be at
-least the 2xx answers wrk counted; else the bench fails.
+least the 2xx answers wrk counted, and neither server may answer a non-2xx; else the bench
+fails.
 
 Run: ``python bench/route.py [--rounds 5] [--duration 3]`` (about a minute on 2 cores).
 
@@ -395,6 +396,15 @@ def main() -> None:
     figures["http"]["decisions"] = {"answered": answered, "made": decided, "stored": stored}
     if (decided is not None and stored != decided) or stored < answered:
         raise SystemExit(f"decisions lost: {decided} made, {answered} answered, {stored} stored")
+    # A ratio means something only when both servers answered every call with a 2xx.
+    refused = {
+        name: sum(
+            r["non_2xx"] for c in ("1_conn", "32_conn") for r in figures["http"][c][name]["runs"]
+        )
+        for name in ("bare", "route")
+    }
+    if any(refused.values()):
+        raise SystemExit(f"non-2xx answers, so the ratio compares unlike work: {refused}")
     mean_us = 1e6 / figures["in_process"]["decide"]["rate_per_s"]
     print(f"{'decide() per call (mean)':<44} {mean_us:>12.2f} us")
     figures["in_process"]["decide_mean_us"] = mean_us
