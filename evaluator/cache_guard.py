@@ -177,7 +177,9 @@ def guard_rule(
                     f"{tn}",
                     table,
                 )
-        if n < MIN_OFF_N and threshold < HIGHEST - 1e-9:
+        if n < MIN_OFF_N:
+            if threshold >= HIGHEST - 1e-9:
+                return None  # at the top already: switching off waits for MIN_OFF_N hits
             tk, tn = _at(sims, wrong, HIGHEST)
             return GuardChange(
                 "raise",
