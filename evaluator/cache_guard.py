@@ -14,8 +14,8 @@ steps of :data:`STEP` from :data:`LOWEST` to :data:`HIGHEST`:
   false hit or the upper bound is at or under the target;
 - **off** when no grid threshold qualifies (false hits up to :data:`HIGHEST`, or exact matches
   that were wrong) and there are at least :data:`MIN_OFF_N` graded hits at t (with fewer, the
-  threshold goes to :data:`HIGHEST` instead): the class is not served from the cache until
-  its route changes;
+  threshold goes to :data:`HIGHEST` instead, and waits there for them): the class is not
+  served from the cache until its route changes;
 - **lower** one step when the upper bound at t is at or under the target (the rate is proven
   under it, so this needs hundreds of graded hits: about 300 with none false), it is at the
   next threshold down too, and at least :data:`MIN_BAND_N` graded hits lie between the two:
@@ -57,8 +57,9 @@ moves an entry's bar, no estimate of its own.
 ``expires_at`` (never served again, but holding the caller's query and answer text) are
 deleted in transactions of ``batch_size`` rows, at most ``max_batches`` a run.
 ``cache_lookup`` rows are kept: they hold no text (the per-class ``text_retention_days``
-is about text), and they are the guard's evidence and the books' facts, which, like the
-outcomes, the lifecycle does not expire row by row.
+is about text), and they are the guard's evidence and the books' facts; the only retention
+of such facts, ``partition_retention_days``, drops whole day partitions of decisions and
+outcomes on PostgreSQL, and ``cache_lookup`` is not partitioned.
 
 The idea of learning thresholds from verified hits with an error bound comes from vCache
 (arXiv 2502.03771); the rule here is tierwise's own and per class.
