@@ -70,7 +70,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -254,6 +254,9 @@ async def _evidence(
     return [(float(s if s is not None else 1.0), v == "disagree") for s, v in rows]
 
 
+CLOCK_SLACK = timedelta(hours=1)
+
+
 @dataclass(frozen=True, slots=True)
 class _FalseHit:
     decision_id: str
@@ -287,7 +290,8 @@ class _FalseHit:
 async def _false_hits(session: AsyncSession, now: datetime) -> list[_FalseHit]:
     """The graded false hits (verdict disagree, not a shadow probe) whose entry still lives
     at ``now``, ordered by entry and decision. Bounded by the oldest live entry: a hit is
-    never older than the entry that served it."""
+    never older than the entry that served it (less :data:`CLOCK_SLACK`, as the two rows'
+    times may come from different processes' clocks)."""
     oldest = (
         await session.exec(
             select(sa.func.min(CacheEntry.created_at)).where(col(CacheEntry.expires_at) > now)
@@ -313,7 +317,7 @@ async def _false_hits(session: AsyncSession, now: datetime) -> list[_FalseHit]:
             .join(CacheEntry, col(CacheEntry.id) == col(CacheLookup.entry_id))
             .where(
                 col(CacheLookup.outcome) == "hit",
-                col(CacheLookup.created_at) >= oldest,
+                col(CacheLookup.created_at) >= oldest - CLOCK_SLACK,
                 col(Grade.verdict) == "disagree",
                 col(Grade.shadow).is_(False),
                 col(CacheEntry.expires_at) > now,
