@@ -310,9 +310,15 @@ async def test_the_guard_raises_the_threshold_on_a_stream_of_false_hits(
         low, high = row.to_dict()["cache_false_hit_ci"]
         assert row.to_dict()["cache_false_hit_rate"] == 1.0 and 0.5 < low < high == 1.0
         events = await run_cache_guard(gw.app.state.sessions)
+        # The class's threshold, and the one entry that served all six: its bar just above the
+        # closest of them (evaluator.cache_guard.STEP = 0.005).
         assert [(e.task_class, e.action, e.from_threshold, e.k, e.n) for e in events] == [
-            ("classify", "raise", 0.80, 6, 6)
+            ("classify", "raise", 0.80, 6, 6),
+            ("classify", "entry-raise", 0.80, 6, 6),
         ]
+        served_at = [r.similarity for r in await gw.rows(CacheLookup) if r.match == "semantic"]
+        assert len(served_at) == 6
+        assert events[1].to_threshold == max(served_at) + 0.005
         raised = events[0].to_threshold
         assert raised is not None and raised > max(sims)
         stored = await gw.rows(CacheGuardEvent)

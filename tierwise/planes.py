@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from evaluator.cache_guard import cache_guard_job
+from evaluator.cache_guard import cache_guard_job, cache_purge_job
 from evaluator.datasets import load_held_out, replay_provider
 from evaluator.graders import GraderEnv
 from evaluator.service import (
@@ -73,13 +73,15 @@ async def _apply_initial_policy(sessions: async_sessionmaker[AsyncSession], path
 def jobs_of(settings: Settings, control_plane: Evaluator, lane: Lane) -> list[Job]:
     """Every plane's scheduled jobs with the intervals ``settings`` gives (the job registry:
     each domain declares its own: the data plane the batch lane's, the control plane grading,
-    escalation, the data lifecycle and, with the cache on, its quality guard)."""
+    escalation, the data lifecycle (the cache's expired entries among it, cache on or off:
+    they hold callers' text) and, with the cache on, its quality guard)."""
     jobs = [
         *lane_jobs(lane, settings.lane_interval_s),
         *control_plane.jobs(
             grading_interval_s=settings.grading_interval_s,
             escalation_interval_s=settings.escalation_interval_s,
         ),
+        cache_purge_job(control_plane.sessions, interval_s=settings.lifecycle_interval_s),
         *control_plane.lifecycle_jobs(
             interval_s=settings.lifecycle_interval_s,
             ahead_days=settings.partitions_ahead_days,

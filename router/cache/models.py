@@ -178,7 +178,10 @@ class CacheGuardEvent(JSONTrackingModel, table=True):
     (``raise`` | ``lower`` | ``off``), the thresholds before and after, and at the threshold
     that decided it the graded hits ``n``, the false hits ``k``, the rate and its Wilson
     interval at ``confidence``, the ``target``; ``evidence`` holds the per-threshold counts
-    the rule looked at (``[{"threshold", "k", "n", "upper"}]``)."""
+    the rule looked at (``[{"threshold", "k", "n", "upper"}]``). A change to one entry is
+    ``entry-raise`` | ``entry-forget``: its bar before and after, the entry's own k of n, and
+    its false hits in ``evidence`` (``[{"entry_id", "decision_id", "match", "similarity",
+    "threshold"}]``; :mod:`evaluator.cache_guard`)."""
 
     __tablename__ = "cache_guard_event"
 

@@ -5,12 +5,14 @@
 in :attr:`CacheStage.bypassed` and recorded). Otherwise the exact key is looked up, then the
 final user turn is embedded and its nearest entries in the request's scope searched
 (:mod:`router.cache.keys`); a candidate hits when its similarity reaches the class's threshold
-(the guard's, else the policy's ``cache_threshold``) and the entry's own bar. A hit answers
-the call (streamed when the caller streams) with headers ``x-tierwise-cache: hit``,
-``x-tierwise-cache-match`` (exact | semantic) and ``x-tierwise-cache-similarity``; a miss says
-``miss`` (with the best similarity seen, if any) and ``after`` stores the upstream's answer
-when the call ended ok on the routed model itself (a fallback's answer is not cached: an
-entry is valid only for the model the class is routed to). A hit is sampled for grading by a
+(the guard's, else the policy's ``cache_threshold``) and the entry's own bar
+(``min_similarity``, raised by the guard after the entry's false hit; an exact match needs
+neither). A hit answers the call (streamed when the caller streams) with headers
+``x-tierwise-cache: hit``, ``x-tierwise-cache-match`` (exact | semantic) and
+``x-tierwise-cache-similarity``; a miss says ``miss`` (with the best similarity seen, if any)
+and ``after`` stores the upstream's answer when the call ended ok on the routed model itself
+(a fallback's answer is not cached: an entry is valid only for the model the class is routed
+to). A hit is sampled for grading by a
 hash of its decision id at the class's ``cache_sample_rate`` (:func:`router.sampling`), so the
 grading job grades it like any cheap answer: the sample's model is ``cache``, which keeps its
 verdicts out of the escalation rule and in the guard's evidence
@@ -111,10 +113,15 @@ class CacheStage:
         await self.writer.flush()
 
     async def refresh_states(self) -> None:
-        """Re-read the guard's per-class state."""
+        """Re-read the guard's per-class state; a store that holds entries in memory
+        (:meth:`router.cache.store.MemoryStore.sync`) also drops its expired entries and
+        applies the guard's per-entry bars written since its last sync."""
         async with self._sessions() as session:
             rows = (await session.exec(select(CacheClassState))).all()
         self._states = {r.task_class: r for r in rows}
+        sync = getattr(self.store, "sync", None)
+        if sync is not None:
+            await sync(self._clock())
 
     async def _state(self, task_class: str, model: str, route_version: int) -> tuple[float, bool]:
         """The class's threshold and whether its cache is on, for its current route."""

@@ -7,14 +7,30 @@
 - :class:`MemoryStore` (SQLite, the embedded default): entries in the same table, vectors as
   float32 bytes; the search is exact, in memory, over at most ``max_entries`` entries (the
   newest; the oldest are evicted from memory first, and stay in the database until they
-  expire). Loaded from the database at start.
+  expire). Loaded from the database at start; :meth:`MemoryStore.sync` (called by the stage
+  with its once-a-second refresh of the guard's state) drops the entries it holds that have
+  expired and applies the quality guard's per-entry changes written since (below).
 
 Both answer :meth:`exact` (the whole request's hash) and :meth:`nearest` (the ``k`` most
-similar entries of a scope, best first). Only unexpired entries are ever returned.
+similar entries of a scope, best first). Only unexpired entries are ever returned; each
+candidate carries its entry's ``min_similarity``, the bar the stage holds a semantic match to
+beside the class's threshold.
+
+**Per-entry bars across processes.** The guard (:mod:`evaluator.cache_guard`, a job that may
+run in another process) raises an entry's bar or deletes the entry in the database and, in
+the same transaction, writes a ``cache_guard_event`` with action :data:`ENTRY_RAISE` (new bar in
+``to_threshold``) or :data:`ENTRY_FORGET`, the entry's id in ``evidence[0]["entry_id"]``. The
+pgvector store reads ``min_similarity`` with every search, so a change counts at once. The
+in-memory store reads the events past the last id it has seen (one primary-key range read,
+empty almost always) when it syncs, so a change counts within the stage's refresh interval
+(:data:`router.cache.stage.STATE_REFRESH_S`) without any read on the lookup itself. On SQLite
+one transaction writes at a time, so event ids commit in order and none is skipped. A bar only
+ever goes up (:meth:`raise_bar` never lowers one).
 """
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +44,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from router.cache.models import CacheEntry, vector_text
+from router.cache.models import CacheEntry, CacheGuardEvent, vector_text
 
 DEFAULT_MAX_ENTRIES = 50_000
 """Entries the in-memory search (SQLite) holds: 50,000 x 256 float32 = 51 MB; an exact search
@@ -46,6 +62,24 @@ class Candidate:
     response: dict[str, Any]
     usage: dict[str, Any] | None
     model: str
+
+
+ENTRY_RAISE = "entry-raise"
+"""``cache_guard_event.action`` of an entry whose bar the guard raised (``to_threshold``)."""
+
+ENTRY_FORGET = "entry-forget"
+"""``cache_guard_event.action`` of an entry the guard deleted."""
+
+ENTRY_ACTIONS = (ENTRY_RAISE, ENTRY_FORGET)
+
+
+def event_entry(evidence: Sequence[dict[str, Any]] | None) -> str | None:
+    """The entry id a per-entry ``cache_guard_event`` is about (its first evidence item's
+    ``entry_id``); None when there is none."""
+    if not evidence:
+        return None
+    entry_id = evidence[0].get("entry_id")
+    return str(entry_id) if entry_id is not None else None
 
 
 def new_entry_id() -> str:
@@ -75,7 +109,8 @@ class CacheStore(Protocol):
         ...
 
     async def raise_bar(self, entry_id: str, min_similarity: float) -> None:
-        """Set an entry's own similarity bar (after it produced a false hit)."""
+        """Raise an entry's own similarity bar to ``min_similarity`` (cosine; after it produced
+        a false hit); a bar already at or above it is kept."""
         ...
 
 
@@ -169,12 +204,25 @@ async def _raise_bar(
 ) -> None:
     async with sessions() as session:
         conn = await session.connection()
-        await conn.execute(
-            sa.update(CacheEntry)
-            .where(col(CacheEntry.id) == entry_id)
-            .values(min_similarity=min_similarity)
-        )
+        await conn.execute(raise_bar_statement(entry_id, min_similarity))
         await session.commit()
+
+
+def raise_bar_statement(entry_id: str, min_similarity: float) -> sa.Update:
+    """The UPDATE that raises ``entry_id``'s bar to ``min_similarity`` only where it is lower
+    (or unset): its rowcount is 1 when the bar changed, 0 when it was already there (or the
+    entry is gone)."""
+    return (
+        sa.update(CacheEntry)
+        .where(
+            col(CacheEntry.id) == entry_id,
+            sa.or_(
+                col(CacheEntry.min_similarity).is_(None),
+                col(CacheEntry.min_similarity) < min_similarity,
+            ),
+        )
+        .values(min_similarity=min_similarity)
+    )
 
 
 @dataclass
@@ -224,10 +272,17 @@ class MemoryStore:
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._by_key: dict[str, str] = {}
         self._scopes: dict[str, _Scope] = {}
+        # (expires_at, entry id), a min-heap: stale items (entries already dropped) are
+        # skipped when popped and cleared out when they outnumber the held entries.
+        self._expiry: list[tuple[datetime, str]] = []
+        self._seen_event = 0
 
     async def load(self, now: datetime) -> int:
-        """Read the newest ``max_entries`` unexpired entries; returns how many."""
+        """Read the newest ``max_entries`` unexpired entries; returns how many. The guard's
+        per-entry changes up to now are in the rows; :meth:`sync` applies the later ones."""
         async with self._sessions() as session:
+            seen = (await session.exec(select(sa.func.max(CacheGuardEvent.id)))).one()
+            self._seen_event = max(self._seen_event, int(seen or 0))
             rows = (
                 await session.exec(
                     select(CacheEntry)
@@ -264,6 +319,10 @@ class MemoryStore:
         held = _Held(row["scope"], row["key_hash"], dim, row["expires_at"], candidate, at)
         self._held[entry_id] = held
         self._by_key[held.key_hash] = entry_id
+        heapq.heappush(self._expiry, (held.expires_at, entry_id))
+        if len(self._expiry) > 2 * len(self._held) + 64:
+            self._expiry = [(h.expires_at, i) for i, h in self._held.items()]
+            heapq.heapify(self._expiry)
         while len(self._held) > self.max_entries:
             self._drop(next(iter(self._held)))
 
@@ -336,11 +395,68 @@ class MemoryStore:
             await conn.execute(sa.delete(CacheEntry).where(col(CacheEntry.id) == entry_id))
             await session.commit()
 
-    async def raise_bar(self, entry_id: str, min_similarity: float) -> None:
+    def _set_bar(self, entry_id: str, min_similarity: float) -> None:
         held = self._held.get(entry_id)
-        if held is not None:
-            c = held.candidate
-            held.candidate = Candidate(
-                c.entry_id, c.similarity, min_similarity, c.response, c.usage, c.model
-            )
+        if held is None:
+            return
+        c = held.candidate
+        if c.min_similarity is not None and c.min_similarity >= min_similarity:
+            return
+        held.candidate = Candidate(
+            c.entry_id, c.similarity, min_similarity, c.response, c.usage, c.model
+        )
+
+    async def raise_bar(self, entry_id: str, min_similarity: float) -> None:
+        self._set_bar(entry_id, min_similarity)
         await _raise_bar(self._sessions, entry_id, min_similarity)
+
+    def drop_expired(self, now: datetime) -> int:
+        """Drop the held entries expired at ``now`` (they were already never served; this
+        frees their memory); returns how many. O(expired x log held)."""
+        dropped = 0
+        while self._expiry and self._expiry[0][0] <= now:
+            _, entry_id = heapq.heappop(self._expiry)
+            held = self._held.get(entry_id)
+            if held is not None and held.expires_at <= now:
+                self._drop(entry_id)
+                dropped += 1
+        return dropped
+
+    async def sync(self, now: datetime) -> int:
+        """Drop the entries expired at ``now`` and apply the guard's per-entry changes
+        committed since the last sync (or :meth:`load`): the ``cache_guard_event`` rows of
+        :data:`ENTRY_ACTIONS` with an id above the last one seen, in id order (a raised bar
+        replaces the held candidate's ``min_similarity``, a forgotten entry is dropped).
+        Returns the changes read. One indexed read; nothing else touches the database.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database could not be read (the entries held
+            stay as they were; the next sync reads the same events).
+        """
+        self.drop_expired(now)
+        async with self._sessions() as session:
+            rows = (
+                await session.exec(
+                    select(
+                        CacheGuardEvent.id,
+                        CacheGuardEvent.action,
+                        CacheGuardEvent.to_threshold,
+                        CacheGuardEvent.evidence,
+                    )
+                    .where(
+                        col(CacheGuardEvent.id) > self._seen_event,
+                        col(CacheGuardEvent.action).in_(ENTRY_ACTIONS),
+                    )
+                    .order_by(col(CacheGuardEvent.id))
+                )
+            ).all()
+        for event_id, action, to_threshold, evidence in rows:
+            self._seen_event = max(self._seen_event, int(event_id or 0))
+            entry_id = event_entry(evidence)
+            if entry_id is None:
+                continue
+            if action == ENTRY_FORGET or to_threshold is None:
+                self._drop(entry_id)
+            else:
+                self._set_bar(entry_id, float(to_threshold))
+        return len(rows)
