@@ -27,6 +27,7 @@ from tests.wire import (
     OPENAI_PATH,
     Hit,
     Reply,
+    Responder,
     WireServer,
     openai_embeddings,
     openai_error,
@@ -67,7 +68,7 @@ VECTORS: dict[str, tuple[list[float], int]] = {
 }
 
 
-def embeddings_server(vectors: Mapping[str, tuple[Sequence[float], int]]) -> object:
+def embeddings_server(vectors: Mapping[str, tuple[Sequence[float], int]]) -> Responder:
     """A responder for :data:`EMBEDDINGS_PATH`: each input's vector, the tokens summed."""
 
     def respond(hit: Hit) -> Reply:
@@ -93,7 +94,7 @@ async def endpoint_cache(
     await apply(session_factory(engine), parse_policy(policy))
     await engine.dispose()
     with WireServer() as wire:
-        wire.respond(EMBEDDINGS_PATH, embeddings_server(VECTORS))  # type: ignore[arg-type]
+        wire.respond(EMBEDDINGS_PATH, embeddings_server(VECTORS))
         settings = make_settings(
             database_url,
             openai_api_key=SecretStr("sk-upstream"),
@@ -142,9 +143,7 @@ async def test_the_endpoints_vectors_decide_hits_and_its_spend_is_booked(
         assert len(gw.wire.hits(EMBEDDINGS_PATH)) == 3
         assert len(gw.wire.hits(OPENAI_PATH)) == 2
         lookups = sorted(await gw.rows(CacheLookup), key=lambda r: r.created_at)
-        assert [
-            (r.outcome, r.match, r.embedding_tokens, r.embedding_nusd) for r in lookups
-        ] == [
+        assert [(r.outcome, r.match, r.embedding_tokens, r.embedding_nusd) for r in lookups] == [
             ("miss", None, 7, nusd(7)),
             ("hit", "semantic", 11, nusd(11)),
             ("miss", None, 13, nusd(13)),

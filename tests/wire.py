@@ -4,9 +4,9 @@ Messages wire formats, for testing the provider adapters through the real SDKs.
 It is a Starlette app served by uvicorn in a background thread on a random free port. Each
 path (:data:`OPENAI_PATH`, :data:`ANTHROPIC_PATH`, :data:`EMBEDDINGS_PATH`) has a FIFO queue
 of :class:`Reply` (status, headers, JSON body, delay in s); when a queue is empty the path's
-responder, if any, answers (a function of the request), else a 418 says nothing was scripted. Every request is recorded
-as a :class:`Hit` with its arrival time (``time.monotonic()``, s) taken on the server, so tests
-can measure how long a client waited between attempts.
+responder, if any, answers (a function of the request), else a 418 says nothing was scripted.
+Every request is recorded as a :class:`Hit` with its arrival time (``time.monotonic()``, s)
+taken on the server, so tests can measure how long a client waited between attempts.
 
 Streams: a :class:`Reply` with ``events`` (a list of :class:`Event`, each with its own delay
 in s, and optionally a :class:`Cut`) answers with Server-Sent Events (``text/event-stream``),
