@@ -186,3 +186,5 @@ async def test_a_hit_whose_entry_is_gone_is_counted_not_priced_as_nothing(
     books = body_of(await report(database_url, "--json"))["books"]
     assert (books["cache_hits"], books["unreadable_hits"]) == (1, 1)
     assert books["premium_nusd"] == 100 * BIG_IN + 20 * BIG_OUT
+    text = await report(database_url)
+    assert "(1 cache hits without a readable replaced call)" in text.output

@@ -178,7 +178,12 @@ def render_books(b: Books, requests: int) -> str:
             else ""
         ),
         f"total:         ${b.total_usd:,.4f}",
-        f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
+        f"all on {b.premium_model}: ${b.premium_usd:,.4f}"
+        + (
+            f" ({b.unreadable_hits} cache hits without a readable replaced call)"
+            if b.unreadable_hits
+            else ""
+        ),
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
     ]
     return "\n".join(lines)
