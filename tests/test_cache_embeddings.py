@@ -200,3 +200,23 @@ async def test_a_failing_embeddings_endpoint_bypasses_the_cache_not_the_call(
         text, headers = await gw.ask(user(SPAM))
         assert (text, headers["x-tierwise-cache"]) == ("spam", "miss")
         assert [e.query_text for e in await gw.rows(CacheEntry)] == [SPAM]
+
+
+async def test_a_free_embedding_price_is_booked_as_free_not_at_the_input_price(
+    database_url: str,
+) -> None:
+    policy = ENDPOINT_POLICY.replace(
+        f"embedding_input_usd_per_mtok = {EMBEDDING_PRICE}", "embedding_input_usd_per_mtok = 0"
+    )
+    async with endpoint_cache(database_url, policy) as gw:
+        gw.answer("spam")
+        await gw.ask(user(SPAM))
+        [lookup] = await gw.rows(CacheLookup)
+        assert (lookup.embedding_tokens, lookup.embedding_nusd) == (7, 0)
+    # Without an embedding price the model's input price (1.00 USD per 1M) applies.
+    policy = ENDPOINT_POLICY.replace(f"embedding_input_usd_per_mtok = {EMBEDDING_PRICE}\n", "")
+    async with endpoint_cache(database_url, policy) as gw:
+        gw.answer("spam")
+        await gw.ask(user(WEATHER))
+        lookups = [r for r in await gw.rows(CacheLookup) if r.embedding_tokens == 11]
+        assert [r.embedding_nusd for r in lookups] == [11 * 1_000]
