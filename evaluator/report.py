@@ -1,11 +1,15 @@
 """Reports over what the service recorded: per-class quality and the books.
 
-The books (exact nano-USD sums, shown in USD): serving cost = sum of priced outcomes; grading
-spend = sum of grade costs; premium cost = every outcome's tokens priced at the policy's premium
-model (the "send everything to the premium model" counterfactual, same token counts, each
-outcome at the premium price in effect at its decision's time, rounded half to even once per
-price period); savings = premium - serving - grading.
-Unpriced outcomes are counted, never summed as 0. Grading spend includes shadow
+The books (exact nano-USD sums, shown in USD): serving cost = sum of priced outcomes; embedding
+spend = the semantic cache's lookups' embedding cost (:mod:`evaluator.cache_books`, by the
+lookup's time); grading spend = sum of grade costs; premium cost = every outcome's tokens priced
+at the policy's premium model (the "send everything to the premium model" counterfactual, same
+token counts, each outcome at the premium price in effect at its decision's time, rounded half
+to even once per price period); a cache hit's outcome has no tokens (no call was made), so its
+tokens there are those of the call it replaced (its entry's usage, at the lookup's time:
+without tierwise that request would have gone to the premium model too); savings = premium -
+serving - embedding - grading. Unpriced outcomes, hits whose replaced call cannot be read and
+unpriced embedding lookups are counted, never summed as 0. Grading spend includes shadow
 probes (the cheaper model's answer and its grading, ``Grade.shadow``); a class's graded counts,
 verdict-less grades and position flips are its served answers' own grades only, never shadow
 probes (those are the way back's evidence, shown in the rule state's ``dn``/``dk``).
@@ -14,6 +18,8 @@ A time range ``[since, until)`` (aware UTC datetimes, None = open; parse a comma
 :func:`evaluator.costs.parse_range`) narrows what is counted the way the cost view does:
 decisions by their time (routed), outcomes by theirs, grades by the time they were graded,
 escalation events by theirs. The rule's state and a class's model are always as of now.
+:func:`cache_reports` gives the semantic cache per class (the books of
+:func:`evaluator.cache_books.cache_books` and the class's threshold now).
 :func:`report_json` gives the whole report as JSON-able data.
 """
 
@@ -29,9 +35,17 @@ import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from evaluator.cache_books import (
+    CacheBooks,
+    CacheSetting,
+    cache_books,
+    cache_settings,
+    replaced_calls,
+)
 from evaluator.escalation import ClassState, class_states
 from evaluator.grading import waiting_on_budget
 from evaluator.models import EscalationEvent, Grade, GradingBatchItem
+from evaluator.stats import RateEstimate
 from router.models import Decision, Outcome, Sample
 from router.money import usd
 from router.pricing import Usage, cost_nusd
@@ -99,10 +113,18 @@ class Books:
     premium_nusd: int
     waiting_on_budget: int = 0
     """Samples queued that wait for a grading budget with room (not graded yet, not dropped)."""
+    embedding_nusd: int = 0
+    """The cache's embedding spend (lookups' ``embedding_nusd``), apart from serving."""
+    unpriced_embeddings: int = 0
+    cache_hits: int = 0
+    """Requests the cache answered (their replaced calls are in ``premium_nusd``)."""
+    unreadable_hits: int = 0
+    """Hits whose replaced call (the entry's usage) could not be read: not in ``premium_nusd``."""
 
     @property
     def total_nusd(self) -> int:
-        return self.serving_nusd + self.grading_nusd
+        """serving + embedding + grading."""
+        return self.serving_nusd + self.embedding_nusd + self.grading_nusd
 
     @property
     def savings_nusd(self) -> int:
@@ -115,6 +137,10 @@ class Books:
     @property
     def grading_usd(self) -> float:
         return usd(self.grading_nusd) or 0.0
+
+    @property
+    def embedding_usd(self) -> float:
+        return usd(self.embedding_nusd) or 0.0
 
     @property
     def premium_usd(self) -> float:
@@ -266,14 +292,23 @@ async def books(
             ).where(*_in_range(col(Grade.created_at), since, until))
         )
     ).one()
-    n = priced = serving = premium = 0
+    # Per premium price period: every input token (cached or not) and output tokens.
+    tokens: dict[int, tuple[int, int]] = {}
+    n = priced = serving = 0
     for k, count, priced_k, serving_k, tin, tcached, twrite, tout in rows:
         n, priced = n + int(count or 0), priced + int(priced_k or 0)
         serving += int(serving_k or 0)
-        all_input = Usage(
-            input_tokens=int(tin) + int(tcached) + int(twrite), output_tokens=int(tout)
-        )
-        premium += cost_nusd(all_input, history[int(k)] if k >= 0 else None) or 0
+        i, o = tokens.get(int(k), (0, 0))
+        tokens[int(k)] = (i + int(tin) + int(tcached) + int(twrite), o + int(tout))
+    replaced = await replaced_calls(session, since, until, history)
+    for k, usage in replaced.tokens.items():
+        i, o = tokens.get(k, (0, 0))
+        tokens[k] = (i + usage.total_input_tokens, o + usage.output_tokens)
+    premium = 0
+    for k, (tin, tout) in tokens.items():
+        all_input = Usage(input_tokens=tin, output_tokens=tout)
+        premium += cost_nusd(all_input, history[k] if k >= 0 else None) or 0
+    cache = await cache_books(session, since, until)
     return Books(
         outcomes=n,
         unpriced_outcomes=n - priced,
@@ -283,7 +318,35 @@ async def books(
         premium_model=premium_model,
         premium_nusd=premium,
         waiting_on_budget=await waiting_on_budget(session, now=now),
+        embedding_nusd=sum(b.embedding_nusd for b in cache),
+        unpriced_embeddings=sum(b.unpriced_embeddings for b in cache),
+        cache_hits=replaced.hits,
+        unreadable_hits=replaced.unreadable,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheClassReport:
+    """The semantic cache of one class over a range: its books (:class:`CacheBooks`: lookups,
+    hits, hit rate and false-hit rate with 95% Wilson intervals, nano-USD saved and spent on
+    embeddings) and what its cache does now (:class:`CacheSetting`; None before any policy)."""
+
+    books: CacheBooks
+    setting: CacheSetting | None
+
+    @property
+    def task_class(self) -> str:
+        return self.books.task_class
+
+
+async def cache_reports(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
+) -> list[CacheClassReport]:
+    """The cache per class with lookups in ``[since, until)`` (by the lookup's time), sorted by
+    class name; empty when the cache saw no call in the range."""
+    the_books = await cache_books(session, since, until)
+    settings = await cache_settings(session, (b.task_class for b in the_books))
+    return [CacheClassReport(b, settings.get(b.task_class)) for b in the_books]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +399,7 @@ def report_json(
     reports: list[ClassReport],
     the_books: Books,
     delays: list[VerdictDelay],
+    cache: list[CacheClassReport] | None = None,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -344,7 +408,8 @@ def report_json(
     class its traffic, graded and no-verdict counts, position flips, status, model now, the
     current window's evidence (n, k, rate, Wilson interval, confidence), the rule's action and
     reason, and the last escalation event's id; ``books`` (USD and exact nano-USD, counts);
-    ``verdict_delays`` (seconds)."""
+    ``verdict_delays`` (seconds); ``cache``, per class with cache lookups (:func:`cache_json`;
+    an empty list without any)."""
 
     def iso(at: datetime | None) -> str | None:
         return None if at is None else at.isoformat()
@@ -386,12 +451,17 @@ def report_json(
             "unpriced_grades": b.unpriced_grades,
             "waiting_on_budget": b.waiting_on_budget,
             "premium_model": b.premium_model,
+            "cache_hits": b.cache_hits,
+            "unreadable_hits": b.unreadable_hits,
+            "unpriced_embeddings": b.unpriced_embeddings,
             "serving_usd": b.serving_usd,
+            "embedding_usd": b.embedding_usd,
             "grading_usd": b.grading_usd,
             "total_usd": b.total_usd,
             "premium_usd": b.premium_usd,
             "savings_usd": b.savings_usd,
             "serving_nusd": b.serving_nusd,
+            "embedding_nusd": b.embedding_nusd,
             "grading_nusd": b.grading_nusd,
             "total_nusd": b.total_nusd,
             "premium_nusd": b.premium_nusd,
@@ -401,4 +471,47 @@ def report_json(
             {"mode": d.mode, "grades": d.grades, "median_s": d.median_s, "p90_s": d.p90_s}
             for d in delays
         ],
+        "cache": [cache_json(c) for c in cache or []],
+    }
+
+
+def cache_json(report: CacheClassReport) -> dict[str, Any]:
+    """One class's cache as JSON-able data: counts (``lookups``, ``hits``, ``misses``,
+    ``bypasses``, ``graded_hits``, ``false_hits``, ``unpriced_hits``, ``unpriced_embeddings``);
+    ``hit_rate`` (hits / (hits + misses)) and ``false_hit_rate`` (false / graded hits), each
+    with its 95% Wilson interval (``*_ci``: ``[low, high]``, null without data); ``saved``
+    and ``embedding`` in USD (``*_usd``) and exact nano-USD (``*_nusd``); the setting now
+    (``threshold``, ``threshold_source``, ``cache_status``, ``state_updated_at``; null
+    before any policy)."""
+    b, s = report.books, report.setting
+
+    def ci(est: RateEstimate) -> list[float] | None:
+        if est.rate is None or est.ci_low is None or est.ci_high is None:
+            return None
+        return [est.ci_low, est.ci_high]
+
+    return {
+        "task_class": b.task_class,
+        "lookups": b.lookups,
+        "hits": b.hits,
+        "misses": b.misses,
+        "bypasses": b.bypasses,
+        "hit_rate": b.hit_rate.rate,
+        "hit_rate_ci": ci(b.hit_rate),
+        "graded_hits": b.false_hit_rate.n,
+        "false_hits": b.false_hit_rate.k,
+        "false_hit_rate": b.false_hit_rate.rate,
+        "false_hit_rate_ci": ci(b.false_hit_rate),
+        "saved_usd": usd(b.saved_nusd) or 0.0,
+        "saved_nusd": b.saved_nusd,
+        "unpriced_hits": b.unpriced_hits,
+        "embedding_usd": usd(b.embedding_nusd) or 0.0,
+        "embedding_nusd": b.embedding_nusd,
+        "unpriced_embeddings": b.unpriced_embeddings,
+        "threshold": None if s is None else s.threshold,
+        "threshold_source": None if s is None else s.source,
+        "cache_status": None if s is None else s.status,
+        "state_updated_at": (
+            None if s is None or s.updated_at is None else s.updated_at.isoformat()
+        ),
     }

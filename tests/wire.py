@@ -2,11 +2,11 @@
 Messages wire formats, for testing the provider adapters through the real SDKs.
 
 It is a Starlette app served by uvicorn in a background thread on a random free port. Each
-path (:data:`OPENAI_PATH`, :data:`ANTHROPIC_PATH`) has a FIFO queue of :class:`Reply` (status,
-headers, JSON body, delay in s); when a queue is empty the path's responder, if any, answers
-(a function of the request), else a 418 says nothing was scripted. Every request is recorded
-as a :class:`Hit` with its arrival time (``time.monotonic()``, s) taken on the server, so tests
-can measure how long a client waited between attempts.
+path (:data:`OPENAI_PATH`, :data:`ANTHROPIC_PATH`, :data:`EMBEDDINGS_PATH`) has a FIFO queue
+of :class:`Reply` (status, headers, JSON body, delay in s); when a queue is empty the path's
+responder, if any, answers (a function of the request), else a 418 says nothing was scripted.
+Every request is recorded as a :class:`Hit` with its arrival time (``time.monotonic()``, s)
+taken on the server, so tests can measure how long a client waited between attempts.
 
 Streams: a :class:`Reply` with ``events`` (a list of :class:`Event`, each with its own delay
 in s, and optionally a :class:`Cut`) answers with Server-Sent Events (``text/event-stream``),
@@ -50,6 +50,8 @@ from starlette.types import Receive, Scope, Send
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
+EMBEDDINGS_PATH = "/v1/embeddings"
+"""OpenAI's embeddings endpoint (any OpenAI-compatible server's): :func:`openai_embeddings`."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,22 @@ def openai_chat(
             }
         ],
         "usage": dict(usage) if usage is not None else openai_usage(100, 20),
+    }
+
+
+def openai_embeddings(
+    vectors: Sequence[Sequence[float]], *, model: str, prompt_tokens: int
+) -> dict[str, Any]:
+    """An OpenAI embeddings reply (API reference, "The embedding object" / "Create
+    embeddings"): one ``{"object": "embedding", "index", "embedding"}`` per vector, in order,
+    and ``usage`` with ``prompt_tokens`` and ``total_tokens``."""
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": list(v)} for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }
 
 
@@ -500,6 +518,7 @@ class WireServer:
         self._queues: dict[str, collections.deque[Reply]] = {
             OPENAI_PATH: collections.deque(),
             ANTHROPIC_PATH: collections.deque(),
+            EMBEDDINGS_PATH: collections.deque(),
         }
         self._responders: dict[str, Responder] = {}
         self._hits: list[Hit] = []
@@ -517,6 +536,7 @@ class WireServer:
             routes=[
                 Route(OPENAI_PATH, self._handle, methods=["POST"]),
                 Route(ANTHROPIC_PATH, self._handle, methods=["POST"]),
+                Route(EMBEDDINGS_PATH, self._handle, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(

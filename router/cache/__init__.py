@@ -53,7 +53,9 @@ def build_cache_stage(
             entry = router.snapshot.catalog.get(embedder)
             if entry is None:
                 return None
-            per_mtok = entry.embedding_input_usd_per_mtok or entry.input_usd_per_mtok
+            per_mtok = entry.embedding_input_usd_per_mtok
+            if per_mtok is None:  # not `or`: an embedding price of 0 is a price
+                per_mtok = entry.input_usd_per_mtok
             return EmbeddingPrice(per_mtok)
 
         chosen = EndpointEmbedder(embedder, upstream, dim=dim, price=price)

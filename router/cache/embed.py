@@ -113,20 +113,43 @@ class EndpointEmbedder:
         self._price = price
 
     async def embed(self, texts: Sequence[str]) -> Embedded:
+        """Embed ``texts`` in one call (OpenAI API reference, "Create embeddings": ``data``
+        items with ``index`` and ``embedding``, ``usage.prompt_tokens``).
+
+        Raises:
+            ProviderError: the call failed (the adapter's errors), or the reply cannot be read:
+                a count of vectors other than of texts, an item without a numeric vector, a
+                dimension other than ``dim``, a non-finite value or a bad token count (so the
+                cache stage bypasses the cache instead of failing the caller's request).
+        """
         adapter, api_model = self._upstream(self.name)
         reply = await adapter.embeddings({"model": api_model, "input": list(texts)})
-        data = sorted(reply.get("data") or [], key=lambda d: int(d.get("index", 0)))
-        if len(data) != len(texts):
+        try:
+            data = sorted(reply.get("data") or [], key=lambda d: int(d.get("index", 0)))
+            if len(data) != len(texts):
+                raise ProviderError(
+                    f"{self.name}: {len(data)} embeddings for {len(texts)} inputs", transient=True
+                )
+            raw = np.array([d["embedding"] for d in data], dtype=np.float32)
+            usage = reply.get("usage") or {}
+            tokens = int(usage.get("prompt_tokens") or 0)
+        except ProviderError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ProviderError(
-                f"{self.name}: {len(data)} embeddings for {len(texts)} inputs", transient=True
-            )
-        vectors = unit_rows(np.array([d["embedding"] for d in data], dtype=np.float32))
-        if vectors.shape[1] != self.dim:
+                f"{self.name}: an embeddings reply that cannot be read: {exc!r}", transient=True
+            ) from exc
+        if raw.ndim != 2 or raw.shape[1] != self.dim:
+            got = raw.shape[1] if raw.ndim == 2 else "no"
             raise ProviderError(
-                f"{self.name}: {vectors.shape[1]} dimensions, configured {self.dim}",
-                transient=False,
+                f"{self.name}: {got} dimensions, configured {self.dim}", transient=False
             )
-        tokens = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+        if not np.isfinite(raw).all() or tokens < 0:
+            raise ProviderError(
+                f"{self.name}: an embeddings reply with a non-finite value or negative usage",
+                transient=True,
+            )
+        vectors = unit_rows(raw)
         price = self._price()
         cost = cost_nusd(Usage(input_tokens=tokens), price) if price is not None else None
         await asyncio.sleep(0)

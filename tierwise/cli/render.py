@@ -153,13 +153,23 @@ def render_classes(reports: list[ClassReport]) -> Table:
 
 def render_books(b: Books, requests: int) -> str:
     """The books as six lines: ``requests`` (a count) and how many outcomes were priced, then in
-    USD the serving cost, the grading spend, their total, what all of it would have cost on the
-    premium model, and the saving (also as a share of that premium cost; 0% when it is 0)."""
+    USD the serving cost, the cache's embedding spend (a seventh line, only when there is
+    any), the grading spend, their total, what all of it would have cost on the premium model
+    (cache hits at their replaced calls' tokens), and the saving (also as a share of that
+    premium cost; 0% when it is 0)."""
     saved = 0.0 if b.premium_usd == 0 else b.savings_usd / b.premium_usd
     lines = [
         f"requests: {requests}   outcomes priced: {b.outcomes - b.unpriced_outcomes}"
         f" (unpriced: {b.unpriced_outcomes})",
         f"serving cost:  ${b.serving_usd:,.4f}",
+        *(
+            [
+                f"embedding:     ${b.embedding_usd:,.4f} (cache lookups)"
+                + (f" (unpriced: {b.unpriced_embeddings})" if b.unpriced_embeddings else "")
+            ]
+            if b.embedding_nusd or b.unpriced_embeddings
+            else []
+        ),
         f"grading spend: ${b.grading_usd:,.4f}"
         + (f" (unpriced grades: {b.unpriced_grades})" if b.unpriced_grades else "")
         + (
@@ -168,7 +178,12 @@ def render_books(b: Books, requests: int) -> str:
             else ""
         ),
         f"total:         ${b.total_usd:,.4f}",
-        f"all on {b.premium_model}: ${b.premium_usd:,.4f}",
+        f"all on {b.premium_model}: ${b.premium_usd:,.4f}"
+        + (
+            f" ({b.unreadable_hits} cache hits without a readable replaced call)"
+            if b.unreadable_hits
+            else ""
+        ),
         f"saved:         ${b.savings_usd:,.4f} ({saved:.1%})",
     ]
     return "\n".join(lines)

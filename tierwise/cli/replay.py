@@ -13,6 +13,7 @@ from typing import Annotated
 import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,16 +22,20 @@ from evaluator.costs import parse_range
 from evaluator.datasets import load_held_out, replay_provider
 from evaluator.report import (
     Books,
+    CacheClassReport,
     ClassReport,
     VerdictDelay,
     books,
+    cache_reports,
     class_reports,
     report_json,
     verdict_delays,
 )
 from evaluator.service import replay_env
+from evaluator.stats import RateEstimate
 from router.errors import InvalidInput, TierwiseError
 from router.models import Decision
+from router.money import usd
 from router.policy import builtin_policy_path, load_policy
 from router.table import apply_policy
 from tierwise import migrate
@@ -46,24 +51,88 @@ from tierwise.cli._common import (
 )
 from tierwise.cli.render import render_books, render_classes, render_delays
 
-Report = tuple[list[ClassReport], Books, list[VerdictDelay]]
+Report = tuple[list[ClassReport], Books, list[VerdictDelay], list[CacheClassReport]]
 
 
 async def _read_report(
     session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None
 ) -> Report:
-    """Per-class reports, the books and the time from sample to verdict over
-    ``[since, until)``, in one session."""
+    """Per-class reports, the books, the time from sample to verdict and the semantic cache
+    per class over ``[since, until)``, in one session."""
     return (
         await class_reports(session, since=since, until=until),
         await books(session, since=since, until=until),
         await verdict_delays(session, since=since, until=until),
+        await cache_reports(session, since=since, until=until),
     )
 
 
+def _rate(est: RateEstimate) -> str:
+    """``12.5% [8.1%, 18.8%]`` (95% Wilson interval); ``-`` without data."""
+    if est.rate is None or est.ci_low is None or est.ci_high is None:
+        return "-"
+    return f"{est.rate:.1%} [{est.ci_low:.1%}, {est.ci_high:.1%}]"
+
+
+def _money(nusd: int) -> str:
+    """Nano-USD as USD with as many decimals as it needs (2 to 9): an embedding lookup costs
+    fractions of a micro-dollar."""
+    text = f"{usd(nusd) or 0.0:,.9f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def _render_cache(rows: list[CacheClassReport]) -> Table:
+    """Per class with cache lookups: lookups, hits, hit rate, graded and false hits, the
+    false-hit rate with its 95% Wilson interval, the threshold and status now, what hits saved
+    and the embedding spend (USD; unpriced rows counted beside)."""
+    table = Table(title="semantic cache", title_justify="left")
+    numeric = ("lookups", "hits", "graded", "false", "threshold", "saved", "embedding")
+    for head in (
+        "task class",
+        "lookups",
+        "hits",
+        "hit rate",
+        "graded",
+        "false",
+        "false-hit rate [95%]",
+        "threshold",
+        "status",
+        "saved",
+        "embedding",
+    ):
+        table.add_column(head, justify="right" if head in numeric else "left")
+    for r in rows:
+        b, s = r.books, r.setting
+        hit_rate = "-" if b.hit_rate.rate is None else f"{b.hit_rate.rate:.1%}"
+        threshold = "-" if s is None else f"{s.threshold:.3f} ({s.source})"
+        saved = _money(b.saved_nusd) + (
+            f" (+{b.unpriced_hits} unpriced)" if b.unpriced_hits else ""
+        )
+        embedding = _money(b.embedding_nusd) + (
+            f" (+{b.unpriced_embeddings} unpriced)" if b.unpriced_embeddings else ""
+        )
+        table.add_row(
+            b.task_class,
+            str(b.lookups),
+            str(b.hits),
+            hit_rate,
+            str(b.false_hit_rate.n),
+            str(b.false_hit_rate.k),
+            _rate(b.false_hit_rate),
+            threshold,
+            "-" if s is None else s.status,
+            saved,
+            embedding,
+        )
+    return table
+
+
 def _print_report(report: Report, requests: int, *, replayed: bool = False) -> None:
-    reports, the_books, delays = report
+    reports, the_books, delays, cache = report
     console.print(render_classes(reports))
+    if cache:
+        console.print(_render_cache(cache))
     console.print(render_books(the_books, requests))
     console.print(render_delays(delays, compressed=replayed))
 
