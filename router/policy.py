@@ -269,6 +269,7 @@ class ClassSettings(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("a compressor is named twice")
         return v
+
     # The lane of the class's gateway calls: "realtime" (answered in the call), "batch"
     # (deferred: queued durably and answered 202 with a result URL, sent through the
     # providers' batch APIs at the catalog's batch_discount; router.lane) or "flex" (answered
@@ -294,6 +295,7 @@ class ClassSettings(_Strict):
     def _zone(cls, value: str) -> str:
         zone(value)
         return value
+
     # Data lifecycle (router.redaction, evaluator.lifecycle): a sample's text (input messages,
     # the answer, the judge's raw output) is deleted text_retention_days days after it is stored,
     # its grade kept; 0 = the text is never stored (nothing is queued, so the class is not
@@ -314,6 +316,7 @@ class ClassSettings(_Strict):
     def redactor(self) -> Redactor:
         """The class's redaction, compiled once (:func:`router.redaction.redactor`)."""
         return redactor(tuple(self.redact), tuple(self.redact_patterns))
+
     # The semantic cache (router.cache): whether the class's answers are cached at all (false:
     # never stored, never served from the cache, e.g. compliance); how long an entry lives
     # (seconds); the cosine similarity a semantic hit needs to start with (the quality guard,

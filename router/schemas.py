@@ -119,8 +119,7 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = Field(
         default=None,
         union_mode="left_to_right",
-        description=f"at most {MAX_TEXT_CHARS} characters, or at most {MAX_CONTENT_PARTS} "
-        "parts",
+        description=f"at most {MAX_TEXT_CHARS} characters, or at most {MAX_CONTENT_PARTS} parts",
     )
 
     @field_validator("content")

@@ -382,9 +382,7 @@ async def test_the_lifecycle_jobs_are_scheduled(database_url: str) -> None:
     async with running_service(database_url, "default") as svc:
         from tierwise.planes import jobs_of
 
-        names = [
-            j.name for j in jobs_of(svc.app.state.settings, svc.evaluator, svc.app.state.lane)
-        ]
+        names = [j.name for j in jobs_of(svc.app.state.settings, svc.evaluator, svc.app.state.lane)]
     assert names[-2:] == ["text-retention", "partitions"]
 
 

@@ -157,8 +157,7 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(
         default=50_000,
         ge=1,
-        description="entries the in-memory search holds on SQLite (PostgreSQL: pgvector, "
-        "no bound)",
+        description="entries the in-memory search holds on SQLite (PostgreSQL: pgvector, no bound)",
     )
     cache_guard_interval_s: float = Field(
         default=300.0, gt=0, description="how often the cache's quality guard runs, s"

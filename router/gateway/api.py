@@ -71,9 +71,7 @@ CHAT_OPENAPI: dict[str, Any] = {
         "200": {
             "description": "The completion, or with ``stream`` its server-sent events",
             "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/ChatCompletionOut"}
-                },
+                "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionOut"}},
                 "text/event-stream": {"schema": {"type": "string"}},
             },
         }
@@ -199,9 +197,7 @@ def _failed(gateway: Gateway, call: Call, exc: UpstreamFailed) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
 
-@gateway_api.get(
-    "/models", response_model=ModelListOut, dependencies=[Depends(require("route"))]
-)
+@gateway_api.get("/models", response_model=ModelListOut, dependencies=[Depends(require("route"))])
 async def models(request: Request) -> dict[str, Any]:
     """The routable task types (``tierwise/<task_type>``, from the policy's rules, and
     ``tierwise`` itself) and the catalog's models (shadow mode), in OpenAI's list shape:
