@@ -17,6 +17,7 @@ Every module that needs one of these asks here instead of branching on the diale
 
 from __future__ import annotations
 
+import sqlite3
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
@@ -131,7 +132,55 @@ async def insert_ignore_many(
             values[i] = process(values[i])
         params.append(tuple(values))
     conn = await session.connection()
+    if bind is not None and bind.dialect.name == "sqlite":
+        names = [key for key, _ in binds]
+        if all(table.c[key].name == key for key in names):
+            await _sqlite_values(conn, table, names, params)
+            return
     await conn.exec_driver_sql(sql, params)
+
+
+def _sqlite_rows_per_statement(columns: int) -> int:
+    """Rows one multi-row ``VALUES`` statement takes on this SQLite: at most 500, within its
+    host-parameter limit (``SQLITE_LIMIT_VARIABLE_NUMBER``; 999 before SQLite 3.32)."""
+    global _SQLITE_VARIABLES
+    if _SQLITE_VARIABLES is None:
+        probe = sqlite3.connect(":memory:")
+        try:
+            _SQLITE_VARIABLES = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        finally:
+            probe.close()
+    return max(1, min(500, _SQLITE_VARIABLES // columns))
+
+
+_SQLITE_VARIABLES: int | None = None
+_VALUES_SQL: dict[tuple[str, tuple[str, ...], int], str] = {}
+
+
+async def _sqlite_values(
+    conn: Any, table: sa.Table, names: list[str], params: list[tuple[Any, ...]]
+) -> None:
+    """``params`` inserted as multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT DO
+    NOTHING`` statements instead of an executemany. sqlite3's executemany binds each row with
+    the GIL held and steps it with the GIL released: two GIL hand-offs a row between the
+    driver's thread (aiosqlite) and an event loop busy serving requests, which the loop wins
+    for up to the 5 ms switch interval each time, so a batch took hundreds of ms under load.
+    One statement per up to 500 rows makes that two hand-offs per statement."""
+    per = _sqlite_rows_per_statement(len(names))
+    for start in range(0, len(params), per):
+        chunk = params[start : start + per]
+        key = (table.name, tuple(names), len(chunk))
+        sql = _VALUES_SQL.get(key)
+        if sql is None:
+            quote = conn.dialect.identifier_preparer.quote
+            group = "(" + ", ".join("?" * len(names)) + ")"
+            sql = (
+                f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+                f"VALUES {', '.join([group] * len(chunk))} ON CONFLICT DO NOTHING"
+            )
+            if len(_VALUES_SQL) < 256:  # full chunks repeat; a batch's last chunk varies
+                _VALUES_SQL[key] = sql
+        await conn.exec_driver_sql(sql, tuple(value for row in chunk for value in row))
 
 
 def skip_locked(session: AsyncSession, stmt: T) -> T:

