@@ -31,3 +31,22 @@ async def test_replay_with_the_held_out_sets_starts_quietly(
     async with running_service(database_url) as svc:
         assert (await svc.client.get("/healthz")).status_code == 200
     assert "TIERWISE_DATASETS_DIR" not in caplog.text
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+async def test_a_served_app_freezes_its_start_up_heap(database_url: str, freeze: bool) -> None:
+    """``tierwise serve``'s app (``freeze_heap=True``) moves what start-up allocated out of the
+    collector's reach once started; the default (tests, embedded uses) leaves the collector as
+    it is."""
+    import gc
+
+    from tests.conftest import make_settings
+    from tierwise.app import create_app
+
+    gc.unfreeze()
+    app = create_app(make_settings(database_url), freeze_heap=freeze)
+    try:
+        async with app.router.lifespan_context(app):
+            assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        gc.unfreeze()

@@ -94,13 +94,16 @@ def create_app(
     env_factory: Callable[[], GraderEnv] | None = None,
     gateway_upstream: Provider | None = None,
     spool: bool = True,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The tierwise service. ``env_factory`` overrides how grading reaches a reference model
     (default: ``settings.reference_provider``: replay from the recorded data sets in
     ``settings.datasets_dir``, or a live OpenAI / Anthropic provider built in the lifespan);
     ``spool`` False keeps no disk spool (``tierwise replay``: nothing it acknowledges is a
     caller's);
-    ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``)."""
+    ``gateway_upstream`` answers every gateway call (default: ``settings.gateway_upstream``);
+    ``freeze_heap`` moves what start-up allocated out of the garbage collector's reach once the
+    app has started (``tierwise serve``: one app a process; not for tests, which start many)."""
     settings = settings or Settings()
     metrics = Metrics()  # this app's own registry: two apps in one process never collide
 
@@ -134,7 +137,8 @@ def create_app(
                 app.state.compression = planes.compression
                 app.state.health = planes.health
                 app.state.scheduler = planes.scheduler if settings.run_scheduler else None
-                _freeze_start_up_heap()
+                if freeze_heap:
+                    _freeze_start_up_heap()
                 yield
             finally:
                 await keys.stop()

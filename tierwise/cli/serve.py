@@ -75,7 +75,7 @@ def serve(
     if access_log:
         settings = settings.model_copy(update={"access_log": True})
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_heap=True),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
