@@ -30,17 +30,16 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from bench._scratch import scratch_database  # noqa: E402
 from evaluator.grading._budget import GradingBudget  # noqa: E402
 from router.db import make_engine, session_factory, utcnow  # noqa: E402
 from router.models import Decision, Outcome  # noqa: E402
@@ -220,14 +219,6 @@ def run_backend(name: str, url: str, n: int) -> list[dict[str, Any]]:
     return runs
 
 
-async def _pg_admin(admin: str, sql: str) -> None:
-    conn = await asyncpg.connect(admin, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
@@ -241,13 +232,8 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp())
     runs += run_backend("sqlite", f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args.outcomes)
-    name = f"tierwise_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_pg_admin(args.pg, f'CREATE DATABASE "{name}"'))
-    try:
-        base = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-        runs += run_backend("postgresql", f"{base}/{name}", args.outcomes)
-    finally:
-        asyncio.run(_pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(args.pg, "tierwise_bench") as url:
+        runs += run_backend("postgresql", url, args.outcomes)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     print(f"{'backend':<11} {'what':<40} {'rows':>7} {'s':>8} {'rows/s':>10} {'vs base':>8}")
     for r in runs:

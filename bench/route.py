@@ -3,11 +3,12 @@
 Prints decisions per second and p50/p99 latency for
   1. ``router.decide.decide`` on an in-memory snapshot (pure decision),
   2. ``Router.route`` (decision + id + buffering for the batch writer),
-  3. ``POST /v1/route`` on ``tierwise serve`` (SQLite, every decision written by the batch
-     writer) against the baseline, a bare FastAPI endpoint that validates the same body
-     (``RouteRequest``) and returns a constant, served by uvicorn with the same options
-     (httptools, uvloop, no access log), each in its own process, both driven by Debian's
-     ``wrk`` (``apt-get install -y wrk``) with the same POST body, at 1 and 32 connections,
+  3. ``POST /v1/route`` on ``tierwise serve`` (SQLite, or PostgreSQL with ``--pg``; every
+     decision written by the batch writer) against the baseline, a bare FastAPI endpoint
+     that validates the same body (``RouteRequest``) and returns a constant, served by
+     uvicorn with the same options (httptools, uvloop, no access log), each in its own
+     process, both driven by Debian's ``wrk`` (``apt-get install -y wrk``) with the same
+     POST body, at 1 and 32 connections,
      in alternating rounds: the ratio route / bare is the median of the rounds' ratios. The
      servers' CPU per request (``/proc/<pid>/stat``, all threads) is printed too: on a shared
      machine it is steadier than requests per second.
@@ -16,7 +17,9 @@ decisions the server counted (``tierwise_decisions_total`` on its ``/metrics``) 
 least the 2xx answers wrk counted, and neither server may answer a non-2xx; else the bench
 fails.
 
-Run: ``python bench/route.py [--rounds 5] [--duration 3]`` (about a minute on 2 cores).
+Run: ``python bench/route.py [--rounds 5] [--duration 3] [--pg ADMIN_URL]`` (about a minute on
+2 cores; SQLite, the embedded default, unless ``--pg`` names a PostgreSQL server, where a scratch
+database is made and dropped).
 
 ``--json PATH`` also writes the printed figures as one JSON object (rates per second, latencies
 in microseconds)::
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -55,10 +57,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._scratch import scratch_database  # noqa: E402
 from router.db import make_engine, session_factory  # noqa: E402
 from router.decide import decide  # noqa: E402
 from router.policy import builtin_policy_path, load_policy  # noqa: E402
@@ -304,11 +308,20 @@ def scraped_decisions(port: int) -> int | None:
     return int(total)
 
 
-def stored_decisions(db: Path) -> int:
-    import sqlite3
+def stored_decisions(url: str) -> int:
+    """Decisions stored in the database at ``url``."""
 
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return int(conn.execute("SELECT count(*) FROM decision").fetchone()[0])
+    async def count() -> int:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return int(
+                    (await conn.execute(sa.text("SELECT count(*) FROM decision"))).scalar_one()
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
 
 
 def wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -328,6 +341,12 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--rounds", type=int, default=5, help="wrk runs per side (default 5)")
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument(
+        "--pg",
+        metavar="ADMIN_URL",
+        help="serve from a scratch PostgreSQL database made on this server (a postgresql:// URL "
+        "of a role that may create databases; dropped afterwards) instead of SQLite",
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -335,25 +354,35 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    tmp = Path(tempfile.mkdtemp())
-    db = tmp / "bench.db"
-    url = f"sqlite+aiosqlite:///{db}"
+    if args.pg:
+        with scratch_database(args.pg, "tierwise_bench_route") as url:
+            run(args, url, "postgresql")
+    else:
+        run(args, f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}", "sqlite")
+
+
+def run(args: argparse.Namespace, url: str, backend: str) -> None:
+    """The whole benchmark against the database at ``url`` (migrated here)."""
     migrate.upgrade(url)
     asyncio.run(prepare(url))
-    print(f"python {sys.version.split()[0]}, policy 'default', {len(REQUESTS)} request shapes")
+    print(
+        f"python {sys.version.split()[0]}, {backend}, policy 'default', "
+        f"{len(REQUESTS)} request shapes"
+    )
     figures: dict[str, Any] = {
         "bench": "route",
         "environment": {
             "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(),
             "policy": "default",
+            "database": backend,
             "request_shapes": len(REQUESTS),
             "load_average": os.getloadavg(),
             "options": {k: v for k, v in vars(args).items() if k != "serve_bare"},
         },
         "in_process": asyncio.run(in_process(url)),
     }
-    stored_before = stored_decisions(db)
+    stored_before = stored_decisions(url)
 
     # Each server in its own process, as deployed: the load generator must not share its GIL.
     ports = {"route": free_port(), "bare": free_port()}
@@ -373,7 +402,7 @@ def main() -> None:
             wait_healthy(ports[name], server)
         pids = {n: s.pid for n, s in servers.items()}
         figures["http"] = over_http(
-            ports, pids, rounds=args.rounds, duration_s=args.duration, tmp=tmp
+            ports, pids, rounds=args.rounds, duration_s=args.duration, tmp=Path(tempfile.mkdtemp())
         )
         decided = scraped_decisions(ports["route"])
     finally:
@@ -383,7 +412,7 @@ def main() -> None:
             server.wait(timeout=30)
     # Every decision the server answered is in the database once it stopped (the writer's
     # last batch is written on shutdown): its own count, and at least what wrk counted.
-    stored = stored_decisions(db) - stored_before
+    stored = stored_decisions(url) - stored_before
     answered = sum(
         r["requests"] - r["non_2xx"]
         for c in ("1_conn", "32_conn")

@@ -45,7 +45,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,10 +52,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from bench._scratch import scratch_database  # noqa: E402
 from evaluator.escalation import run_escalation  # noqa: E402
 from evaluator.lifecycle import create_day_partition, day_partitions  # noqa: E402
 from router.db import make_engine, session_factory  # noqa: E402
@@ -264,14 +263,6 @@ async def measure(url: str, task_class: str, repeat: int) -> dict[str, Any]:
     }
 
 
-async def _pg_admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def run(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     migrate.upgrade(url)
     policy = parse_policy(builtin_policy_path("default").read_text(encoding="utf-8"))
@@ -327,13 +318,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.sizes != sorted(args.sizes):
         parser.error("--sizes: ascending sizes")
-    name = f"tierwise_scale_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_pg_admin(args.pg, f'CREATE DATABASE "{name}"'))
-    try:
-        base = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-        steps = asyncio.run(run(args, f"{base}/{name}"))
-    finally:
-        asyncio.run(_pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(args.pg, "tierwise_scale") as url:
+        steps = asyncio.run(run(args, url))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; ratios against 10^5")
     print(
         f"{'decisions':>11} {'grades':>9} {'escalation ms':>14} {'x':>6} "
