@@ -17,7 +17,10 @@ tierwise's quality guard (:func:`evaluator.cache_guard.guard_rule`, the job's ru
 a hash-chosen share of hits (``--sample-rate``, by BLAKE2b of the query id, as
 :func:`router.sampling.is_sampled`) is graded (the reference's answer is the new query's
 intent; the exact grader compares it with the cached intent) and the rule runs every
-``--tick`` queries on the graded hits so far. Hit rate = hits / queries, false-hit rate =
+``--tick`` queries on the graded hits so far; at the same ticks each graded false hit raises
+its entry's own bar to the similarity it hit at + ``STEP`` (past 1.0 the entry is retired), as
+the guard job does, and a lookup serves the best of the 4 nearest entries that clears both
+bars, as the stage does. Hit rate = hits / queries, false-hit rate =
 false hits / hits, each with its 95% Wilson interval over every hit (not just the graded).
 ``half cached`` repeats the issue's reference protocol for the static thresholds: half of each
 set cached up front, the other half looked up, nothing stored (the issue: Banking77 at 0.92
@@ -60,7 +63,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evaluator.cache_guard import guard_rule  # noqa: E402
+from evaluator.cache_guard import STEP, guard_rule  # noqa: E402
 from evaluator.stats import wilson  # noqa: E402
 from router.cache.embed import WordLlamaEmbedder  # noqa: E402
 from router.cache.store import MemoryStore, PgVectorStore  # noqa: E402
@@ -84,6 +87,7 @@ class Tally:
     hits: int = 0
     false_hits: int = 0
     graded: int = 0
+    entry_bars: int = 0  # graded false hits that raised (or, past 1.0, retired) their entry's bar
     events: list[dict[str, Any]] = field(default_factory=list)
     threshold_end: float | None = None
 
@@ -99,6 +103,7 @@ class Tally:
             "false_hit_rate": false.rate,
             "false_hit_ci": [false.ci_low, false.ci_high],
             "graded": self.graded,
+            "entry_bars": self.entry_bars,
             "threshold_end": self.threshold_end,
             "guard_events": self.events,
         }
@@ -115,29 +120,45 @@ def replay(
     tick: int,
     target: float,
 ) -> Tally:
-    """The streaming replay of the module doc, one class."""
+    """The streaming replay of the module doc, one class. With ``guard``, as the stage and the
+    guard job do: the best of the 4 nearest entries that clears both the class's threshold and
+    its own bar is served, and at every tick a graded false hit raises its entry's bar to the
+    similarity it hit at + :data:`evaluator.cache_guard.STEP` (an entry past 1.0 is forgotten)."""
     tally = Tally()
     stored = np.zeros_like(vectors)
     stored_labels: list[str] = []
+    bars = np.zeros(len(vectors), dtype=np.float32)
     evidence: list[tuple[float, bool]] = []
+    false_graded: list[tuple[int, float]] = []  # (entry, similarity): the guard's next bars
     for i, (qid, label) in enumerate(zip(ids, labels, strict=True)):
         tally.queries += 1
         hit = False
         if stored_labels:
             scores = stored[: len(stored_labels)] @ vectors[i]
-            best = int(np.argmax(scores))
-            similarity = float(scores[best])
-            if similarity >= threshold:
-                hit = True
+            nearest = np.argsort(-scores)[:4] if guard else [int(np.argmax(scores))]
+            for best in (int(j) for j in nearest):
+                similarity = float(scores[best])
+                if similarity >= max(threshold, float(bars[best])):
+                    hit = True
+                    break
+            if hit:
                 tally.hits += 1
                 wrong = stored_labels[best] != label
                 tally.false_hits += wrong
                 if guard and is_sampled(qid, sample_rate):
                     tally.graded += 1
                     evidence.append((similarity, wrong))
+                    if wrong:
+                        false_graded.append((best, similarity))
         if not hit:
             stored[len(stored_labels)] = vectors[i]
             stored_labels.append(label)
+        if guard and (i + 1) % tick == 0 and false_graded:
+            for entry, similarity in false_graded:
+                bar = similarity + STEP
+                bars[entry] = max(float(bars[entry]), bar if bar <= 1.0 else 2.0)
+                tally.entry_bars += 1
+            false_graded.clear()
         if guard and (i + 1) % tick == 0:
             change = guard_rule(threshold, evidence, target=target)
             if change is not None:
@@ -497,6 +518,7 @@ def main() -> None:
         g = figures["guard"]
         print(
             f"  guard: {g['graded']} hits graded ({args.sample_rate:.0%}), "
+            f"{g['entry_bars']} entry bars raised, "
             f"{len(g['guard_events'])} threshold changes: "
             + ", ".join(
                 f"{e['action']} {e['from']:.3f}->{'off' if e['to'] is None else round(e['to'], 3)}"
